@@ -1,0 +1,70 @@
+"""qwen_edit_async: an asyncio-first client for the qwen-image-edit-plus image-editing API.
+
+One typed, validated interface over the providers that sell the model (DashScope,
+ModelStream, OneToken, Evolink, Vtrix), built for bulk work: bounded jobs in flight, one
+poller for every pending task, retries that never double-charge.
+
+>>> import qwen_edit_async as qe
+>>> async with qe.QwenEditClient("dashscope-intl") as client:      # doctest: +SKIP
+...     result = await client.edit(["cat.png"], "Give the cat a red hat")
+...     await client.download(result, "out/")
+"""
+
+from . import providers
+from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
+from ._config import ClientConfig, set_testing
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentFilterError,
+    DownloadError,
+    InsufficientQuotaError,
+    JobFailedError,
+    JobTimeoutError,
+    PermissionDeniedError,
+    QwenEditError,
+    RateLimitError,
+    ServerError,
+    SubmitUncertainError,
+    TransportError,
+    ValidationError,
+)
+from ._job import Job, JobCancelledError, JobStatus
+from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size
+from ._version import __version__
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientConfig",
+    "ClientStatistics",
+    "ConfigurationError",
+    "ContentFilterError",
+    "DownloadError",
+    "EditRequest",
+    "EditResult",
+    "GeneratedImage",
+    "InsufficientQuotaError",
+    "Job",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobStatus",
+    "JobTimeoutError",
+    "Outcome",
+    "PermissionDeniedError",
+    "QwenEditClient",
+    "QwenEditError",
+    "RateLimitError",
+    "ServerError",
+    "Size",
+    "SubmitUncertainError",
+    "TransportError",
+    "USE_CLIENT_DEFAULT",
+    "ValidationError",
+    "__version__",
+    "providers",
+    "set_testing",
+]

@@ -1,0 +1,145 @@
+"""Client configuration: timeouts, retries, polling, limits; and where the API key comes from.
+
+Every value is frozen once the client is built. The API key is held in a :class:`Secret`
+whose ``repr`` and ``str`` never show it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+from ._errors import ConfigurationError, ValidationError
+
+__all__ = ["ClientConfig", "Secret", "resolve_api_key", "set_testing", "testing_enabled"]
+
+API_KEY_ENV = "QWEN_EDIT_API_KEY"
+
+
+class Secret:
+    """A string that does not print itself.
+
+    >>> Secret("sk-123")
+    Secret('********')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("a Secret is not pickled, so that it cannot leak through a pickle")
+
+
+def resolve_api_key(
+    explicit: str | None, provider_env: str | None, environ: Mapping[str, str] | None = None
+) -> Secret:
+    """The API key: the argument, else ``QWEN_EDIT_API_KEY``, else the provider's own variable.
+
+    Raises :class:`ConfigurationError` naming the variables when none is set.
+    """
+    env = os.environ if environ is None else environ
+    for value in (explicit, env.get(API_KEY_ENV), env.get(provider_env) if provider_env else None):
+        if value is not None and value.strip():
+            return Secret(value.strip())
+    names = " or ".join(name for name in (API_KEY_ENV, provider_env) if name)
+    raise ConfigurationError(f"no API key: pass api_key=... or set {names}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """Timeouts (seconds), retry and polling settings of a client.
+
+    Give one to ``QwenEditClient(config=...)``, or pass any field as a keyword to the client;
+    ``dataclasses.replace(config, field=value)`` derives a variant.
+    """
+
+    #: Seconds to open a connection.
+    connect_timeout: float = 10.0
+    #: Seconds to wait for a synchronous generation (the request stays open that long).
+    sync_read_timeout: float = 300.0
+    #: Seconds for a task create, a status request or a download chunk.
+    read_timeout: float = 30.0
+    #: Seconds from the moment a job takes its slot to its result; ``None`` disables it.
+    job_timeout: float | None = 600.0
+
+    #: Attempts for one request (the first plus retries) when the answer says "try again".
+    max_attempts: int = 6
+    #: Base and cap of the full-jitter exponential wait between attempts.
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    #: The longest ``Retry-After`` honoured; longer asks end the retries.
+    retry_after_max: float = 120.0
+    #: Resend a create whose answer was lost (it may create and bill a second job).
+    retry_uncertain: bool = False
+
+    #: First status check when neither a hint nor learned latency is known.
+    poll_initial: float = 1.0
+    #: Growth of the interval between status checks, and its cap.
+    poll_growth: float = 1.5
+    poll_max_interval: float = 10.0
+    #: Fraction of random spread applied to every poll time.
+    poll_jitter: float = 0.1
+    #: Status requests at once, and per second.
+    poll_concurrency: int = 64
+    poll_rate: float = 200.0
+
+    #: Submissions per second (``None``: no cap besides ``max_in_flight``).
+    submit_rate: float | None = None
+    #: Largest image a download may write, in bytes.
+    download_max_bytes: int = 64 * 1024 * 1024
+    #: Downloads at once per client.
+    download_concurrency: int = 16
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, (int, float)) and value <= 0 and field.name != "poll_jitter":
+                raise ValidationError(
+                    f"{field.name}: {value} must be greater than 0", field=field.name
+                )
+        if not 0 <= self.poll_jitter < 1:
+            raise ValidationError(
+                f"poll_jitter: {self.poll_jitter} must be from 0 to below 1", field="poll_jitter"
+            )
+        if self.poll_growth < 1:
+            raise ValidationError(
+                f"poll_growth: {self.poll_growth} must be at least 1", field="poll_growth"
+            )
+        if self.max_attempts < 1:
+            raise ValidationError(
+                f"max_attempts: {self.max_attempts} must be at least 1", field="max_attempts"
+            )
+
+
+_testing = False
+
+
+def set_testing(enabled: bool) -> None:
+    """Make every retry wait zero (for test suites). Cooldowns still order requests."""
+    global _testing
+    _testing = enabled
+
+
+def testing_enabled() -> bool:
+    """Whether :func:`set_testing` switched waits off."""
+    return _testing

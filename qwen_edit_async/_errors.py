@@ -1,0 +1,317 @@
+"""The error tree, and the one place that turns a provider's answer into an error.
+
+::
+
+    QwenEditError
+    ├── ValidationError            (also ValueError) bad input, found before any request
+    ├── ConfigurationError         missing key, unknown provider, input the provider cannot take
+    ├── TransportError             the network failed; the request was not received
+    │   └── SubmitUncertainError   a create was sent but its answer was lost: it may exist
+    ├── APIError                   the provider answered with an error
+    │   ├── AuthenticationError    401, bad or missing key
+    │   ├── PermissionDeniedError  403, model not purchased, async calls refused
+    │   ├── RateLimitError         429 throttling (``retry_after`` in seconds, when sent)
+    │   ├── InsufficientQuotaError balance or free quota exhausted (never retried)
+    │   ├── BadRequestError        the provider refused the input (never retried)
+    │   │   └── ContentFilterError moderation, at submission or inside a task
+    │   └── ServerError            5xx and 408: the provider failed; retried
+    ├── JobFailedError             the task ended in failure
+    ├── JobTimeoutError            the job's deadline passed; the task may still finish
+    └── DownloadError              a result image could not be saved
+
+Every error carries what is needed to recover or report: ``provider``, ``status`` (HTTP),
+``code`` (the provider's own), ``message``, ``request_id`` and ``task_id`` where known.
+API keys are never part of an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ContentFilterError",
+    "DownloadError",
+    "InsufficientQuotaError",
+    "JobFailedError",
+    "JobTimeoutError",
+    "PermissionDeniedError",
+    "QwenEditError",
+    "RateLimitError",
+    "ServerError",
+    "SubmitUncertainError",
+    "TransportError",
+    "ValidationError",
+    "api_error",
+    "task_error",
+]
+
+
+class QwenEditError(Exception):
+    """Base of every error this library raises.
+
+    ``str(err)`` is the message followed by the known context, for example
+    ``"Throttling: too many requests (provider=dashscope, status=429, code=Throttling,
+    request_id=bf37...)"``.
+    """
+
+    #: Whether sending the same request again may succeed (used by the transport).
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        task_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.task_id = task_id
+        #: The decoded error body, when there was one (for what the fields do not model).
+        self.body = body
+
+    def _context(self) -> list[str]:
+        parts = []
+        for name in ("provider", "status", "code", "request_id", "task_id"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value}")
+        return parts
+
+    def __str__(self) -> str:
+        context = self._context()
+        return f"{self.message} ({', '.join(context)})" if context else self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __reduce__(self) -> Any:
+        # Keep keyword context across pickling (multiprocessing, loggers that pickle records).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[QwenEditError], message: str, state: dict[str, Any]) -> QwenEditError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class ValidationError(QwenEditError, ValueError):
+    """Invalid input, found before any network I/O.
+
+    ``field`` names the offending field (``"n"``, ``"images[1]"``, ``"size"``...) and the
+    message says what is wrong with the value and which rule it breaks.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.field = field
+
+
+class ConfigurationError(QwenEditError):
+    """The client cannot do what was asked as configured (missing key, unknown provider,
+    a local file for a URL-only provider without an ``uploader``...)."""
+
+
+class TransportError(QwenEditError):
+    """The request did not get an answer (connection refused, reset, DNS, timeout).
+
+    Raised as is only when the request was certainly not received, or for GETs whose
+    retries ran out.
+    """
+
+    retryable = True
+
+
+class SubmitUncertainError(TransportError):
+    """A job-creating request was sent but its answer was lost.
+
+    The provider may have created (and billed) the job. It is not resent unless the client
+    was configured with ``retry_uncertain=True``. ``request_id`` holds the client request id
+    sent with it, when the dialect sends one.
+    """
+
+    retryable = False
+
+
+class APIError(QwenEditError):
+    """The provider answered with an error status or an error body."""
+
+
+class AuthenticationError(APIError):
+    """The API key was refused (HTTP 401)."""
+
+
+class PermissionDeniedError(APIError):
+    """The key is valid but may not do this (HTTP 403)."""
+
+
+class RateLimitError(APIError):
+    """Throttled (HTTP 429). ``retry_after`` is the wait the provider asked for, in seconds."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
+
+
+class InsufficientQuotaError(APIError):
+    """The account's balance or free quota is exhausted. Retrying cannot help."""
+
+
+class BadRequestError(APIError):
+    """The provider refused the request as invalid. Retrying cannot help."""
+
+
+class ContentFilterError(BadRequestError):
+    """Content moderation blocked the input or the output (``task_id`` set when it happened
+    inside a task)."""
+
+
+class ServerError(APIError):
+    """The provider failed (5xx) or timed out (408). Retried."""
+
+    retryable = True
+
+
+class JobFailedError(QwenEditError):
+    """The task ended in failure on the provider's side (``code`` says why)."""
+
+
+class JobTimeoutError(QwenEditError):
+    """The job's deadline passed before it ended.
+
+    The task may still finish (and be billed): ``task_id`` lets you collect it later with
+    ``client.attach(task_id)``.
+    """
+
+
+class DownloadError(QwenEditError):
+    """A result image could not be downloaded or saved (expired URL, size cap, bad type)."""
+
+
+# Provider codes, lower-cased, whose meaning beats the HTTP status.
+_CONTENT_CODES = frozenset(
+    {
+        "datainspectionfailed",
+        "data_inspection_failed",
+        "content_policy_violation",
+        "content_filter",
+        "sensitive_content",
+    }
+)
+_QUOTA_CODES = frozenset(
+    {
+        "arrearage",
+        "throttling.allocationquota",
+        "quota_exceeded",
+        "insufficient_quota",
+        "insufficient_balance",
+        "insufficient_user_quota",
+    }
+)
+_AUTH_CODES = frozenset({"invalidapikey", "invalid_api_key"})
+_QUOTA_WORDS = ("insufficient balance", "insufficient_balance", "balance is not enough", "arrear")
+
+
+def _class_for(status: int | None, code: str | None, message: str) -> type[APIError]:
+    key = (code or "").lower()
+    if key in _CONTENT_CODES:
+        return ContentFilterError
+    if key in _QUOTA_CODES or status == 402:
+        return InsufficientQuotaError
+    if key in _AUTH_CODES or status == 401:
+        return AuthenticationError
+    if status == 403:
+        lowered = message.lower()
+        if any(word in lowered for word in _QUOTA_WORDS):
+            return InsufficientQuotaError
+        return PermissionDeniedError
+    if status == 429:
+        return RateLimitError
+    if status == 408 or (status is not None and status >= 500):
+        return ServerError
+    if key in {"throttling", "throttling.ratequota", "rate_limit_exceeded"}:
+        return RateLimitError
+    if key in {"internalerror", "internalerror.algo", "internalerror.timeout", "systemerror"}:
+        return ServerError
+    return BadRequestError
+
+
+def api_error(
+    *,
+    provider: str,
+    status: int | None,
+    code: str | int | None,
+    message: str | None,
+    request_id: str | None = None,
+    task_id: str | None = None,
+    retry_after: float | None = None,
+    body: Any = None,
+) -> APIError:
+    """Build the right :class:`APIError` subclass for an error answer.
+
+    Dialects read their own body shape and call this: it is the one status-and-code to class
+    mapping of the library. ``code`` may be an integer (older Evolink bodies); it is kept
+    as a string.
+    """
+    code_text = None if code is None else str(code)
+    text = message or code_text or (f"HTTP {status}" if status is not None else "provider error")
+    cls = _class_for(status, code_text, text)
+    context: dict[str, Any] = {
+        "provider": provider,
+        "status": status,
+        "code": code_text,
+        "request_id": request_id,
+        "task_id": task_id,
+        "body": body,
+    }
+    if cls is RateLimitError:
+        return RateLimitError(text, retry_after=retry_after, **context)
+    return cls(text, **context)
+
+
+def task_error(
+    *,
+    provider: str,
+    code: str | int | None,
+    message: str | None,
+    task_id: str | None,
+    request_id: str | None = None,
+    body: Any = None,
+) -> QwenEditError:
+    """The error for a task that ended in failure.
+
+    Moderation becomes :class:`ContentFilterError` and an exhausted balance
+    :class:`InsufficientQuotaError`, as they would at submission; anything else is
+    :class:`JobFailedError`. All carry the task id.
+    """
+    code_text = None if code is None else str(code)
+    text = message or code_text or "the task failed"
+    key = (code_text or "").lower()
+    context: dict[str, Any] = {
+        "provider": provider,
+        "code": code_text,
+        "request_id": request_id,
+        "task_id": task_id,
+        "body": body,
+    }
+    if key in _CONTENT_CODES:
+        return ContentFilterError(text, **context)
+    if key in _QUOTA_CODES:
+        return InsufficientQuotaError(text, **context)
+    return JobFailedError(text, **context)

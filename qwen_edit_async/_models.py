@@ -1,0 +1,295 @@
+"""The payload structs: what a user asks for and what a provider gives back.
+
+Requests are validated when they are constructed, before any network I/O: a bad value raises
+:class:`~qwen_edit_async.ValidationError` naming the field and the rule. Provider-specific
+limits (prompt length, URL-only inputs) are checked by the provider when a client is given
+the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any, Union
+
+import msgspec
+
+from ._errors import QwenEditError, ValidationError
+from ._images import check_image
+
+__all__ = [
+    "MAX_IMAGES",
+    "MAX_N",
+    "MAX_NEGATIVE_PROMPT",
+    "MAX_SEED",
+    "EditRequest",
+    "EditResult",
+    "GeneratedImage",
+    "Outcome",
+    "Size",
+    "SizeLike",
+]
+
+MIN_SIDE = 512
+MAX_SIDE = 2048
+SIZE_STEP = 16
+MAX_IMAGES = 3
+MAX_N = 6
+MAX_NEGATIVE_PROMPT = 500
+MAX_SEED = 2_147_483_647
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
+
+
+def _snap(side: int) -> int:
+    """Nearest multiple of 16, ties going down (as the provider documents: 1032 -> 1024)."""
+    return (side + SIZE_STEP // 2 - 1) // SIZE_STEP * SIZE_STEP
+
+
+class Size(msgspec.Struct, frozen=True):
+    """An output size in pixels, each side 512–2048, snapped to a multiple of 16.
+
+    >>> Size(1033, 1032)
+    Size(width=1040, height=1024)
+    >>> Size.parse("1024x1536") == Size.parse((1024, 1536)) == Size(1024, 1536)
+    True
+    """
+
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        snapped = []
+        for name, value in (("width", self.width), ("height", self.height)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(
+                    f"size.{name}: {value!r} is not an integer; give pixels as whole numbers",
+                    field="size",
+                )
+            if not MIN_SIDE <= value <= MAX_SIDE:
+                raise ValidationError(
+                    f"size.{name}: {value} is out of range; each side must be "
+                    f"{MIN_SIDE} to {MAX_SIDE} pixels",
+                    field="size",
+                )
+            snapped.append(_snap(value))
+        msgspec.structs.force_setattr(self, "width", snapped[0])
+        msgspec.structs.force_setattr(self, "height", snapped[1])
+
+    @classmethod
+    def parse(cls, value: SizeLike) -> Size:
+        """Read ``"1024*1536"``, ``"1024x1536"``, ``(1024, 1536)`` or a :class:`Size`."""
+        if isinstance(value, Size):
+            return value
+        if isinstance(value, str):
+            match = _SIZE_RE.match(value)
+            if not match:
+                raise ValidationError(
+                    f"size: {value!r} is not a size; write it as 'W*H' or 'WxH', "
+                    "for example '1024*1536'",
+                    field="size",
+                )
+            return cls(int(match.group(1)), int(match.group(2)))
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            return cls(value[0], value[1])
+        raise ValidationError(
+            f"size: {value!r} ({type(value).__name__}) is not a size; give 'W*H', 'WxH', "
+            "a (width, height) pair or a Size",
+            field="size",
+        )
+
+    def format(self, separator: str = "*") -> str:
+        """``"1024*1536"`` (or with another separator, e.g. ``"x"``)."""
+        return f"{self.width}{separator}{self.height}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+SizeLike = Union[Size, str, tuple[int, int]]
+
+
+def _optional_bool(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ValidationError(f"{name}: {value!r} is not a boolean; use True or False", field=name)
+
+
+def _int_in(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            f"{name}: {value!r} is not an integer; it must be a whole number from {low} to {high}",
+            field=name,
+        )
+    if not low <= value <= high:
+        raise ValidationError(
+            f"{name}: {value} is out of range; it must be from {low} to {high}", field=name
+        )
+
+
+class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One edit: 1–3 input images and an instruction.
+
+    Validated at construction; the stored ``size`` is the snapped :class:`Size` the provider
+    will produce. ``images`` keeps each input in a normalized form: ``str`` for URLs and data
+    URIs, :class:`pathlib.Path` for local files, ``bytes`` for raw image data. Fields left
+    as ``None`` are not sent: the provider's default applies.
+
+    >>> req = EditRequest(images=["cat.png"], prompt="Make it a watercolour")  # doctest: +SKIP
+    >>> EditRequest(images=["https://example.com/a.png"], prompt="x", size="1033*1032").size
+    Size(width=1040, height=1024)
+    """
+
+    images: list[Any]
+    prompt: str
+    negative_prompt: str | None = None
+    n: int | None = None
+    size: Size | str | tuple[int, int] | None = None
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
+    seed: int | None = None
+    callback_url: str | None = None
+
+    def __post_init__(self) -> None:
+        images = self.images
+        if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
+            if isinstance(images, (str, bytes, os.PathLike)):
+                images = [images]
+            else:
+                raise ValidationError(
+                    f"images: {type(images).__name__} is not a list; give 1 to {MAX_IMAGES} "
+                    "images (paths, URLs, data URIs or bytes)",
+                    field="images",
+                )
+        if not 1 <= len(images) <= MAX_IMAGES:
+            raise ValidationError(
+                f"images: {len(images)} given; an edit takes 1 to {MAX_IMAGES} images",
+                field="images",
+            )
+        normalized = [check_image(image, f"images[{i}]") for i, image in enumerate(images)]
+        self.images = normalized
+
+        if not isinstance(self.prompt, str):
+            raise ValidationError(
+                f"prompt: {type(self.prompt).__name__} is not text; give a non-empty string",
+                field="prompt",
+            )
+        if not self.prompt.strip():
+            raise ValidationError(
+                "prompt: it is empty; an edit needs an instruction", field="prompt"
+            )
+
+        if self.negative_prompt is not None:
+            if not isinstance(self.negative_prompt, str):
+                raise ValidationError(
+                    f"negative_prompt: {type(self.negative_prompt).__name__} is not text",
+                    field="negative_prompt",
+                )
+            if len(self.negative_prompt) > MAX_NEGATIVE_PROMPT:
+                raise ValidationError(
+                    f"negative_prompt: {len(self.negative_prompt)} characters; at most "
+                    f"{MAX_NEGATIVE_PROMPT} are allowed (the provider would cut the rest silently)",
+                    field="negative_prompt",
+                )
+        if self.n is not None:
+            _int_in("n", self.n, 1, MAX_N)
+        if self.seed is not None:
+            _int_in("seed", self.seed, 0, MAX_SEED)
+        if self.size is not None:
+            self.size = Size.parse(self.size)
+        _optional_bool("prompt_extend", self.prompt_extend)
+        _optional_bool("watermark", self.watermark)
+        if self.callback_url is not None:
+            if not isinstance(self.callback_url, str) or not self.callback_url.startswith(
+                "https://"
+            ):
+                raise ValidationError(
+                    f"callback_url: {self.callback_url!r} is not an https:// URL",
+                    field="callback_url",
+                )
+            if len(self.callback_url) > 2048:
+                raise ValidationError(
+                    f"callback_url: {len(self.callback_url)} characters; at most 2048 are allowed",
+                    field="callback_url",
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as plain JSON-able values (paths as strings, bytes as base64).
+
+        Fields that were not set are left out.
+        """
+        out: dict[str, Any] = msgspec.to_builtins(self, enc_hook=_enc_hook)
+        return out
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+class GeneratedImage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One output image: a signed ``url`` (expires, usually after 24 h) or ``b64_json``.
+
+    ``revised_prompt`` is the provider's rewrite of the prompt when ``prompt_extend`` is on.
+    Use :meth:`read_bytes` for base64 results and ``client.download`` for URLs.
+    """
+
+    url: str | None = None
+    b64_json: str | None = None
+    revised_prompt: str | None = None
+
+    def read_bytes(self) -> bytes:
+        """The image bytes of a ``b64_json`` result.
+
+        Raises :class:`ValueError` for a URL-only result (download it with
+        ``client.download``).
+        """
+        if self.b64_json is None:
+            raise ValueError("this image has only a URL; download it with client.download()")
+        try:
+            return base64.b64decode(self.b64_json, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise QwenEditError("b64_json is not valid base64") from exc
+
+
+class EditResult(msgspec.Struct, kw_only=True):
+    """A finished edit.
+
+    ``raw`` is the provider's decoded body (the final status body for task providers), for
+    what these fields do not model.
+    """
+
+    images: list[GeneratedImage]
+    provider: str
+    model: str | None = None
+    task_id: str | None = None
+    request_id: str | None = None
+    usage: dict[str, Any] | None = None
+    raw: Any = None
+
+    @property
+    def urls(self) -> list[str]:
+        """The URLs of the images that have one, in order."""
+        return [image.url for image in self.images if image.url is not None]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What ``edit_many`` yields for each request, in completion order.
+
+    Exactly one of ``result`` and ``error`` is set. ``index`` is the request's position in
+    the input.
+    """
+
+    index: int
+    request: EditRequest
+    result: EditResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the edit succeeded."""
+        return self.error is None

@@ -1,0 +1,252 @@
+"""What every provider dialect is: pure functions from a request to bytes and back.
+
+A dialect never does I/O. It builds an :class:`HttpRequest` (method, URL, headers without the
+API key, JSON bytes) and reads ``(status, headers, body)`` into a typed answer:
+
+- a finished :class:`~qwen_edit_async.EditResult` (synchronous providers),
+- a :class:`TaskAccepted` with the task id and its hints (task providers),
+- a :class:`TaskStatus` when polling,
+- or it raises the right error from :mod:`qwen_edit_async._errors`.
+
+Adding a provider is one module with one :class:`Provider` subclass and one registry line.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import email.utils
+import enum
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeVar
+
+import msgspec
+
+from .._errors import APIError, QwenEditError, ValidationError
+from .._models import EditRequest, EditResult
+
+__all__ = [
+    "HttpRequest",
+    "ProtocolError",
+    "Provider",
+    "TaskAccepted",
+    "TaskState",
+    "TaskStatus",
+    "parse_retry_after",
+]
+
+T = TypeVar("T")
+P = TypeVar("P", bound="Provider")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request to send. ``headers`` never holds the API key: the transport adds it."""
+
+    method: Literal["GET", "POST"]
+    url: str
+    body: bytes | None = None
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskAccepted:
+    """A task provider accepted a job: poll ``task_id`` for its end."""
+
+    task_id: str
+    #: The provider's hint of how long the task takes, in seconds.
+    estimated_time: float | None = None
+    request_id: str | None = None
+    raw: Any = None
+
+
+class TaskState(enum.Enum):
+    """Where a task stands, whatever words the provider uses."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def done(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """One status answer. ``result`` is set when it succeeded, ``error`` when it failed."""
+
+    task_id: str
+    state: TaskState
+    #: Progress from 0.0 to 1.0 when the provider reports one.
+    progress: float | None = None
+    result: EditResult | None = None
+    error: QwenEditError | None = None
+    raw: Any = None
+
+
+class ProtocolError(QwenEditError):
+    """An answer that cannot be read (malformed JSON, missing fields).
+
+    Internal: the transport turns it into :class:`~qwen_edit_async.SubmitUncertainError` for
+    a create (the job may exist) or retries it for a GET.
+    """
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def header(headers: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` present in ``headers`` (case-insensitively for plain dicts)."""
+    for name in names:
+        value = headers.get(name)
+        if value is None and not hasattr(headers, "getall"):
+            lowered = name.lower()
+            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+        if value:
+            return value
+    return None
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, provider: str, status: int) -> T:
+    """Decode ``body`` or raise :class:`ProtocolError` saying what was wrong."""
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        snippet = body[:200].decode("utf-8", "replace")
+        raise ProtocolError(
+            f"unreadable answer: {exc}; body starts {snippet!r}", provider=provider, status=status
+        ) from exc
+
+
+class Provider(abc.ABC):
+    """A wire dialect of qwen-image-edit-plus, bound to a base URL and a default model.
+
+    Subclasses set the class attributes that declare what the provider accepts, so bad
+    combinations fail before any request, and implement the build/parse methods.
+    """
+
+    #: Registry name, e.g. ``"evolink"``.
+    name: ClassVar[str]
+    #: Root URL (scheme and host, plus a prefix only where the gateway adds one).
+    default_base_url: ClassVar[str]
+    #: The provider's own API key variable, read after ``QWEN_EDIT_API_KEY``.
+    env_var: ClassVar[str | None] = None
+    #: ``"sync"``: the create answers with the result. ``"task"``: poll a task id.
+    mode: ClassVar[Literal["sync", "task"]] = "sync"
+    #: Whether images may be sent inline as data URIs (else URLs only).
+    accepts_data_uri: ClassVar[bool] = True
+    #: Whether ``oss://`` temporary URLs are understood.
+    accepts_oss: ClassVar[bool] = False
+    #: Longest prompt the provider keeps (longer ones would be cut silently upstream).
+    max_prompt: ClassVar[int] = 800
+    #: Whether ``callback_url`` is supported.
+    supports_callback: ClassVar[bool] = False
+    #: Status requests per second the provider tolerates, when documented.
+    poll_rate_limit: ClassVar[float | None] = None
+
+    default_model: ClassVar[str] = "qwen-image-edit-plus"
+
+    def __init__(self, *, base_url: str | None = None, model: str | None = None) -> None:
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.model = model or self.default_model
+
+    def replace(self: P, *, base_url: str | None = None, model: str | None = None) -> P:
+        """A copy with another base URL or default model."""
+        return type(self)(base_url=base_url or self.base_url, model=model or self.model)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
+
+    @property
+    def is_task(self) -> bool:
+        return self.mode == "task"
+
+    # -- validation ---------------------------------------------------------------------
+
+    def check(self, request: EditRequest, *, model: str | None = None) -> None:
+        """Raise :class:`ValidationError` for what this provider would refuse or cut.
+
+        Called before a request takes a slot. The base checks the prompt length, callback
+        support, ``oss://`` inputs and ``n`` for the single-output model.
+        """
+        if len(request.prompt) > self.max_prompt:
+            raise ValidationError(
+                f"prompt: {len(request.prompt)} characters; {self.name} keeps at most "
+                f"{self.max_prompt} and would cut the rest silently",
+                field="prompt",
+                provider=self.name,
+            )
+        if request.callback_url is not None and not self.supports_callback:
+            raise ValidationError(
+                f"callback_url: {self.name} does not support completion callbacks",
+                field="callback_url",
+                provider=self.name,
+            )
+        for i, image in enumerate(request.images):
+            if isinstance(image, str) and image.startswith("oss://") and not self.accepts_oss:
+                raise ValidationError(
+                    f"images[{i}]: oss:// URLs are understood by DashScope only, not {self.name}",
+                    field=f"images[{i}]",
+                    provider=self.name,
+                )
+        chosen = model or self.model
+        if chosen == "qwen-image-edit" and (request.n or 1) > 1:
+            raise ValidationError(
+                f"n: {request.n}; qwen-image-edit makes one image (use qwen-image-edit-plus)",
+                field="n",
+                provider=self.name,
+            )
+
+    def wire_model(self, model: str | None = None) -> str:
+        """The provider's id for a canonical model name."""
+        return model or self.model
+
+    # -- the wire -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_create(
+        self, request: EditRequest, images: list[str], *, model: str | None = None
+    ) -> HttpRequest:
+        """The request that starts an edit. ``images`` are ready to send (URLs or data URIs)."""
+
+    @abc.abstractmethod
+    def parse_create(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> EditResult | TaskAccepted:
+        """Read the create answer; raise the right error for an error answer."""
+
+    def build_status(self, task_id: str) -> HttpRequest:
+        """The status request of a task (task providers)."""
+        raise NotImplementedError(f"{self.name} has no tasks to poll")
+
+    def parse_status(
+        self, task_id: str, status: int, headers: Mapping[str, str], body: bytes
+    ) -> TaskStatus:
+        """Read a status answer; raise the right error for an error answer."""
+        raise NotImplementedError(f"{self.name} has no tasks to poll")
+
+    @abc.abstractmethod
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
+    ) -> APIError:
+        """The error for a non-2xx answer, read from the provider's own error shape."""

@@ -1,0 +1,54 @@
+"""The one status-and-code mapping: every documented code lands in the right class."""
+
+from __future__ import annotations
+
+import pytest
+
+import qwen_edit_async as qe
+from qwen_edit_async._errors import api_error, task_error
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "cls"),
+    [
+        (400, "InvalidParameter", "bad n", qe.BadRequestError),
+        (400, "DataInspectionFailed", "moderated", qe.ContentFilterError),
+        (400, "Arrearage", "no money", qe.InsufficientQuotaError),
+        (401, "InvalidApiKey", "bad key", qe.AuthenticationError),
+        (403, "AccessDenied", "nope", qe.PermissionDeniedError),
+        (403, None, "Insufficient balance", qe.InsufficientQuotaError),
+        (408, "RequestTimeOut", "slow", qe.ServerError),
+        (413, "BadRequest.TooLarge", "big", qe.BadRequestError),
+        (415, "BadRequest.InputDownloadFailed", "fetch", qe.BadRequestError),
+        (429, "Throttling", "rate", qe.RateLimitError),
+        (429, "Throttling.AllocationQuota", "free quota", qe.InsufficientQuotaError),
+        (402, "insufficient_quota", "pay", qe.InsufficientQuotaError),
+        (429, 429, "int code", qe.RateLimitError),
+        (500, "InternalError", "boom", qe.ServerError),
+        (503, None, None, qe.ServerError),
+    ],
+)
+def test_api_error_picks_the_class(
+    status: int, code: object, message: str | None, cls: type[qe.APIError]
+) -> None:
+    """api_error maps (status, code) to the documented class and keeps the context."""
+    err = api_error(provider="p", status=status, code=code, message=message, request_id="r")  # type: ignore[arg-type]
+    assert type(err) is cls
+    assert err.status == status and err.request_id == "r" and err.provider == "p"
+    assert err.retryable == (cls in (qe.RateLimitError, qe.ServerError))
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        ("content_policy_violation", qe.ContentFilterError),
+        ("quota_exceeded", qe.InsufficientQuotaError),
+        ("generation_failed_no_content", qe.JobFailedError),
+        (123, qe.JobFailedError),
+    ],
+)
+def test_task_error_keeps_the_task_id(code: object, cls: type[qe.QwenEditError]) -> None:
+    """A failed task's error is classified like a submission error and names its task."""
+    err = task_error(provider="evolink", code=code, message="m", task_id="task-9")  # type: ignore[arg-type]
+    assert type(err) is cls
+    assert err.task_id == "task-9"

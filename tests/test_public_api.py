@@ -1,0 +1,65 @@
+"""The public surface: __all__ matches what is exported, errors form the documented tree."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+import qwen_edit_async as qe
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    """Every public attribute of the package is in __all__ and every name there exists."""
+    public = {
+        name
+        for name, value in vars(qe).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith("qwen_edit")
+    } | {"providers", "USE_CLIENT_DEFAULT"}
+    assert set(qe.__all__) == public | {"__version__"}
+    assert qe.__all__ == sorted(qe.__all__)
+
+
+@pytest.mark.parametrize(
+    ("child", "parent"),
+    [
+        (qe.ValidationError, qe.QwenEditError),
+        (qe.ValidationError, ValueError),
+        (qe.ConfigurationError, qe.QwenEditError),
+        (qe.TransportError, qe.QwenEditError),
+        (qe.SubmitUncertainError, qe.TransportError),
+        (qe.APIError, qe.QwenEditError),
+        (qe.AuthenticationError, qe.APIError),
+        (qe.PermissionDeniedError, qe.APIError),
+        (qe.RateLimitError, qe.APIError),
+        (qe.InsufficientQuotaError, qe.APIError),
+        (qe.BadRequestError, qe.APIError),
+        (qe.ContentFilterError, qe.BadRequestError),
+        (qe.ServerError, qe.APIError),
+        (qe.JobFailedError, qe.QwenEditError),
+        (qe.JobTimeoutError, qe.QwenEditError),
+        (qe.DownloadError, qe.QwenEditError),
+    ],
+)
+def test_error_tree_matches_the_design(child: type, parent: type) -> None:
+    """Each error class derives from the class DESIGN.md puts above it."""
+    assert issubclass(child, parent)
+
+
+def test_errors_carry_context_and_survive_pickling() -> None:
+    """Provider, status, code, request and task ids are kept, shown, and pickled."""
+    err = qe.RateLimitError(
+        "slow down",
+        provider="evolink",
+        status=429,
+        code="rate_limit_exceeded",
+        request_id="r-1",
+        task_id="t-1",
+        retry_after=2.5,
+    )
+    text = str(err)
+    for part in ("slow down", "evolink", "429", "rate_limit_exceeded", "r-1", "t-1"):
+        assert part in text
+    clone = pickle.loads(pickle.dumps(err))
+    assert type(clone) is qe.RateLimitError
+    assert (clone.status, clone.retry_after, clone.task_id) == (429, 2.5, "t-1")
