@@ -148,7 +148,14 @@ class SubmitUncertainError(TransportError):
 
 
 class APIError(QwenEditError):
-    """The provider answered with an error status or an error body."""
+    """The provider answered with an error status or an error body.
+
+    ``retry_after`` is the wait the provider asked for (``Retry-After``, seconds), if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
 
 
 class AuthenticationError(APIError):
@@ -163,10 +170,6 @@ class RateLimitError(APIError):
     """Throttled (HTTP 429). ``retry_after`` is the wait the provider asked for, in seconds."""
 
     retryable = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **context: Any) -> None:
-        super().__init__(message, **context)
-        self.retry_after = retry_after
 
 
 class InsufficientQuotaError(APIError):
@@ -280,9 +283,7 @@ def api_error(
         "task_id": task_id,
         "body": body,
     }
-    if cls is RateLimitError:
-        return RateLimitError(text, retry_after=retry_after, **context)
-    return cls(text, **context)
+    return cls(text, retry_after=retry_after, **context)
 
 
 def task_error(

@@ -1,0 +1,172 @@
+"""What the task dialects (Evolink, Vtrix) share: reading a created task and a status answer.
+
+Both answer with a task object ``{"id", "status", "progress", "model", "usage", "error"}``;
+they differ in where the images are, the progress scale, and their wire details, which
+subclasses supply.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar
+
+from .._errors import QwenEditError, task_error
+from .._models import EditResult, GeneratedImage
+from ._base import ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
+from ._wire import ErrorDetail, WireResponse, error_fields, is_success, load, request_id
+
+
+class TaskBody(WireResponse):
+    """The fields every task answer has; subclasses add where their images are."""
+
+    id: str | None = None
+    status: str | None = None
+    model: str | None = None
+    progress: float | None = None
+    usage: dict[str, Any] | None = None
+    error: ErrorDetail | str | None = None
+
+
+_STATES = {
+    "pending": TaskState.PENDING,
+    "queued": TaskState.PENDING,
+    "submitted": TaskState.PENDING,
+    "in_progress": TaskState.RUNNING,
+    "processing": TaskState.RUNNING,
+    "running": TaskState.RUNNING,
+    "completed": TaskState.SUCCEEDED,
+    "succeeded": TaskState.SUCCEEDED,
+    "success": TaskState.SUCCEEDED,
+    "failed": TaskState.FAILED,
+    "failure": TaskState.FAILED,
+    "error": TaskState.FAILED,
+    "cancelled": TaskState.FAILED,
+    "canceled": TaskState.FAILED,
+}
+
+
+def task_state(word: str) -> TaskState:
+    """The state for a provider's status word, any case. An unknown word counts as running:
+    the task exists and has not said it ended, so the poller keeps watching it (bounded by
+    the job's deadline) instead of failing a job that may still be billed."""
+    return _STATES.get(word.strip().lower(), TaskState.RUNNING)
+
+
+def fraction(value: float | None, *, percent: bool) -> float | None:
+    """Progress as 0.0-1.0 from a percentage or a fraction, clamped."""
+    if value is None:
+        return None
+    if percent or value > 1:
+        value = value / 100
+    return min(1.0, max(0.0, value))
+
+
+def _failure(
+    provider: str, error: ErrorDetail | str | None, task_id: str, request_id: str | None, raw: Any
+) -> QwenEditError:
+    """The error of a failed task from its ``error`` field (an object, a string or absent)."""
+    code, message = error_fields(error)
+    return task_error(
+        provider=provider,
+        code=code,
+        message=message,
+        task_id=task_id,
+        request_id=request_id,
+        body=raw,
+    )
+
+
+def _no_images(provider: str, task_id: str, request_id: str | None, raw: Any) -> QwenEditError:
+    """The error of a task that says it completed but lists no image.
+
+    A failed job, not a :class:`ProtocolError`: re-reading the same answer cannot help.
+    """
+    return task_error(
+        provider=provider,
+        code=None,
+        message="the task completed without any result image",
+        task_id=task_id,
+        request_id=request_id,
+        body=raw,
+    )
+
+
+B = TypeVar("B", bound=TaskBody)
+
+
+class TaskProvider(Provider, Generic[B]):
+    """A provider whose create answers with a task to poll."""
+
+    mode = "task"
+    #: The Struct of this provider's task answers.
+    task_body: type[B]
+    #: Whether ``progress`` is a percentage (else a fraction 0.0-1.0).
+    progress_percent = False
+
+    @abc.abstractmethod
+    def result_images(self, task: B) -> list[GeneratedImage]:
+        """The images of a completed task."""
+
+    def estimated_time(self, task: B) -> float | None:
+        """The provider's hint of how long the task takes, in seconds."""
+        return None
+
+    def result_model(self, task: B) -> str | None:
+        """The canonical model name reported by the task."""
+        return task.model
+
+    def parse_create(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> EditResult | TaskAccepted:
+        if not is_success(status):
+            raise self.parse_error(status, headers, body)
+        task, raw = load(body, self.task_body, provider=self.name, status=status)
+        rid = request_id(headers)
+        if not task.id:
+            if task.error is not None:
+                # An error object in a 200 answer: read it as the error it is.
+                raise self.parse_error(status, headers, body)
+            raise ProtocolError(
+                "the answer has no task id", provider=self.name, status=status, request_id=rid
+            )
+        return TaskAccepted(
+            task_id=task.id, estimated_time=self.estimated_time(task), request_id=rid, raw=raw
+        )
+
+    def parse_status(
+        self, task_id: str, status: int, headers: Mapping[str, str], body: bytes
+    ) -> TaskStatus:
+        if not is_success(status):
+            raise self.parse_error(status, headers, body, task_id=task_id)
+        task, raw = load(body, self.task_body, provider=self.name, status=status)
+        rid = request_id(headers)
+        if task.status is None:
+            raise ProtocolError(
+                "the answer has no status",
+                provider=self.name,
+                status=status,
+                request_id=rid,
+                task_id=task_id,
+            )
+        state = task_state(task.status)
+        progress = fraction(task.progress, percent=self.progress_percent)
+        if state is TaskState.FAILED:
+            error = _failure(self.name, task.error, task_id, rid, raw)
+            return TaskStatus(task_id, state, progress, error=error, raw=raw)
+        if state is not TaskState.SUCCEEDED:
+            return TaskStatus(task_id, state, progress, raw=raw)
+        images = self.result_images(task)
+        if not images:
+            error = _no_images(self.name, task_id, rid, raw)
+            return TaskStatus(task_id, TaskState.FAILED, progress, error=error, raw=raw)
+        result = EditResult(
+            images=images,
+            provider=self.name,
+            model=self.result_model(task),
+            task_id=task_id,
+            request_id=rid,
+            usage=task.usage,
+            raw=raw,
+        )
+        return TaskStatus(task_id, state, progress, result=result, raw=raw)

@@ -1,0 +1,129 @@
+"""Vtrix (SeaCloud gateway): the native body with an underscored model id, a task, polling.
+
+Create ``POST /model/v1/generation`` answered ``{"id", "status", "model"}``; poll
+``GET /model/v1/generation/task/{id}``::
+
+    {"id": "...", "status": "in_progress|pending|processing|completed|failed",
+     "progress": 0.0-1.0,
+     "output": [{"content": [{"type": "image", "url": "https://..."}]}],   (completed)
+     "usage": {"cost": "0.03", "quantity": 1, "unit_price": "0.03"},
+     "error": "..." | {"code": 123, "error_message": "..."} | {"code": "...", "message": "..."}}
+
+HTTP errors (401, 403 for a missing balance or permission, 429, 500) carry ``message`` or
+``error`` (a string or an object).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import msgspec
+
+from .._errors import APIError, api_error
+from .._models import EditRequest, GeneratedImage
+from ._base import HttpRequest, parse_retry_after
+from ._native import native_request
+from ._task import TaskBody, TaskProvider
+from ._wire import (
+    NO_HEADERS,
+    WireResponse,
+    error_fields,
+    fallback_message,
+    load_error,
+    request_id,
+)
+
+__all__ = ["Vtrix", "vtrix_error"]
+
+
+class _Content(WireResponse):
+    type: str | None = None
+    url: str | None = None
+
+
+class _Output(WireResponse):
+    content: list[_Content] = msgspec.field(default_factory=list)
+
+
+class _Task(TaskBody):
+    output: list[_Output] | None = None
+
+
+def vtrix_error(
+    provider: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    task_id: str | None = None,
+) -> APIError:
+    """The error for Vtrix's ``{"message": ...}`` or ``{"error": "..." | {code, message}}``.
+
+    A 403 whose message speaks of balance becomes
+    :class:`~qwen_edit_async.InsufficientQuotaError` (decided by :func:`api_error`).
+    """
+    error, raw = load_error(body)
+    code, message = error_fields(error.error)
+    return api_error(
+        provider=provider,
+        status=status,
+        code=error.code if code is None else code,
+        message=error.message or message or fallback_message(status, raw),
+        request_id=request_id(headers, error.request_id),
+        task_id=task_id,
+        retry_after=parse_retry_after(headers),
+        body=raw,
+    )
+
+
+class Vtrix(TaskProvider[_Task]):
+    """Vtrix (``https://cloud.vtrix.ai``): task mode, the native body, URLs or data URIs.
+
+    Model names are given in the canonical hyphen form and sent with underscores.
+
+    >>> from qwen_edit_async import EditRequest
+    >>> provider = Vtrix(model="qwen-image-edit-plus-2025-12-15")
+    >>> provider.wire_model()
+    'qwen_image_edit_plus_2025_12_15'
+    >>> provider.build_create(EditRequest(images=["https://example.com/a.png"], prompt="x"),
+    ...                       ["https://example.com/a.png"]).url
+    'https://cloud.vtrix.ai/model/v1/generation'
+    >>> provider.build_status("task-1").url
+    'https://cloud.vtrix.ai/model/v1/generation/task/task-1'
+    """
+
+    name = "vtrix"
+    default_base_url = "https://cloud.vtrix.ai"
+    env_var = "VTRIX_API_KEY"
+    task_body = _Task
+
+    def wire_model(self, model: str | None = None) -> str:
+        return (model or self.model).replace("-", "_")
+
+    def build_create(
+        self, request: EditRequest, images: list[str], *, model: str | None = None
+    ) -> HttpRequest:
+        url = self.base_url + "/model/v1/generation"
+        return native_request(url, request, images, self.wire_model(model))
+
+    def build_status(self, task_id: str) -> HttpRequest:
+        url = f"{self.base_url}/model/v1/generation/task/{quote(task_id, safe='')}"
+        return HttpRequest("GET", url, None, NO_HEADERS)
+
+    def result_images(self, task: _Task) -> list[GeneratedImage]:
+        return [
+            GeneratedImage(url=item.url)
+            for output in task.output or ()
+            for item in output.content
+            if item.url and (item.type is None or item.type.lower() == "image")
+        ]
+
+    def result_model(self, task: _Task) -> str | None:
+        # Back to the canonical hyphen form the caller used.
+        return None if task.model is None else task.model.replace("_", "-")
+
+    def parse_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
+    ) -> APIError:
+        return vtrix_error(self.name, status, headers, body, task_id=task_id)
