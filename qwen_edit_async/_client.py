@@ -1,0 +1,515 @@
+"""QwenEditClient: the lifecycle, bounded jobs in flight, and edit/submit/attach/edit_many."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import os
+import pathlib
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import aiohttp
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._config import ClientConfig, resolve_api_key
+from ._download import download_result
+from ._errors import JobTimeoutError, QwenEditError, ValidationError
+from ._images import ImageInput, Uploader
+from ._prepare import ImagePreparer
+from ._job import Job, JobCancelledError, JobStatus
+from ._models import EditRequest, EditResult, Outcome
+from ._poller import Poller
+from ._schedule import PollSchedule
+from ._transport import Transport
+from .providers import Provider, get_provider
+from .providers._base import TaskState
+
+__all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
+
+
+class _Default(enum.Enum):
+    USE_CLIENT_DEFAULT = "USE_CLIENT_DEFAULT"
+
+
+#: Marks an argument left to the client's configuration (distinct from ``None``, which
+#: disables a timeout).
+USE_CLIENT_DEFAULT = _Default.USE_CLIENT_DEFAULT
+
+
+class ClientStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of a client's work (``client.statistics()``)."""
+
+    #: Jobs holding a slot (between taking it and their end).
+    in_flight: int
+    #: Jobs waiting for a slot.
+    waiting: int
+    #: Tasks the poller is watching.
+    polling: int
+    #: Jobs that ended with a result, and with an error.
+    completed: int
+    failed: int
+    #: Status requests sent so far.
+    status_requests: int
+
+
+ProgressHook = Callable[[ClientStatistics], None]
+
+
+class QwenEditClient:
+    """An async client for qwen-image-edit-plus on one provider.
+
+    Use it as an async context manager; it owns its HTTP session (unless given one), its
+    poller and the jobs it starts, and closes them all on exit.
+
+    >>> async with QwenEditClient("evolink", uploader=my_uploader) as client:  # doctest: +SKIP
+    ...     result = await client.edit(["cat.png"], "Make it a watercolour", n=2)
+    ...     paths = await client.download(result, "out/")
+
+    ``provider``: a name (``"dashscope"``, ``"dashscope-intl"``, ``"modelstream"``,
+    ``"onetoken"``, ``"evolink"``, ``"vtrix"``) or a provider object. ``api_key``: else
+    ``QWEN_EDIT_API_KEY``, else the provider's own variable. ``base_url``: the root URL
+    (``"http://127.0.0.1:8000"``). ``max_in_flight``: jobs between taking a slot and their
+    end. ``session``: an ``aiohttp.ClientSession`` to use and leave open. ``uploader``: an
+    async ``(data, mime) -> url`` for local images on URL-only providers. ``on_progress``:
+    called with :meth:`statistics` whenever a job starts or ends. Any
+    :class:`ClientConfig` field may be given as a keyword (``job_timeout=120``).
+    """
+
+    def __init__(
+        self,
+        provider: str | Provider = "dashscope",
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        max_in_flight: int = 16,
+        config: ClientConfig | None = None,
+        session: aiohttp.ClientSession | None = None,
+        uploader: Uploader | None = None,
+        on_progress: ProgressHook | None = None,
+        **options: Any,
+    ) -> None:
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ValidationError(
+                f"max_in_flight: {max_in_flight!r} must be a whole number of at least 1",
+                field="max_in_flight",
+            )
+        base = config or ClientConfig()
+        unknown = set(options) - {f.name for f in dataclasses.fields(ClientConfig)}
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        self.config = dataclasses.replace(base, **options) if options else base
+        self.provider = get_provider(provider, base_url=base_url, model=model)
+        self._api_key = resolve_api_key(api_key, self.provider.env_var)
+        self.max_in_flight = max_in_flight
+        cfg = self.config
+        connections = max_in_flight + cfg.poll_concurrency + cfg.download_concurrency
+        self._transport = Transport(
+            self.provider, self._api_key, cfg, session=session, connections=connections
+        )
+        self._preparer = ImagePreparer(
+            accepts_data_uri=self.provider.accepts_data_uri,
+            uploader=uploader,
+            provider=self.provider.name,
+        )
+        self._schedule = PollSchedule(
+            initial=cfg.poll_initial,
+            growth=cfg.poll_growth,
+            max_interval=cfg.poll_max_interval,
+            jitter=cfg.poll_jitter,
+            rng=random.Random(),
+        )
+        rate = cfg.poll_rate
+        if self.provider.poll_rate_limit is not None:
+            rate = min(rate, self.provider.poll_rate_limit)
+        self._poller = Poller(
+            self._transport, self._schedule, concurrency=cfg.poll_concurrency, rate=rate
+        )
+        self._slots = anyio.CapacityLimiter(max_in_flight)
+        self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
+        self._submit_gate = _RateGate(cfg.submit_rate)
+        self._on_progress = on_progress
+        self._state: Literal["new", "open", "closed"] = "new"
+        self._task_group: TaskGroup | None = None
+        self._waiting = 0
+        self._completed = 0
+        self._failed = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"QwenEditClient({self.provider.name!r}, base_url={self.provider.base_url!r}, "
+            f"model={self.provider.model!r}, max_in_flight={self.max_in_flight}, "
+            f"api_key={self._api_key!r}, state={self._state!r})"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> QwenEditClient:
+        if self._state == "open":
+            raise RuntimeError("this QwenEditClient is already open")
+        if self._state == "closed":
+            raise RuntimeError("a closed QwenEditClient cannot be reopened; create a new one")
+        await self._transport.open()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        task_group.start_soon(self._poller.run, task_group)
+        self._state = "open"
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel pending work, stop the poller and close the session (if owned)."""
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        task_group, self._task_group = self._task_group, None
+        try:
+            if task_group is not None:
+                task_group.cancel_scope.cancel()
+                await task_group.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._transport.aclose()
+
+    def _require_open(self) -> TaskGroup:
+        if self._state != "open" or self._task_group is None:
+            if self._state == "closed":
+                raise RuntimeError("this QwenEditClient is closed")
+            raise RuntimeError(
+                "this QwenEditClient is not open: use 'async with QwenEditClient(...) as client:'"
+            )
+        return self._task_group
+
+    def statistics(self) -> ClientStatistics:
+        """A frozen snapshot of the client's counters."""
+        return ClientStatistics(
+            in_flight=self._slots.borrowed_tokens,
+            waiting=self._waiting,
+            polling=self._poller.pending,
+            completed=self._completed,
+            failed=self._failed,
+            status_requests=self._transport.status_requests,
+        )
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.statistics())
+
+    # -- one job --------------------------------------------------------------------------
+
+    def _timeout(self, job_timeout: float | _Default | None) -> float | None:
+        if isinstance(job_timeout, _Default):
+            return self.config.job_timeout
+        return job_timeout
+
+    async def _run(self, job: Job, model: str | None, limit: float | None) -> None:
+        """Run ``job`` to its end in the current task; never raises (but cancellation)."""
+        error: BaseException | None = None
+        result: EditResult | None = None
+        try:
+            with anyio.CancelScope() as scope:
+                job._scope = scope
+                if job._cancel_requested:
+                    scope.cancel()
+                self._waiting += 1
+                try:
+                    await self._slots.acquire_on_behalf_of(job)
+                finally:
+                    self._waiting -= 1
+                try:
+                    self._progress()
+                    deadline = anyio.fail_after(limit) if limit is not None else nullcontext()
+                    try:
+                        with deadline:
+                            result = await self._execute(job, model)
+                    except TimeoutError:
+                        error = JobTimeoutError(
+                            f"no result within the job timeout of {limit:g} s; the task may "
+                            "still finish: collect it later with client.attach(task_id)",
+                            provider=self.provider.name,
+                            task_id=job.task_id,
+                        )
+                finally:
+                    self._slots.release_on_behalf_of(job)
+            if scope.cancelled_caught:
+                error = JobCancelledError(
+                    "the job was cancelled", provider=self.provider.name, task_id=job.task_id
+                )
+        except QwenEditError as exc:
+            error = exc
+        except anyio.get_cancelled_exc_class():
+            job._finish(
+                None,
+                JobCancelledError(
+                    "the job was cancelled", provider=self.provider.name, task_id=job.task_id
+                ),
+            )
+            self._failed += 1
+            raise
+        except Exception as exc:
+            error = exc
+        if isinstance(error, QwenEditError) and error.task_id is None:
+            error.task_id = job.task_id
+        if error is None:
+            self._completed += 1
+        else:
+            self._failed += 1
+        job._finish(result, error)
+        self._progress()
+
+    async def _execute(self, job: Job, model: str | None) -> EditResult:
+        provider = self.provider
+        if job.task_id is None:
+            request = job.request
+            assert request is not None
+            job.status = JobStatus.SUBMITTING
+            images = await self._preparer.prepare(request.images)
+            http = provider.build_create(request, images, model=model)
+            await self._submit_gate.wait()
+            if provider.mode == "sync":
+                job._mark_accepted()  # the request is on its way
+            answer = await self._transport.create(http)
+            if isinstance(answer, EditResult):
+                if answer.model is None:
+                    answer.model = model or provider.model
+                return answer
+            job.task_id, job.request_id = answer.task_id, answer.request_id
+            job.status = JobStatus.PENDING
+            job._mark_accepted()
+            hint = answer.estimated_time
+        else:
+            job.status = JobStatus.PENDING
+            job._mark_accepted()
+            hint = None
+        status = await self._poller.wait(job.task_id, hint)
+        if status.state is TaskState.SUCCEEDED and status.result is not None:
+            return status.result
+        if status.error is not None:
+            raise status.error
+        raise QwenEditError(
+            f"the task ended as {status.state.value} without a result",
+            provider=provider.name,
+            task_id=job.task_id,
+        )
+
+    def _new_job(self, request: EditRequest, model: str | None) -> Job:
+        if not isinstance(request, EditRequest):
+            raise ValidationError(
+                f"request: {type(request).__name__} is not an EditRequest", field="request"
+            )
+        self.provider.check(request, model=model)
+        return Job(request)
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def edit(
+        self,
+        images: Sequence[ImageInput] | ImageInput,
+        prompt: str,
+        *,
+        model: str | None = None,
+        job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+        **options: Any,
+    ) -> EditResult:
+        """Edit ``images`` as ``prompt`` says and wait for the result.
+
+        ``options`` are :class:`EditRequest` fields (``n``, ``size``, ``seed``,
+        ``negative_prompt``, ``prompt_extend``, ``watermark``, ``callback_url``).
+        ``model`` and ``job_timeout`` override the client's for this call. Cancelling the
+        call cancels the job and frees its slot.
+
+        >>> result = await client.edit(["cat.png"], "Add a hat", n=2)  # doctest: +SKIP
+        """
+        self._require_open()
+        request = EditRequest(images=images, prompt=prompt, **options)  # type: ignore[arg-type]
+        job = self._new_job(request, model)
+        await self._run(job, model, self._timeout(job_timeout))
+        return await job.result()
+
+    async def submit(
+        self,
+        request: EditRequest,
+        *,
+        model: str | None = None,
+        job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+    ) -> Job:
+        """Start ``request`` and return its :class:`Job` once the provider has accepted it
+        (task providers) or once the request is on its way (synchronous providers).
+
+        Errors before acceptance are raised here. The job belongs to the client: it runs
+        on after this call returns, until it ends, ``job.cancel()``, or the client closes.
+        """
+        task_group = self._require_open()
+        job = self._new_job(request, model)
+        task_group.start_soon(self._run, job, model, self._timeout(job_timeout))
+        try:
+            await job._accepted.wait()
+        except BaseException:
+            job.cancel()
+            raise
+        if job.done() and job.exception() is not None:
+            raise job.exception()  # type: ignore[misc]
+        return job
+
+    async def attach(
+        self, task_id: str, *, job_timeout: float | _Default | None = USE_CLIENT_DEFAULT
+    ) -> Job:
+        """A :class:`Job` for a task created earlier (task providers only).
+
+        >>> job = await client.attach("task-unified-1757156493-imcg5zqt")  # doctest: +SKIP
+        >>> result = await job.result()                                      # doctest: +SKIP
+        """
+        task_group = self._require_open()
+        if not self.provider.is_task:
+            raise ValidationError(
+                f"task_id: {self.provider.name} is synchronous; it has no tasks to attach to",
+                field="task_id",
+            )
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValidationError(f"task_id: {task_id!r} is not a task id", field="task_id")
+        job = Job(None, task_id=task_id)
+        task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
+        await job._accepted.wait()
+        return job
+
+    async def edit_many(
+        self,
+        requests: Iterable[EditRequest] | AsyncIterable[EditRequest],
+        *,
+        model: str | None = None,
+        job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+    ) -> AsyncIterator[Outcome]:
+        """Run many edits, yielding an :class:`Outcome` for each as it ends.
+
+        ``requests`` is consumed lazily: only about ``max_in_flight`` of them are held at a
+        time, so a generator of a million requests is fine. One failed job never stops the
+        others: its outcome carries the error. Leaving the loop early (``break``, an
+        exception, cancellation) cancels the jobs it started; wrap it in
+        ``contextlib.aclosing`` to make that immediate.
+
+        >>> async for outcome in client.edit_many(requests):   # doctest: +SKIP
+        ...     print(outcome.index, outcome.result or outcome.error)
+        """
+        task_group = self._require_open()
+        timeout = self._timeout(job_timeout)
+        # Requests admitted but not yet yielded: bounds memory whatever the input's length.
+        window = anyio.Semaphore(self.max_in_flight * 2)
+        send, receive = anyio.create_memory_object_stream[Any](math.inf)
+        jobs: set[Job] = set()
+        feeder_scope = anyio.CancelScope()
+
+        async def run_one(index: int, request: EditRequest) -> None:
+            try:
+                job = self._new_job(request, model)
+            except QwenEditError as exc:
+                send.send_nowait(Outcome(index, request, None, exc))
+                return
+            jobs.add(job)
+            try:
+                await self._run(job, model, timeout)
+            finally:
+                jobs.discard(job)
+                send.send_nowait(Outcome(index, request, job._result, job._error))
+
+        async def feed() -> None:
+            count = 0
+            with feeder_scope:
+                try:
+                    async for request in _aiter(requests):
+                        await window.acquire()
+                        task_group.start_soon(run_one, count, request)
+                        count += 1
+                except Exception as exc:
+                    send.send_nowait(_FeedFailed(exc))
+                    return
+            send.send_nowait(_FeedDone(count))
+
+        task_group.start_soon(feed)
+        total: int | None = None
+        yielded = 0
+        try:
+            async with receive:
+                while total is None or yielded < total:
+                    item = await receive.receive()
+                    if isinstance(item, _FeedDone):
+                        total = item.count
+                        continue
+                    if isinstance(item, _FeedFailed):
+                        raise item.error
+                    window.release()
+                    yielded += 1
+                    yield item
+        finally:
+            feeder_scope.cancel()
+            for job in list(jobs):
+                job.cancel()
+
+    async def download(
+        self, result: EditResult, dest: str | os.PathLike[str], *, stem: str | None = None
+    ) -> list[pathlib.Path]:
+        """Save every image of ``result`` into the folder ``dest``; return the paths.
+
+        Files are named ``<stem>-<k>.<ext>`` (``stem`` defaults to the task or request id;
+        ``stem=""`` gives ``<k>.<ext>``), written atomically, capped at
+        ``download_max_bytes``. An expired URL raises :class:`DownloadError` saying so.
+        """
+        self._require_open()
+        return await download_result(
+            self._transport, result, dest, stem=stem, config=self.config, limiter=self._downloads
+        )
+
+
+class _FeedDone:
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class _FeedFailed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+async def _aiter(
+    items: Iterable[EditRequest] | AsyncIterable[EditRequest],
+) -> AsyncIterator[EditRequest]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+class _RateGate:
+    """Spaces submissions at most ``rate`` per second (``None``: no cap)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = anyio.current_time()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await anyio.sleep(slot - now)

@@ -1,0 +1,116 @@
+"""A job: one edit from taking its slot to its end."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+
+import anyio
+
+from ._errors import QwenEditError
+from ._models import EditRequest, EditResult
+
+__all__ = ["Job", "JobCancelledError", "JobStatus"]
+
+_ids = itertools.count(1)
+
+
+class JobCancelledError(QwenEditError):
+    """The job was cancelled before it ended (by ``job.cancel()`` or by closing the client).
+
+    A task the provider had already accepted may still finish: ``task_id`` names it.
+    """
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job stands."""
+
+    #: Waiting for a slot (``max_in_flight`` jobs are running).
+    WAITING = "waiting"
+    #: Holding a slot: preparing images and sending the create.
+    SUBMITTING = "submitting"
+    #: Accepted by a task provider; the poller watches it.
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job:
+    """A handle on one edit, from :meth:`QwenEditClient.submit` or ``attach``.
+
+    ``id`` is the provider's task id for task providers, a local id for synchronous ones.
+
+    >>> job = await client.submit(request)            # doctest: +SKIP
+    >>> job.id, job.status                             # doctest: +SKIP
+    ('task-unified-1757156493-imcg5zqt', <JobStatus.PENDING: 'pending'>)
+    >>> result = await job.result()                    # doctest: +SKIP
+    """
+
+    def __init__(self, request: EditRequest | None, *, task_id: str | None = None) -> None:
+        self.request = request
+        self.task_id = task_id
+        self.local_id = f"job-{next(_ids)}"
+        self.status = JobStatus.WAITING
+        self.request_id: str | None = None
+        self._result: EditResult | None = None
+        self._error: BaseException | None = None
+        self._accepted = anyio.Event()
+        self._done = anyio.Event()
+        self._scope: anyio.CancelScope | None = None
+        self._cancel_requested = False
+
+    @property
+    def id(self) -> str:
+        """The provider's task id once known, else the local id."""
+        return self.task_id or self.local_id
+
+    def done(self) -> bool:
+        """Whether the job has ended (succeeded, failed or cancelled)."""
+        return self._done.is_set()
+
+    async def result(self) -> EditResult:
+        """Wait for the end of the job; return its result or raise its error.
+
+        Cancelling this wait does not cancel the job (use :meth:`cancel`).
+        """
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        """The job's error once it has ended, else ``None``."""
+        return self._error
+
+    def cancel(self) -> None:
+        """Stop the job and free its slot. A task already accepted is no longer watched."""
+        self._cancel_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.status.value}>"
+
+    # -- used by the client -------------------------------------------------------------
+
+    def _mark_accepted(self) -> None:
+        self._accepted.set()
+
+    def _finish(self, result: EditResult | None, error: BaseException | None) -> None:
+        if self._done.is_set():
+            return
+        self._result, self._error = result, error
+        if error is None:
+            self.status = JobStatus.SUCCEEDED
+        elif isinstance(error, JobCancelledError):
+            self.status = JobStatus.CANCELLED
+        else:
+            self.status = JobStatus.FAILED
+        self._accepted.set()
+        self._done.set()

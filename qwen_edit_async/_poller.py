@@ -1,0 +1,195 @@
+"""One coroutine per client that watches every pending task.
+
+A heap of due times feeds a fixed pool of status workers through a zero-buffer stream, so
+status requests are bounded in concurrency (the pool) and in rate (a token bucket in the
+dispatcher). A job waiting for its task sleeps on an :class:`anyio.Event`; nothing loops on
+``sleep``. A poll error that retries could not cure ends that job; an unexpected error in the
+poller itself is handed to every waiting job and to every later one: never swallowed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._errors import QwenEditError
+from ._schedule import PollPlan, PollSchedule
+from ._transport import Transport
+from .providers._base import TaskStatus
+
+__all__ = ["Poller"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+
+class _Watch:
+    __slots__ = (
+        "accepted_at",
+        "attempt",
+        "cancelled",
+        "error",
+        "event",
+        "plan",
+        "status",
+        "task_id",
+    )
+
+    def __init__(self, task_id: str, plan: PollPlan, accepted_at: float) -> None:
+        self.task_id = task_id
+        self.plan = plan
+        self.accepted_at = accepted_at
+        self.attempt = 0
+        self.cancelled = False
+        self.event = anyio.Event()
+        self.status: TaskStatus | None = None
+        self.error: BaseException | None = None
+
+
+class _TokenBucket:
+    """At most ``rate`` per second, with bursts of up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def delay(self) -> float:
+        """Take a token; the seconds to wait before using it."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1.0
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+class Poller:
+    """Polls the tasks of one client. Start :meth:`run` in the client's task group."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        schedule: PollSchedule,
+        *,
+        concurrency: int,
+        rate: float,
+    ) -> None:
+        self._transport = transport
+        self._schedule = schedule
+        self._concurrency = concurrency
+        self._bucket = _TokenBucket(rate)
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._wakeup = anyio.Event()
+        self._broken: BaseException | None = None
+        self.pending = 0
+
+    async def wait(self, task_id: str, hint: float | None = None) -> TaskStatus:
+        """Wait until the task ends; return its final status or raise the poll error."""
+        if self._broken is not None:
+            raise self._broken
+        watch = _Watch(task_id, self._schedule.plan(hint), time.monotonic())
+        self.pending += 1
+        try:
+            self._push(watch)
+            await watch.event.wait()
+        finally:
+            self.pending -= 1
+            watch.cancelled = True  # a cancelled waiter's task is not polled again
+        if watch.error is not None:
+            raise watch.error
+        assert watch.status is not None
+        return watch.status
+
+    def _push(self, watch: _Watch, not_before: float = 0.0) -> None:
+        due = max(not_before, watch.accepted_at + watch.plan.at(watch.attempt))
+        heapq.heappush(self._heap, (due, next(self._seq), watch))
+        if self._heap[0][2] is watch:
+            self._wakeup.set()
+
+    async def run(self, task_group: TaskGroup) -> None:
+        """Dispatch due status requests to a pool of workers until cancelled."""
+        send, receive = anyio.create_memory_object_stream[_Watch](0)
+        try:
+            async with receive:
+                for _ in range(self._concurrency):
+                    task_group.start_soon(self._worker, receive.clone())
+                async with send:
+                    await self._dispatch(send)
+        except BaseException as exc:
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                logger.exception("the poller failed; failing the tasks it watched")
+                self._fail_all(exc)
+            raise
+
+    async def _dispatch(self, send: MemoryObjectSendStream[_Watch]) -> None:
+        heap = self._heap
+        while True:
+            if not heap:
+                await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                continue
+            due, _, watch = heap[0]
+            if watch.cancelled:
+                heapq.heappop(heap)
+                continue
+            delay = due - time.monotonic()
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._wakeup.wait()
+                if self._wakeup.is_set():
+                    self._wakeup = anyio.Event()
+                continue
+            heapq.heappop(heap)
+            wait = self._bucket.delay()
+            if wait > 0:
+                await anyio.sleep(wait)
+            await send.send(watch)
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[_Watch]) -> None:
+        async with receive:
+            async for watch in receive:
+                if not watch.cancelled:
+                    await self._poll(watch)
+
+    async def _poll(self, watch: _Watch) -> None:
+        try:
+            status = await self._transport.status(watch.task_id)
+        except QwenEditError as exc:
+            if exc.task_id is None:
+                exc.task_id = watch.task_id
+            watch.error = exc
+            watch.event.set()
+            return
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # a bug must reach the job, not vanish in the poller
+            logger.exception("status request for task %s failed", watch.task_id)
+            watch.error = exc
+            watch.event.set()
+            return
+        done = status.state.done
+        self._schedule.observe(watch.plan, watch.attempt, done)
+        if done:
+            watch.status = status
+            watch.event.set()
+            return
+        if watch.cancelled:
+            return
+        watch.attempt += 1
+        # A late poll (rate limit, slow answer) must not be followed at once by another.
+        self._push(watch, not_before=time.monotonic() + 0.05)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._broken = exc
+        for _, _, watch in self._heap:
+            if not watch.cancelled:
+                watch.error = exc
+                watch.event.set()
+        self._heap.clear()

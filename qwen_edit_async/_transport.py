@@ -1,0 +1,316 @@
+"""The only module that speaks HTTP: one aiohttp session, retries, Retry-After, one cooldown.
+
+Retry rules (DESIGN.md, "Retries that never double-charge"):
+
+- An answer that says the request was refused (429, 408, 5xx) is retried after a full-jitter
+  exponential wait, or the ``Retry-After`` the provider asked for. A 429 on a create starts
+  one client-wide cooldown that every submission waits out (no stampede of N loops).
+- A connection that was refused, or reset by the peer (RST), was not received: retried.
+- A create whose connection closed cleanly, timed out, or answered with an unreadable body
+  after the request was written may have created (and billed) a job: it raises
+  :class:`SubmitUncertainError` and is not resent unless ``retry_uncertain`` is set.
+- GETs (status requests, downloads) are retried on any transport failure.
+- Errors that cannot succeed (bad request, content filter, authentication, quota) are raised
+  at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import aiohttp
+import anyio
+import backoff
+
+from ._config import ClientConfig, Secret, testing_enabled
+from ._errors import (
+    APIError,
+    QwenEditError,
+    RateLimitError,
+    SubmitUncertainError,
+    TransportError,
+)
+from ._models import EditResult
+from ._version import __version__
+from .providers._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskStatus
+
+__all__ = ["Transport"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+T = TypeVar("T")
+
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_USER_AGENT = f"qwen-edit-async/{__version__}"
+
+
+class _NotReceived(Exception):
+    """The request certainly did not reach the provider's application."""
+
+
+class _Lost(Exception):
+    """The request was written but no answer came back (the job may exist)."""
+
+
+class Transport:
+    """HTTP for one client: a session sized for its concurrency, and the retry policy.
+
+    ``session``: a ``ClientSession`` the caller owns (it is used, never closed), or ``None``
+    to create one sized for ``connections``.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        api_key: Secret,
+        config: ClientConfig,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        connections: int = 100,
+    ) -> None:
+        self.provider = provider
+        self._key = api_key
+        self._config = config
+        self._session = session
+        self._owns_session = session is None
+        self._connections = connections
+        self._cooldown_until = 0.0
+        self.requests_sent = 0
+        self.status_requests = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, limit_per_host=0, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": _USER_AGENT},
+                # Keys travel only in the headers we add per request; no cookie jar needed.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the transport is not open")
+        return self._session
+
+    # -- waits ----------------------------------------------------------------------------
+
+    def _waits(self) -> Callable[[], float]:
+        gen = backoff.expo(factor=self._config.backoff_base, max_value=self._config.backoff_max)
+        next(gen)  # prime the generator, as backoff itself does
+
+        def wait() -> float:
+            if testing_enabled():
+                return 0.0
+            return float(backoff.full_jitter(gen.send(None)))
+
+        return wait
+
+    def cooldown_remaining(self) -> float:
+        """Seconds left in the client-wide 429 cooldown."""
+        return max(0.0, self._cooldown_until - time.monotonic())
+
+    def _start_cooldown(self, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if until > self._cooldown_until:
+            self._cooldown_until = until
+            logger.info("rate limited: pausing submissions for %.2f s", seconds)
+
+    async def _wait_cooldown(self) -> None:
+        remaining = self.cooldown_remaining()
+        if remaining > 0 and not testing_enabled():
+            # Spread the restart a little so the paused submissions do not land at once.
+            await anyio.sleep(remaining + random.uniform(0, min(1.0, remaining * 0.1)))
+
+    def _retry_wait(self, exc: QwenEditError, next_wait: Callable[[], float]) -> float | None:
+        """Seconds to wait before retrying after ``exc``, or None to give up."""
+        if isinstance(exc, APIError) and exc.retry_after is not None:
+            if exc.retry_after > self._config.retry_after_max:
+                return None
+            return 0.0 if testing_enabled() else exc.retry_after
+        return next_wait()
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _headers(self, request: HttpRequest) -> dict[str, str]:
+        headers = dict(request.headers)
+        headers["Authorization"] = f"Bearer {self._key.get()}"
+        if request.body is not None:
+            headers.setdefault("Content-Type", "application/json")
+        return headers
+
+    def _timeout(self, read: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self._config.connect_timeout, sock_read=read
+        )
+
+    async def _exchange(
+        self, request: HttpRequest, read_timeout: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send once; classify a failure as not received or lost."""
+        start = time.perf_counter()
+        self.requests_sent += 1
+        try:
+            async with self.session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=self._headers(request),
+                timeout=self._timeout(read_timeout),
+                allow_redirects=False,
+            ) as response:
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    raise _Lost(f"the answer was cut off: {_describe(exc)}") from exc
+                status, headers = response.status, response.headers
+        except aiohttp.ClientConnectorError as exc:
+            raise _NotReceived(f"could not connect: {_describe(exc)}") from exc
+        except aiohttp.ServerDisconnectedError as exc:
+            raise _Lost("the server closed the connection without answering") from exc
+        except aiohttp.ClientOSError as exc:
+            if exc.errno in _RESET_ERRNOS:
+                raise _NotReceived(f"the connection was reset: {_describe(exc)}") from exc
+            raise _Lost(f"the connection failed: {_describe(exc)}") from exc
+        except asyncio.TimeoutError as exc:
+            raise _Lost(f"no answer within {read_timeout:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise _Lost(f"the request failed: {_describe(exc)}") from exc
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.3f s request_id=%s",
+                request.method,
+                _path(request.url),
+                status,
+                time.perf_counter() - start,
+                headers.get("X-Request-Id") or headers.get("x-dashscope-request-id"),
+            )
+        return status, headers, body
+
+    async def create(self, request: HttpRequest) -> EditResult | TaskAccepted:
+        """Send a job-creating request; retry only what the provider certainly refused."""
+        provider = self.provider
+        read_timeout = (
+            self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
+        )
+        next_wait = self._waits()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._wait_cooldown()
+            try:
+                status, headers, body = await self._exchange(request, read_timeout)
+                if 200 <= status < 300:
+                    try:
+                        return provider.parse_create(status, headers, body)
+                    except ProtocolError as exc:
+                        raise _Lost(f"the answer could not be read: {exc.message}") from exc
+                raise provider.parse_error(status, headers, body)
+            except _NotReceived as exc:
+                error: QwenEditError = TransportError(str(exc), provider=provider.name)
+                error.__cause__ = exc.__cause__
+            except _Lost as exc:
+                error = SubmitUncertainError(
+                    f"{exc}; the job may have been created (and billed) anyway",
+                    provider=provider.name,
+                )
+                error.__cause__ = exc.__cause__
+                if not self._config.retry_uncertain:
+                    raise error from exc.__cause__
+            except QwenEditError as exc:
+                error = exc
+                if isinstance(exc, RateLimitError):
+                    self._start_cooldown(
+                        exc.retry_after if exc.retry_after is not None else next_wait()
+                    )
+            if not error.retryable and not isinstance(error, SubmitUncertainError):
+                raise error
+            wait = (
+                None if attempt >= self._config.max_attempts else self._retry_wait(error, next_wait)
+            )
+            if wait is None:
+                raise error
+            logger.debug("retrying create after %s: waiting %.2f s", type(error).__name__, wait)
+            if wait > 0 and not isinstance(error, RateLimitError):
+                await anyio.sleep(wait)
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """One status request for ``task_id``, retried on transient failures."""
+        request = self.provider.build_status(task_id)
+
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> TaskStatus:
+            self.status_requests += 1
+            if 200 <= status < 300:
+                return self.provider.parse_status(task_id, status, headers, body)
+            raise self.provider.parse_error(status, headers, body, task_id=task_id)
+
+        return await self.get(request, parse)
+
+    async def get(
+        self,
+        request: HttpRequest,
+        parse: Callable[[int, Mapping[str, str], bytes], T],
+    ) -> T:
+        """A GET retried on any transport failure and on retryable error answers."""
+        next_wait = self._waits()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, headers, body = await self._exchange(request, self._config.read_timeout)
+                return parse(status, headers, body)
+            except (_NotReceived, _Lost) as exc:
+                error: QwenEditError = TransportError(str(exc), provider=self.provider.name)
+                error.__cause__ = exc.__cause__
+            except ProtocolError as exc:
+                error = exc
+                error.retryable = True
+            except QwenEditError as exc:
+                if not exc.retryable:
+                    raise
+                error = exc
+            wait = (
+                None if attempt >= self._config.max_attempts else self._retry_wait(error, next_wait)
+            )
+            if wait is None:
+                raise error
+            if wait > 0:
+                await anyio.sleep(wait)
+
+    @asynccontextmanager
+    async def stream(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a download; the caller reads and checks the response (no key is sent)."""
+        async with self.session.get(
+            url,
+            timeout=self._timeout(self._config.read_timeout),
+            allow_redirects=True,
+        ) as response:
+            yield response
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text
+
+
+def _path(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
