@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import math
@@ -21,10 +22,10 @@ from ._config import ClientConfig, resolve_api_key
 from ._download import download_result
 from ._errors import JobTimeoutError, QwenEditError, ValidationError
 from ._images import ImageInput, Uploader
-from ._prepare import ImagePreparer
 from ._job import Job, JobCancelledError, JobStatus
 from ._models import EditRequest, EditResult, Outcome
 from ._poller import Poller
+from ._prepare import ImagePreparer
 from ._schedule import PollSchedule
 from ._transport import Transport
 from .providers import Provider, get_provider
@@ -411,19 +412,19 @@ class QwenEditClient:
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         jobs: set[Job] = set()
         feeder_scope = anyio.CancelScope()
+        closing = anyio.Event()
 
-        async def run_one(index: int, request: EditRequest) -> None:
-            try:
-                job = self._new_job(request, model)
-            except QwenEditError as exc:
-                send.send_nowait(Outcome(index, request, None, exc))
-                return
-            jobs.add(job)
+        def offer(item: object) -> None:
+            # The consumer may have left the loop: then nobody wants the item.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.send_nowait(item)
+
+        async def run_one(index: int, request: EditRequest, job: Job) -> None:
             try:
                 await self._run(job, model, timeout)
             finally:
                 jobs.discard(job)
-                send.send_nowait(Outcome(index, request, job._result, job._error))
+                offer(Outcome(index, request, job._result, job._error))
 
         async def feed() -> None:
             count = 0
@@ -431,12 +432,22 @@ class QwenEditClient:
                 try:
                     async for request in _aiter(requests):
                         await window.acquire()
-                        task_group.start_soon(run_one, count, request)
+                        if closing.is_set():
+                            return  # woken just as the consumer left
+                        try:
+                            job = self._new_job(request, model)
+                        except QwenEditError as exc:
+                            offer(Outcome(count, request, None, exc))
+                        else:
+                            # Registered before it is scheduled, so leaving the loop
+                            # cancels it even if it has not started yet.
+                            jobs.add(job)
+                            task_group.start_soon(run_one, count, request, job)
                         count += 1
                 except Exception as exc:
-                    send.send_nowait(_FeedFailed(exc))
+                    offer(_FeedFailed(exc))
                     return
-            send.send_nowait(_FeedDone(count))
+            offer(_FeedDone(count))
 
         task_group.start_soon(feed)
         total: int | None = None
@@ -454,6 +465,7 @@ class QwenEditClient:
                     yielded += 1
                     yield item
         finally:
+            closing.set()
             feeder_scope.cancel()
             for job in list(jobs):
                 job.cancel()

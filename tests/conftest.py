@@ -1,0 +1,27 @@
+"""Shared fixtures: zero retry waits, and a fake provider on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import qwen_edit_async as qe
+from qwen_edit_async.testing import FakeProvider
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """Retries happen, but without waiting, so the suite stays fast."""
+    qe.set_testing(True)
+    yield
+    qe.set_testing(False)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeProvider]:
+    """A fake provider on 127.0.0.1 that requires ``API_KEY``, with short latency."""
+    async with FakeProvider(api_key=API_KEY, latency=0.02, estimated_time=None) as server:
+        yield server
