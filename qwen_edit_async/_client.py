@@ -134,7 +134,12 @@ class QwenEditClient:
         if self.provider.poll_rate_limit is not None:
             rate = min(rate, self.provider.poll_rate_limit)
         self._poller = Poller(
-            self._transport, self._schedule, concurrency=cfg.poll_concurrency, rate=rate
+            self._transport,
+            self._schedule,
+            concurrency=cfg.poll_concurrency,
+            rate=rate,
+            retry_base=cfg.backoff_base,
+            retry_max=cfg.poll_max_interval,
         )
         self._slots = anyio.CapacityLimiter(max_in_flight)
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import random
 import time
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._config import testing_enabled
 from ._errors import QwenEditError
 from ._schedule import PollPlan, PollSchedule
 from ._transport import Transport
@@ -35,6 +37,7 @@ class _Watch:
         "cancelled",
         "error",
         "event",
+        "failures",
         "plan",
         "status",
         "task_id",
@@ -45,6 +48,8 @@ class _Watch:
         self.plan = plan
         self.accepted_at = accepted_at
         self.attempt = 0
+        #: Status requests in a row that failed transiently.
+        self.failures = 0
         self.cancelled = False
         self.event = anyio.Event()
         self.status: TaskStatus | None = None
@@ -79,7 +84,11 @@ class Poller:
         *,
         concurrency: int,
         rate: float,
+        retry_base: float = 0.5,
+        retry_max: float = 10.0,
     ) -> None:
+        self._retry_base = retry_base
+        self._retry_max = retry_max
         self._transport = transport
         self._schedule = schedule
         self._concurrency = concurrency
@@ -107,8 +116,9 @@ class Poller:
         assert watch.status is not None
         return watch.status
 
-    def _push(self, watch: _Watch, not_before: float = 0.0) -> None:
-        due = max(not_before, watch.accepted_at + watch.plan.at(watch.attempt))
+    def _push(self, watch: _Watch, not_before: float = 0.0, keep_plan: bool = False) -> None:
+        planned = watch.accepted_at + watch.plan.at(watch.attempt)
+        due = not_before if keep_plan else max(not_before, planned)
         heapq.heappush(self._heap, (due, next(self._seq), watch))
         if self._heap[0][2] is watch:
             self._wakeup.set()
@@ -160,8 +170,20 @@ class Poller:
 
     async def _poll(self, watch: _Watch) -> None:
         try:
-            status = await self._transport.status(watch.task_id)
+            status = await self._transport.status(watch.task_id, attempts=1)
         except QwenEditError as exc:
+            if exc.retryable and not watch.cancelled:
+                # The task exists; an outage of the status endpoint is waited out (the
+                # job's deadline bounds it), without holding a worker through the wait.
+                watch.failures += 1
+                delay = min(self._retry_max, self._retry_base * 2 ** (watch.failures - 1))
+                retry_after = getattr(exc, "retry_after", None)
+                if retry_after is not None:
+                    delay = max(delay, min(retry_after, self._retry_max))
+                delay = 0.0 if testing_enabled() else random.uniform(delay / 2, delay)
+                logger.debug("status of %s failed (%s); again in %.2f s", watch.task_id, exc, delay)
+                self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
+                return
             if exc.task_id is None:
                 exc.task_id = watch.task_id
             watch.error = exc
@@ -174,6 +196,7 @@ class Poller:
             watch.error = exc
             watch.event.set()
             return
+        watch.failures = 0
         done = status.state.done
         self._schedule.observe(watch.plan, watch.attempt, done)
         if done:

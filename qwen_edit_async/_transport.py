@@ -251,8 +251,12 @@ class Transport:
             if wait > 0 and not isinstance(error, RateLimitError):
                 await anyio.sleep(wait)
 
-    async def status(self, task_id: str) -> TaskStatus:
-        """One status request for ``task_id``, retried on transient failures."""
+    async def status(self, task_id: str, *, attempts: int | None = None) -> TaskStatus:
+        """A status request for ``task_id``; ``attempts`` caps the tries (default: config).
+
+        The poller asks for one attempt and reschedules transient failures itself, so no
+        worker sleeps through a backoff.
+        """
         request = self.provider.build_status(task_id)
 
         def parse(status: int, headers: Mapping[str, str], body: bytes) -> TaskStatus:
@@ -261,14 +265,17 @@ class Transport:
                 return self.provider.parse_status(task_id, status, headers, body)
             raise self.provider.parse_error(status, headers, body, task_id=task_id)
 
-        return await self.get(request, parse)
+        return await self.get(request, parse, attempts=attempts)
 
     async def get(
         self,
         request: HttpRequest,
         parse: Callable[[int, Mapping[str, str], bytes], T],
+        *,
+        attempts: int | None = None,
     ) -> T:
         """A GET retried on any transport failure and on retryable error answers."""
+        max_attempts = attempts or self._config.max_attempts
         next_wait = self._waits()
         attempt = 0
         while True:
@@ -286,9 +293,7 @@ class Transport:
                 if not exc.retryable:
                     raise
                 error = exc
-            wait = (
-                None if attempt >= self._config.max_attempts else self._retry_wait(error, next_wait)
-            )
+            wait = None if attempt >= max_attempts else self._retry_wait(error, next_wait)
             if wait is None:
                 raise error
             if wait > 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -25,3 +27,21 @@ async def fake() -> AsyncIterator[FakeProvider]:
     """A fake provider on 127.0.0.1 that requires ``API_KEY``, with short latency."""
     async with FakeProvider(api_key=API_KEY, latency=0.02, estimated_time=None) as server:
         yield server
+
+
+@pytest.fixture
+def fake_process() -> Iterator[str]:
+    """A fake provider in its own process (latency 0): its root URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qwen_edit_async.testing", "--port", "0", "--latency", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("serving on "), line
+        yield line.split()[-1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

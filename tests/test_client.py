@@ -265,3 +265,37 @@ async def test_per_call_model_override(fake: FakeProvider) -> None:
         await client.edit([URL], "b")
     models = [job["model"] for job in fake.stats.snapshot()["jobs"]]
     assert models == ["qwen_image_edit_plus_2025_12_15", "qwen_image_edit_plus"]
+
+
+async def test_connections_are_sized_for_max_in_flight() -> None:
+    """With 150 jobs allowed in flight on a synchronous provider, 150 requests are open at
+    once: the connection pool does not cap them at aiohttp's default of 100."""
+    async with FakeProvider(api_key=API_KEY, latency=0.4) as fake:
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(150)]
+        async with client_for(fake, "dashscope", max_in_flight=150) as client:
+            assert all([o.ok async for o in client.edit_many(requests)])
+        assert fake.stats.peak_running == 150
+
+
+async def test_memory_does_not_follow_the_number_of_requests(fake_process: str) -> None:
+    """Peak traced memory for 4,000 lazily produced requests is close to that for 1,000
+    (the fake runs in another process, so only the client is measured)."""
+    import tracemalloc
+
+    async def run(count: int) -> int:
+        requests = (qe.EditRequest(images=[URL], prompt=f"edit {i}") for i in range(count))
+        tracemalloc.start()
+        try:
+            client = qe.QwenEditClient(
+                "dashscope", api_key=API_KEY, base_url=fake_process, max_in_flight=20
+            )
+            async with client:
+                async for outcome in client.edit_many(requests):
+                    assert outcome.ok
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = await run(1000), await run(4000)
+    print(f"peak traced memory: 1k {small / 1e6:.2f} MB, 4k {large / 1e6:.2f} MB")
+    assert large < small * 2

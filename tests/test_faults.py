@@ -140,3 +140,25 @@ async def test_thousand_jobs_all_accounted_for_under_faults() -> None:
         assert kinds["ok"] + kinds["JobFailedError"] + kinds["JobTimeoutError"] == 1000
         assert (stats.in_flight, stats.polling) == (0, 0)
         print(dict(kinds), f"status requests per job {stats.status_requests / 1000:.2f}")
+
+
+async def test_a_status_endpoint_outage_is_waited_out(fake: FakeProvider) -> None:
+    """Status requests that fail with 503 are asked again later: the jobs still succeed,
+    and no task is created twice."""
+    fake.faults = Faults(poll_error=0.6)
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(30)]
+    async with client_for(fake, "vtrix", max_in_flight=30) as client:
+        outcomes = [o async for o in client.edit_many(requests)]
+        stats = client.statistics()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes if o.error]
+    assert fake.stats.jobs_created == 30
+    assert stats.status_requests > 30
+
+
+async def test_submit_rate_spaces_the_creates(fake: FakeProvider) -> None:
+    """submit_rate caps creates per second."""
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(6)]
+    start = time.monotonic()
+    async with client_for(fake, "dashscope", max_in_flight=6, submit_rate=10) as client:
+        assert all([o.ok async for o in client.edit_many(requests)])
+    assert time.monotonic() - start >= 0.45

@@ -1,0 +1,75 @@
+"""A fake qwen-image-edit-plus provider for tests, demos and benchmarks.
+
+An independent reimplementation of the *servers* (it does not use the client library),
+listening on 127.0.0.1, speaking every dialect at its documented path::
+
+    POST /api/v1/services/aigc/multimodal-generation/generation   DashScope (sync)
+    POST /v1/images/generations   nested body (input.messages)   ModelStream (sync)
+    POST /v1/images/generations   flat body (prompt, image_urls)  Evolink (task)
+    GET  /v1/tasks/{id}                                           Evolink poll
+    POST /v1/images/edits                                         OneToken (sync)
+    POST /model/v1/generation                                     Vtrix (task)
+    GET  /model/v1/generation/task/{id}                           Vtrix poll
+    GET  /files/results/<name>.png?Expires=..&Signature=..        result images (403 once expired)
+    POST /_fake/upload, GET /files/uploads/<name>                 inputs for URL-only providers
+    /_fake/stats, /_fake/reset, /_fake/faults, /_fake/script, /_fake/config   control
+
+Example::
+
+    from qwen_edit_async.testing import FakeProvider, Faults
+
+    async with FakeProvider(latency=0.05) as fake:
+        fake.script("rate_limit", "ok")           # the next two creates
+        fake.faults = Faults(drop_after_accept=0.01)
+        ...                                      # point a client at fake.url
+        print(fake.stats.snapshot(jobs=False))
+
+Validation follows PROVIDERS.md: exactly one text, 1-3 images, ``n`` 1-6, ``size`` sides
+512-2048 (``W*H``; Evolink ``WxH``) snapped to multiples of 16 (ties down), otherwise about
+1024x1024 pixels at the last image's aspect ratio (read from data URIs and the fake's own
+files; other URLs count as 1:1). Image URLs on hosts ending in ``.invalid``, and URLs on the
+fake that do not exist or have expired, fail to download. Evolink refuses data URIs and
+prompts over 2000 characters; DashScope truncates prompts at 800.
+
+Magic words in a prompt force an outcome when no fault was injected for that create:
+``[fail]`` (or ``[fail:CODE]``), ``[filter]`` (content moderation), ``[quota]`` (out of
+funds), ``[stuck]`` (never finishes). Sync dialects refuse ``[filter]``/``[quota]`` at
+submission and answer ``[fail]`` with an error after the latency; task dialects report them
+as failed tasks.
+
+Run it standalone with ``python -m qwen_edit_async.testing --port 0`` (prints
+``serving on http://127.0.0.1:PORT``). For pytest, import the fixtures into a conftest:
+``from qwen_edit_async.testing import fake_provider, fake_provider_factory``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._cli import main
+from ._faults import Faults
+from ._latency import Latency
+from ._server import FakeProvider
+from ._stats import FakeStats
+
+if TYPE_CHECKING:
+    from ._pytest import fake_provider, fake_provider_factory
+
+__all__ = [
+    "FakeProvider",
+    "FakeStats",
+    "Faults",
+    "Latency",
+    "fake_provider",
+    "fake_provider_factory",
+    "main",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The fixtures need pytest-asyncio; import it only when someone asks for them.
+    if name in ("fake_provider", "fake_provider_factory"):
+        from . import _pytest
+
+        return getattr(_pytest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,146 @@
+"""``/_fake/*``: drive a fake running in another process (benchmarks, CLI crash tests).
+
+=======================  ====================================================================
+``GET /_fake/stats``     counters and job records (``?jobs=0`` leaves the records out)
+``POST /_fake/reset``    forget jobs, uploads, counters and the script
+``GET /_fake/faults``    the current :class:`Faults` as JSON
+``POST /_fake/faults``   replace the faults: a JSON object of ``Faults`` fields
+``POST /_fake/script``   queue script words: ``{"script": ["rate_limit", "ok"]}`` or a list
+``GET /_fake/config``    latency, max_running, url_lifetime, estimated_time, b64_json
+``POST /_fake/config``   change any of those (``latency`` seconds or ``latency_lognormal``
+                         ``[median, sigma]``; ``estimated_time`` an int, ``null`` or ``"auto"``)
+``POST /_fake/upload``   raw bytes with their Content-Type -> ``{"url": ".../files/uploads/..."}``
+=======================  ====================================================================
+
+These routes need no API key: the fake only ever listens on loopback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from ._faults import Faults
+from ._latency import Latency
+from ._validate import MAX_IMAGE_BYTES
+
+if TYPE_CHECKING:
+    from ._server import FakeProvider
+
+__all__ = ["add_control_routes"]
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
+class _ConfigChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    latency: float | msgspec.UnsetType = msgspec.UNSET
+    latency_lognormal: tuple[float, float] | msgspec.UnsetType = msgspec.UNSET
+    max_running: int | msgspec.UnsetType | None = msgspec.UNSET
+    url_lifetime: float | msgspec.UnsetType = msgspec.UNSET
+    estimated_time: int | Literal["auto"] | msgspec.UnsetType | None = msgspec.UNSET
+    b64_json: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class _Script(msgspec.Struct, forbid_unknown_fields=True):
+    script: list[str]
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_ENCODE(body), status=status, content_type="application/json")
+
+
+def _bad(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+def _config(fake: FakeProvider) -> dict[str, Any]:
+    return {
+        "latency": repr(fake.latency),
+        "latency_typical": fake.latency.typical,
+        "max_running": fake.max_running,
+        "url_lifetime": fake.url_lifetime,
+        "estimated_time": fake.estimated_time,
+        "b64_json": fake.b64_json,
+    }
+
+
+def add_control_routes(app: web.Application, fake: FakeProvider) -> None:
+    """Register the ``/_fake/*`` routes for ``fake`` on ``app``."""
+
+    async def stats(request: web.Request) -> web.Response:
+        with_jobs = request.query.get("jobs", "1") not in ("0", "false", "no")
+        return _json(fake.stats.snapshot(jobs=with_jobs))
+
+    async def reset(request: web.Request) -> web.Response:
+        fake.reset()
+        return _json({"ok": True})
+
+    async def get_faults(request: web.Request) -> web.Response:
+        return _json(msgspec.to_builtins(fake.faults))
+
+    async def set_faults(request: web.Request) -> web.Response:
+        try:
+            fake.faults = msgspec.json.decode(await request.read() or b"{}", type=Faults)
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        return _json(msgspec.to_builtins(fake.faults))
+
+    async def script(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            words: list[str] = (
+                msgspec.json.decode(raw, type=list[str])
+                if raw.lstrip().startswith(b"[")
+                else msgspec.json.decode(raw, type=_Script).script
+            )
+            fake.script(*words)
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        return _json({"pending": fake.pending_script})
+
+    async def get_config(request: web.Request) -> web.Response:
+        return _json(_config(fake))
+
+    async def set_config(request: web.Request) -> web.Response:
+        try:
+            change = msgspec.json.decode(await request.read() or b"{}", type=_ConfigChange)
+            if change.latency is not msgspec.UNSET:
+                fake.latency = change.latency
+            if change.latency_lognormal is not msgspec.UNSET:
+                fake.latency = Latency.lognormal(*change.latency_lognormal)
+            if change.max_running is not msgspec.UNSET:
+                fake.max_running = change.max_running
+            if change.url_lifetime is not msgspec.UNSET:
+                fake.url_lifetime = change.url_lifetime
+            if change.estimated_time is not msgspec.UNSET:
+                fake.estimated_time = change.estimated_time
+            if change.b64_json is not msgspec.UNSET:
+                fake.b64_json = change.b64_json
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        return _json(_config(fake))
+
+    async def upload(request: web.Request) -> web.Response:
+        try:
+            data = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": "upload larger than 10 MB"}, status=413)
+        if len(data) > MAX_IMAGE_BYTES:
+            return _json({"error": "upload larger than 10 MB"}, status=413)
+        if not data:
+            return _bad("empty upload")
+        mime = request.headers.get("Content-Type", "application/octet-stream")
+        fake.stats.uploads += 1
+        return _json({"url": fake.files.add_upload(data, mime)})
+
+    router = app.router
+    router.add_get("/_fake/stats", stats)
+    router.add_post("/_fake/reset", reset)
+    router.add_get("/_fake/faults", get_faults)
+    router.add_post("/_fake/faults", set_faults)
+    router.add_post("/_fake/script", script)
+    router.add_get("/_fake/config", get_config)
+    router.add_post("/_fake/config", set_config)
+    router.add_post("/_fake/upload", upload)
