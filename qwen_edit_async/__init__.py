@@ -28,6 +28,7 @@ from ._errors import (
     RateLimitError,
     ServerError,
     SubmitUncertainError,
+    TaskNotFoundError,
     TransportError,
     ValidationError,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "ServerError",
     "Size",
     "SubmitUncertainError",
+    "TaskNotFoundError",
     "TransportError",
     "USE_CLIENT_DEFAULT",
     "ValidationError",

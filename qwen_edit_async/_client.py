@@ -9,7 +9,14 @@ import math
 import os
 import pathlib
 import random
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Sequence,
+)
 from contextlib import nullcontext
 from typing import Any, Literal
 
@@ -190,6 +197,11 @@ class QwenEditClient:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client has been closed (it cannot be reopened)."""
+        return self._state == "closed"
 
     def _require_open(self) -> TaskGroup:
         if self._state != "open" or self._task_group is None:
@@ -398,7 +410,7 @@ class QwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-    ) -> AsyncIterator[Outcome]:
+    ) -> AsyncGenerator[Outcome, None]:
         """Run many edits, yielding an :class:`Outcome` for each as it ends.
 
         ``requests`` is consumed lazily: only about ``max_in_flight`` of them are held at a

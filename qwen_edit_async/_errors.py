@@ -13,7 +13,8 @@
     │   ├── RateLimitError         429 throttling (``retry_after`` in seconds, when sent)
     │   ├── InsufficientQuotaError balance or free quota exhausted (never retried)
     │   ├── BadRequestError        the provider refused the input (never retried)
-    │   │   └── ContentFilterError moderation, at submission or inside a task
+    │   │   ├── ContentFilterError moderation, at submission or inside a task
+    │   │   └── TaskNotFoundError  no such task (unknown or expired id given to attach)
     │   └── ServerError            5xx and 408: the provider failed; retried
     ├── JobFailedError             the task ended in failure
     ├── JobTimeoutError            the job's deadline passed; the task may still finish
@@ -43,6 +44,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "SubmitUncertainError",
+    "TaskNotFoundError",
     "TransportError",
     "ValidationError",
     "api_error",
@@ -185,6 +187,11 @@ class ContentFilterError(BadRequestError):
     inside a task)."""
 
 
+class TaskNotFoundError(BadRequestError):
+    """The provider does not know the task (HTTP 404 on its status): a wrong id, or one
+    that has expired."""
+
+
 class ServerError(APIError):
     """The provider failed (5xx) or timed out (408). Retried."""
 
@@ -275,6 +282,8 @@ def api_error(
     code_text = None if code is None else str(code)
     text = message or code_text or (f"HTTP {status}" if status is not None else "provider error")
     cls = _class_for(status, code_text, text)
+    if status == 404 and task_id is not None and cls is BadRequestError:
+        cls = TaskNotFoundError
     context: dict[str, Any] = {
         "provider": provider,
         "status": status,

@@ -84,6 +84,10 @@ class Job:
         assert self._result is not None
         return self._result
 
+    async def wait_done(self) -> None:
+        """Wait for the end of the job without raising its error (see :meth:`exception`)."""
+        await self._done.wait()
+
     def exception(self) -> BaseException | None:
         """The job's error once it has ended, else ``None``."""
         return self._error

@@ -152,6 +152,7 @@ class Transport:
     def _headers(self, request: HttpRequest) -> dict[str, str]:
         headers = dict(request.headers)
         headers["Authorization"] = f"Bearer {self._key.get()}"
+        headers.setdefault("User-Agent", _USER_AGENT)  # also on a session the user shares
         if request.body is not None:
             headers.setdefault("Content-Type", "application/json")
         return headers

@@ -250,7 +250,7 @@ async def test_attach_to_an_unknown_task_fails_that_job(fake: FakeProvider) -> N
     """A status error that retries cannot cure reaches the job instead of hanging it."""
     async with client_for(fake, "vtrix") as client:
         job = await client.attach("task-does-not-exist")
-        with pytest.raises(qe.APIError) as info:
+        with pytest.raises(qe.TaskNotFoundError) as info:
             await job.result()
         assert info.value.status == 404
         assert info.value.task_id == "task-does-not-exist"

@@ -35,6 +35,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         (qe.InsufficientQuotaError, qe.APIError),
         (qe.BadRequestError, qe.APIError),
         (qe.ContentFilterError, qe.BadRequestError),
+        (qe.TaskNotFoundError, qe.BadRequestError),
         (qe.ServerError, qe.APIError),
         (qe.JobFailedError, qe.QwenEditError),
         (qe.JobTimeoutError, qe.QwenEditError),
