@@ -154,9 +154,8 @@ async def run(args: argparse.Namespace) -> int:
                 failures.append(f"{name}: not saved: {type(exc).__name__}: {exc}")
 
         # aclosing: leaving the loop early (Ctrl-C, an error) cancels the jobs at once.
-        # (edit_many is an async generator; its annotation says AsyncIterator, hence the ignore.)
         outcomes = client.edit_many(requests(files, args.prompt, skipped))
-        closing = contextlib.aclosing(outcomes)  # type: ignore[type-var]
+        closing = contextlib.aclosing(outcomes)
         with make_bar(len(files), args.plain) as bar:
             async with anyio.create_task_group() as downloads, closing:
                 async for outcome in outcomes:
