@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import logging
 import math
 import os
 import pathlib
@@ -39,6 +40,8 @@ from .providers import Provider, get_provider
 from .providers._base import TaskState
 
 __all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
+
+logger = logging.getLogger("qwen_edit_async")
 
 
 class _Default(enum.Enum):
@@ -225,7 +228,11 @@ class QwenEditClient:
 
     def _progress(self) -> None:
         if self._on_progress is not None:
-            self._on_progress(self.statistics())
+            try:
+                self._on_progress(self.statistics())
+            except Exception:
+                # A broken hook must not end jobs or the client; say so once per call.
+                logger.exception("the on_progress hook raised; the jobs go on")
 
     # -- one job --------------------------------------------------------------------------
 

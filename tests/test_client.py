@@ -299,3 +299,18 @@ async def test_memory_does_not_follow_the_number_of_requests(fake_process: str) 
     small, large = await run(1000), await run(4000)
     print(f"peak traced memory: 1k {small / 1e6:.2f} MB, 4k {large / 1e6:.2f} MB")
     assert large < small * 2
+
+
+async def test_a_broken_progress_hook_does_not_break_jobs(
+    fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises is logged; jobs (run in the client's task group) still succeed."""
+
+    def hook(stats: qe.ClientStatistics) -> None:
+        raise RuntimeError("hook bug")
+
+    async with client_for(fake, "vtrix", on_progress=hook) as client:
+        job = await client.submit(qe.EditRequest(images=[URL], prompt="x"))
+        assert (await job.result()).images
+        assert (await client.edit([URL], "y")).images
+    assert "on_progress hook raised" in caplog.text
