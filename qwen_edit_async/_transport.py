@@ -238,9 +238,8 @@ class Transport:
             except QwenEditError as exc:
                 error = exc
                 if isinstance(exc, RateLimitError):
-                    self._start_cooldown(
-                        exc.retry_after if exc.retry_after is not None else next_wait()
-                    )
+                    pause = exc.retry_after if exc.retry_after is not None else next_wait()
+                    self._start_cooldown(min(pause, self._config.retry_after_max))
             if not error.retryable and not isinstance(error, SubmitUncertainError):
                 raise error
             wait = (
