@@ -139,6 +139,7 @@ class QwenEditClient:
             max_interval=cfg.poll_max_interval,
             jitter=cfg.poll_jitter,
             rng=random.Random(),
+            recheck=True,  # the poller asks again when an entry comes due
         )
         rate = cfg.poll_rate
         if self.provider.poll_rate_limit is not None:

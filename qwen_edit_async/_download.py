@@ -69,9 +69,21 @@ def _expired(url: str) -> bool:
     return False
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask is process-wide and setting it from worker threads would race.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _write_atomic(path: pathlib.Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; saved images follow the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -81,6 +93,15 @@ def _write_atomic(path: pathlib.Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _fsync_dir(folder: pathlib.Path) -> None:
+    """Make the renames in ``folder`` durable (a journal may record the files next)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _fetch(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
@@ -207,6 +228,8 @@ async def download_result(
     async with anyio.create_task_group() as group:
         for index, image in enumerate(result.images):
             group.start_soon(one, index, image)
+    if any(path is not None for path in paths):
+        await anyio.to_thread.run_sync(_fsync_dir, folder)
     if errors:
         raise errors[0]
     return [path for path in paths if path is not None]

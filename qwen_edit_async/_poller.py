@@ -157,6 +157,13 @@ class Poller:
                     self._wakeup = anyio.Event()
                 continue
             heapq.heappop(heap)
+            if not watch.failures:
+                # The schedule may have learned since this time was planned: ask again.
+                elapsed = time.monotonic() - watch.accepted_at
+                later = watch.plan.recheck(watch.attempt, elapsed)
+                if later > elapsed + 1e-3:
+                    heapq.heappush(heap, (watch.accepted_at + later, next(self._seq), watch))
+                    continue
             wait = self._bucket.delay()
             if wait > 0:
                 await anyio.sleep(wait)
@@ -169,6 +176,7 @@ class Poller:
                     await self._poll(watch)
 
     async def _poll(self, watch: _Watch) -> None:
+        sent = time.monotonic() - watch.accepted_at
         try:
             status = await self._transport.status(watch.task_id, attempts=1)
         except QwenEditError as exc:
@@ -198,7 +206,7 @@ class Poller:
             return
         watch.failures = 0
         done = status.state.done
-        self._schedule.observe(watch.plan, watch.attempt, done)
+        self._schedule.observe(watch.plan, watch.attempt, done, elapsed=sent)
         if done:
             watch.status = status
             watch.event.set()

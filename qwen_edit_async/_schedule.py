@@ -1,45 +1,39 @@
 """When to ask a provider whether a task has finished.
 
-Method
-------
-Every status answer is an exact observation: "was the task done ``b`` seconds after it was
-accepted, given that it was not done at the previous answer, ``a`` seconds after?". The
-schedule keeps these answers as weighted counts keyed by the pair of log-time bins ``(a, b)``
-(O(1) per answer; old answers fade so a drifting latency is followed). Chained per task, the
-terms are the exact interval-censored likelihood of the task latencies, tasks still running
-included, so the estimate is not biased towards the fast tasks that finish first.
+Each status answer is exact: "was the task done ``b`` s after acceptance, given it was running
+at the previous answer, ``a`` s after?". Chained per task these terms are the interval-censored
+likelihood of the latencies, running tasks included, so nothing is biased towards the fast tasks
+that finish first. They are kept as weighted counts per log-time bin, and per bin pair for the
+final (done) bracket of each task: O(1) per answer; old answers fade (memory ~1,000 answers) so
+a drifting latency is followed. Every few answers (often at first, then every ~170) a lognormal
+is fitted: the posterior mode under a weak prior (median at the hint or ``initial``, spread
+~0.35), by warm-started Newton steps, about 1 ms.
 
-Every few answers (often at first, then every few hundred) a lognormal latency is fitted to
-the counts: maximum a posteriori, a few warm-started Newton steps with a weak prior centred on
-the hint (or ``initial``) and a moderate spread. The ladder of poll times is the dynamic
-programme that minimises expected detection lag plus a price per status request
-(:data:`_PRICE` of the median latency), solved once per spread on a grid of quantiles. Only
-the first poll of a task is fixed when it is accepted; each later one is chosen when the
-previous answer arrives, as the optimal continuation given "still running at ``a``" under
-the fit of that moment, so tasks accepted before anything was known profit from what their
-neighbours taught since.
+The plan is the dynamic programme that minimises expected detection lag plus a price per status
+request (:data:`_PRICE` median latencies), solved once per spread on a quantile grid. Only the
+first request of a task is fixed when it is accepted; each later one is chosen when the previous
+answer arrives, as the optimal continuation given "still running at ``a``" under the fit of that
+moment: tasks accepted before anything was known profit from what their neighbours taught since.
 
-Before enough tasks have finished the first check is drawn between :data:`_SPREAD` times the
-hint or ``initial`` (early, because a poll too early costs one request while a poll too late
-costs the whole gap, and hints can be several times too long); later checks grow by
-:data:`_SEARCH` until answers arrive. A task slower than the fit expects falls back to
-intervals growing by ``growth``. Every interval is at least 50 ms and at most
-``max_interval``.
+Until about six tasks have finished, first checks are spread early in ``initial`` (x0.3-0.7) or
+in the hint (x0.1-0.25: hints run long); a task still running then searches upwards (x2-x3). A
+task far slower than the fit backs off geometrically. Every interval is 50 ms to
+``max_interval``. With ``recheck=True`` (a poller that calls :meth:`PollPlan.recheck` when a
+request comes due) only a few "scout" tasks search; the others push their requests back until
+the scouts have learned.
 
-Measured with ``benchmarks/schedule_sim.py`` (eff = achieved jobs/s over in-flight / mean
-latency; the run's drain, which even a clairvoyant poller pays, is included; "oracle" is the
-clairvoyant's eff):
+``benchmarks/schedule_sim.py`` (2 ms round trips; eff = jobs/s over in-flight / mean latency,
+the run's ramp and drain included; "oracle" asks once, exactly at the end of each task)::
 
-============================================  =====  =======  =========
-scenario                                       eff   oracle   polls/job
-============================================  =====  =======  =========
-lognormal 0.5 s sigma 0.3, 200, 2,000 jobs     0.73   0.85      1.93
-same, 10,000 jobs                              0.82   0.97      1.93
-fixed 0.5 s, 200, 10,000 jobs                  0.95   0.99      1.05
-lognormal 5 s sigma 0.3, 5,000, 20,000 jobs    0.52   0.60      2.16
-============================================  =====  =======  =========
+    scenario (mean of 3 seeds)                   oracle   eff   polls | recheck: eff  polls
+    lognormal 0.5 s sigma 0.3, 200, 2,000 jobs     0.875  0.760  1.88  |      0.760  1.82
+    same, 10,000 jobs                              0.972  0.842  1.92  |      0.839  1.88
+    fixed 0.5 s, 200, 10,000 jobs                  0.996  0.951  1.11  |      0.960  1.09
+    lognormal 5 s sigma 0.3, 5,000, 20,000 jobs    0.684  0.614  2.53  |      0.608  1.99
+    same, hint 30 s                                0.684  0.607  1.92  |      0.602  1.86
 
-(The table is refreshed by running the benchmark; see its output for all scenarios.)
+In steady state that is 0.866 of the oracle at 1.9 requests: the optimum for a lognormal with
+sigma 0.3 at that price (the programme's own figure).
 """
 
 from __future__ import annotations
@@ -48,49 +42,46 @@ import functools
 import math
 import random
 from bisect import bisect_right
-from statistics import NormalDist
 
 __all__ = ["PollPlan", "PollSchedule"]
 
-_NORMAL = NormalDist()
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
-#: Price of one status request, in units of the median latency. At sigma 0.3 the optimal
-#: ladder then makes about 1.9 requests per task and detects at 86% of the ideal rate.
+#: Price of a status request in median latencies: at sigma 0.3 about 1.9 requests per task.
 _PRICE = 0.12
-#: Smallest gap between two status requests of one task (seconds).
-_MIN_GAP = 0.05
-#: Width of a log-time bin of the answer counts (1% in time).
-_BIN = 0.01
-#: Answers after which an old answer weighs 1/e.
-_MEMORY = 4000.0
-#: Weighted number of finished tasks before the fit is trusted.
-_LEARNED_DONE = 6.0
-#: First check before learning: this range of the hint or ``initial`` (log-uniform).
-_SPREAD = (0.2, 0.5)
-#: Growth of the checks of a task while nothing is known.
-_SEARCH = 2.0
-#: Prior of the fit: log-median sd, and spread (sigma) centre and log sd.
-_PRIOR_MU_SD = 2.0
-_PRIOR_SIGMA = 0.35
-_PRIOR_LOG_SIGMA_SD = 0.7
-_MIN_SIGMA = 0.01
-_MAX_SIGMA = 2.0
-#: Learned plans are spread by the tasks' own latencies; their jitter is this fraction.
+_MIN_GAP = 0.05  # seconds between two requests of one task, at least
+_BIN = 0.02  # log-time bin of the answer counts (2%)
+_MEMORY = 1000.0  # answers after which an answer weighs 1/e
+_REFIT_SHARE, _REFIT_EVERY = 6.0, 256.0  # refit after this share of the answers held, or so many
+_LEARNED_DONE = 6.0  # weighted finished tasks before the fit is trusted
+#: Before that: first checks (log-uniform) in ``initial`` or in a hint, which may run long.
+_SPREAD, _HINT_SPREAD = (0.3, 0.7), (0.1, 0.25)
+#: Growth of a running task's checks: bold after many "running" answers, gentle once some
+#: tasks have finished or while few answers are in.
+_SEARCH, _SEARCH_NEAR, _SEARCH_EVIDENCE = 3.0, 2.0, 64.0
+#: Recheck mode: the first plans and this share of the later unlearned ones are scouts; the
+#: others wait in steps of _HOP for the scouts to learn, searching alone with growth _BLIND.
+_SCOUTS, _SCOUT_SHARE, _BLIND, _HOP = 32, 0.05, 4.0, 1.2
+#: Prior: sd of the log median; centre and log sd of the spread; the spread's bounds.
+_PRIOR_MU_SD, _PRIOR_SIGMA, _PRIOR_LOG_SIGMA_SD = 2.0, 0.35, 0.7
+_MIN_SIGMA, _MAX_SIGMA = 0.02, 2.0
+#: Learned plans are spread by the tasks' own latencies: their jitter is this share of it.
 _LEARNED_JITTER = 0.2
-#: The dynamic programme's grid of standard-normal quantiles.
-_Z_LOW, _Z_STEP, _Z_COUNT, _Z_END = -4.0, 0.05, 171, 3.6
-_NO_BIN = -(1 << 40)
+#: Past this quantile (97.7%) a straggler's intervals stop shrinking and are >= 10% of its age.
+_TAIL_Z, _TAIL_STEP = 2.0, 0.1
+#: The programme's grid of standard-normal quantiles; past _Z_END, back off.
+_Z_LOW, _Z_STEP, _Z_COUNT, _Z_END = -4.0, 0.05, 181, 4.5
+_Z_CLAMP = 37.0
+_LOG_MIN_SIGMA, _LOG_MAX_SIGMA = math.log(_MIN_SIGMA), math.log(_MAX_SIGMA)
+_LOG_PRIOR_SIGMA = math.log(_PRIOR_SIGMA)
+_PRIOR_MU_PRECISION = 1.0 / _PRIOR_MU_SD**2
+_PRIOR_SIGMA_PRECISION = 1.0 / _PRIOR_LOG_SIGMA_SD**2
 
 
 def _upper(z: float) -> float:
     """P(Z > z) for a standard normal, accurate in both tails."""
     return 0.5 * math.erfc(z / _SQRT2)
-
-
-def _pdf(z: float) -> float:
-    return math.exp(-0.5 * z * z - _LOG_SQRT_2PI) if -40.0 < z < 40.0 else 0.0
 
 
 class _Ladder:
@@ -145,7 +136,7 @@ class _Ladder:
         return None if j < 0 else self.zs[j]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ladder(sigma_step: int) -> _Ladder:
     return _Ladder(math.exp(sigma_step * 0.04))
 
@@ -156,144 +147,168 @@ def _ladder_for(sigma: float) -> _Ladder:
 
 
 class _Fit:
-    """Answer counts and the lognormal fitted to them (log-median ``mu``, spread ``sigma``)."""
+    """Answer counts and the lognormal fitted to them (log-median ``mu``, spread ``sigma``).
 
-    __slots__ = ("counts", "done", "mu", "mu0", "pending_answers", "sigma", "total")
+    Chained per task, the answers give the interval-censored likelihood; it splits into terms
+    of one log-time bin (still running at ``b``; conditioned on running at ``a``; done at a
+    first request) and terms of a bin pair (done between ``a`` and ``b``), one per task.
+    """
+
+    __slots__ = ("bins", "brackets", "done", "fresh", "mu", "mu0", "sigma", "total")
 
     def __init__(self, median: float) -> None:
-        #: (bin of previous answer or _NO_BIN, bin of this answer) -> [pending, done] weights.
-        self.counts: dict[tuple[int, int], list[float]] = {}
+        #: bin -> [running at b, running at a (condition), done at a first request at b]
+        self.bins: dict[int, list[float]] = {}
+        #: (bin a, bin b) -> weight of tasks running at a and done at b
+        self.brackets: dict[tuple[int, int], float] = {}
         self.mu0 = math.log(median)
         self.mu = self.mu0
         self.sigma = _PRIOR_SIGMA
         #: Weighted number of done answers (finished tasks) in the counts.
         self.done = 0.0
         self.total = 0.0
-        self.pending_answers = 0
+        self.fresh = 0  # answers since the last fade
+
+    def _cell(self, b: int) -> list[float]:
+        cell = self.bins.get(b)
+        if cell is None:
+            cell = self.bins[b] = [0.0, 0.0, 0.0]
+        return cell
 
     def add(self, prev: float | None, at: float, done: bool) -> None:
         b = round(math.log(max(at, 1e-3)) / _BIN)
+        self.total += 1.0
+        self.fresh += 1
         if prev is None:
-            a = _NO_BIN
+            self._cell(b)[2 if done else 0] += 1.0
         else:
             a = round(math.log(max(prev, 1e-3)) / _BIN)
             b = max(b, a + 1)
-        cell = self.counts.get((a, b))
-        if cell is None:
-            cell = self.counts[a, b] = [0.0, 0.0]
-        cell[done] += 1.0
-        self.done += done
-        self.total += 1.0
-        self.pending_answers += 1
+            self._cell(a)[1] += 1.0
+            if done:
+                key = (a, b)
+                self.brackets[key] = self.brackets.get(key, 0.0) + 1.0
+            else:
+                self._cell(b)[0] += 1.0
+        if done:
+            self.done += 1.0
 
     def refit(self) -> None:
-        """Fade old answers, then move (mu, sigma) to the posterior mode."""
-        fade = math.exp(-self.pending_answers / _MEMORY)
-        self.pending_answers = 0
-        if fade < 1.0:
-            counts = self.counts
-            for key in list(counts):
-                cell = counts[key]
-                cell[0] *= fade
-                cell[1] *= fade
-                if cell[0] + cell[1] < 1e-3:
-                    del counts[key]
-            self.done *= fade
-            self.total *= fade
+        """Fade old answers, then move (mu, sigma) to the posterior mode (damped Newton)."""
+        fade = math.exp(-self.fresh / _MEMORY)
+        self.fresh = 0
+        for b in list(self.bins):
+            cell = self.bins[b]
+            cell[0] *= fade
+            cell[1] *= fade
+            cell[2] *= fade
+            if cell[0] + cell[1] + cell[2] < 1e-3:
+                del self.bins[b]
+        for key in list(self.brackets):
+            weight = self.brackets[key] * fade
+            if weight < 1e-3:
+                del self.brackets[key]
+            else:
+                self.brackets[key] = weight
+        self.done *= fade
+        self.total *= fade
         mu, s = self.mu, math.log(self.sigma)
-        ll, grad, info = self._score(mu, s)
-        for _ in range(6):
-            det = info[0] * info[2] - info[1] * info[1]
-            if det <= 0:
-                break
-            dmu = (info[2] * grad[0] - info[1] * grad[1]) / det
-            ds = (info[0] * grad[1] - info[1] * grad[0]) / det
-            # Trust region: at most a factor e in median or spread per step.
-            scale = min(1.0, 1.0 / max(abs(dmu), abs(ds), 1e-12))
-            dmu, ds = dmu * scale, ds * scale
-            for _ in range(5):
-                new = self._score(mu + dmu, s + ds)
-                if new[0] >= ll:
-                    break
-                dmu, ds = dmu / 2, ds / 2
+        ll, g0, g1 = self._gradient(mu, s)
+        step = 1e-4
+        for _ in range(5):
+            _, m0, m1 = self._gradient(mu + step, s)
+            _, s0, s1 = self._gradient(mu, s + step)
+            # Minus the Hessian, by differences of the analytic gradient.
+            hmm = (g0 - m0) / step
+            hss = (g1 - s1) / step
+            hms = 0.5 * ((g1 - m1) + (g0 - s0)) / step
+            damping = 0.0
+            for _ in range(8):
+                a, c = hmm + damping, hss + damping
+                det = a * c - hms * hms
+                if a > 0 and det > 0:
+                    dmu = (c * g0 - hms * g1) / det
+                    ds = (a * g1 - hms * g0) / det
+                    # At most a factor e in median or spread per step.
+                    shrink = min(1.0, 1.0 / max(abs(dmu), abs(ds), 1e-12))
+                    dmu, ds = dmu * shrink, ds * shrink
+                    trial = self._gradient(mu + dmu, s + ds)
+                    if trial[0] >= ll:
+                        break
+                damping = max(2.0 * damping, 1.0 + abs(hmm) + abs(hss))
             else:
                 break
             mu, s = mu + dmu, s + ds
-            ll, grad, info = new
-            if abs(dmu) < 1e-4 and abs(ds) < 1e-4:
+            ll, g0, g1 = trial
+            if abs(dmu) < 1e-3 and abs(ds) < 1e-3:
                 break
         self.mu = mu
         self.sigma = min(_MAX_SIGMA, max(_MIN_SIGMA, math.exp(s)))
 
-    def _score(self, mu: float, s: float) -> tuple[float, list[float], list[float]]:
-        """Log posterior, its gradient in (mu, log sigma) and the outer-product information."""
-        s = min(math.log(_MAX_SIGMA), max(math.log(_MIN_SIGMA), s))
-        sigma = math.exp(s)
-        inv = 1.0 / sigma
-        pm, ps = 1.0 / _PRIOR_MU_SD**2, 1.0 / _PRIOR_LOG_SIGMA_SD**2
-        dm, dsg = mu - self.mu0, s - math.log(_PRIOR_SIGMA)
-        ll = -0.5 * (dm * dm * pm + dsg * dsg * ps)
-        gm, gs = -dm * pm, -dsg * ps
-        imm, ims, iss = pm, 0.0, ps
-        for (a, b), (wp, wd) in self.counts.items():
-            zb = min(38.0, max(-38.0, (b * _BIN - mu) * inv))
-            qb, fb = _upper(zb), _pdf(zb)
-            if a == _NO_BIN:
-                qa, fa, fza = 1.0, 0.0, 0.0
-                za = -math.inf
-            else:
-                za = min(38.0, max(-38.0, (a * _BIN - mu) * inv))
-                qa, fa = _upper(za), _pdf(za)
-                fza = fa * za
-            if qa <= 0.0:
-                continue
-            fzb = fb * zb
-            log_qa = math.log(qa)
-            if wp > 0.0 and qb > 0.0:
-                # Still running at b: log Q(zb) - log Q(za).
-                ll += wp * (math.log(qb) - log_qa)
-                g0 = (fb / qb - fa / qa) * inv
-                g1 = fzb / qb - fza / qa
-                gm += wp * g0
-                gs += wp * g1
-                imm += wp * g0 * g0
-                ims += wp * g0 * g1
-                iss += wp * g1 * g1
-            if wd > 0.0:
-                # Done by b: log (Q(za) - Q(zb)) - log Q(za).
-                # Subtract the smaller tails for precision.
-                if zb < 0.0:
-                    d = _upper(-zb) - (0.0 if a == _NO_BIN else _upper(-za))
-                else:
-                    d = qa - qb
-                if d <= 0.0:
-                    continue
-                ll += wd * (math.log(d) - log_qa)
-                g0 = ((fa - fb) / d - fa / qa) * inv
-                g1 = (fza - fzb) / d - fza / qa
-                gm += wd * g0
-                gs += wd * g1
-                imm += wd * g0 * g0
-                ims += wd * g0 * g1
-                iss += wd * g1 * g1
-        return ll, [gm, gs], [imm, ims, iss]
+    def _gradient(self, mu: float, s: float) -> tuple[float, float, float]:
+        """Log posterior and its gradient in (mu, log sigma)."""
+        s = min(_LOG_MAX_SIGMA, max(_LOG_MIN_SIGMA, s))
+        inv = math.exp(-s)
+        dm, dsg = mu - self.mu0, s - _LOG_PRIOR_SIGMA
+        ll = -0.5 * (dm * dm * _PRIOR_MU_PRECISION + dsg * dsg * _PRIOR_SIGMA_PRECISION)
+        gm, gs = -dm * _PRIOR_MU_PRECISION, -dsg * _PRIOR_SIGMA_PRECISION
+        ends: dict[int, tuple[float, float, float, float]] = {}  # bin -> z, Q(z), P(z), pdf
+        log = math.log
+        for b, (running, condition, first_done) in self.bins.items():
+            z, q, p, f = ends[b] = _end(b, mu, inv)
+            weight = running - condition  # log Q(z) terms: + still running, - conditions
+            if weight and q > 0.0:
+                ll += weight * log(q)
+                gm += weight * f / q * inv
+                gs += weight * f / q * z
+            if first_done and p > 0.0:
+                ll += first_done * log(p)
+                gm -= first_done * f / p * inv
+                gs -= first_done * f / p * z
+        for (a, b), weight in self.brackets.items():
+            za, qa, pa, fa = ends.get(a) or _end(a, mu, inv)
+            zb, qb, pb, fb = ends.get(b) or _end(b, mu, inv)
+            d = pb - pa if zb < 0.0 else qa - qb  # subtract the small tails: precision
+            if d > 0.0:
+                ll += weight * log(d)
+                gm += weight * (fa - fb) * inv / d
+                gs += weight * (fa * za - fb * zb) / d
+        return ll, gm, gs
+
+
+def _end(b: int, mu: float, inv: float) -> tuple[float, float, float, float]:
+    """z of bin ``b``, upper and lower normal tails there, and the density."""
+    z = min(_Z_CLAMP, max(-_Z_CLAMP, (b * _BIN - mu) * inv))
+    return (
+        z,
+        0.5 * math.erfc(z / _SQRT2),
+        0.5 * math.erfc(-z / _SQRT2),
+        math.exp(-0.5 * z * z - _LOG_SQRT_2PI),
+    )
 
 
 class PollPlan:
     """The status requests of one task, in seconds after it was accepted.
 
     The first time is fixed when the task is accepted; each later one is chosen when it is
-    first asked for, from what the schedule knows then.
+    first asked for, from what the schedule knows then. With a poller that calls
+    :meth:`recheck`, a due request may still be pushed back.
     """
 
-    __slots__ = ("_answered", "_last_attempt", "_schedule", "times")
+    __slots__ = ("_answered", "_deadline", "_last_attempt", "_schedule", "_scout", "times")
 
-    def __init__(self, schedule: PollSchedule, first: float) -> None:
+    def __init__(
+        self, schedule: PollSchedule, first: float, *, scout: bool, deadline: float
+    ) -> None:
         self.times = [first]
         self._schedule = schedule
         #: Seconds after acceptance of the latest answered request, if any.
         self._answered: float | None = None
         self._last_attempt = -1
+        #: Scouts poll on the search ladder; the others may wait for what scouts learn.
+        self._scout = scout
+        #: Latest time of the next request while nothing is learned (recheck mode).
+        self._deadline = deadline
 
     def at(self, attempt: int) -> float:
         """Seconds after acceptance of status request number ``attempt`` (0-based)."""
@@ -303,12 +318,28 @@ class PollPlan:
             if self._answered is not None and self._answered > prev:
                 prev = self._answered
             gap = prev - times[-2] if len(times) > 1 else prev
-            times.append(self._schedule._next(prev, gap))
+            times.append(self._schedule._next(self, prev, gap))
         return times[attempt]
+
+    def recheck(self, attempt: int, elapsed: float) -> float:
+        """Request ``attempt`` came due ``elapsed`` s after acceptance: when to really send it.
+
+        Returns ``elapsed`` to send it now, or a later time: push the entry back to then (and
+        call again when it comes due). Only a schedule made with ``recheck=True`` defers.
+        """
+        when = self._schedule._recheck(self, elapsed)
+        if attempt < len(self.times) and when > self.times[attempt]:
+            self.times[attempt] = when
+            del self.times[attempt + 1 :]
+        return when
 
 
 class PollSchedule:
     """Plans status requests for a client's tasks and learns from their answers.
+
+    ``recheck=True`` declares a poller that calls :meth:`PollPlan.recheck` when a request
+    comes due: tasks accepted before anything is learned then wait for the few "scout" tasks
+    to find the latency instead of searching for it themselves.
 
     Example::
 
@@ -327,15 +358,20 @@ class PollSchedule:
         max_interval: float = 10.0,
         jitter: float = 0.1,
         rng: random.Random | None = None,
+        recheck: bool = False,
     ) -> None:
         self._initial = initial
         self._growth = growth
         self._max_interval = max(max_interval, _MIN_GAP)
         self._jitter = jitter
         self._rng = rng or random.Random()
-        self._fit: _Fit | None = None
+        self._recheck_mode = recheck
+        self._fit = _Fit(max(initial, _MIN_GAP))
+        self._anchored = False
         self._since_refit = 0
         self._learned = False
+        self._scouts = 0
+        #: Answers that said "done" (finished or failed).
         self.finished = 0
 
     @property
@@ -345,17 +381,25 @@ class PollSchedule:
 
     def plan(self, hint: float | None = None) -> PollPlan:
         """The poll plan of a task accepted now. ``hint``: the provider's estimate (s)."""
-        base = hint if hint is not None and hint > 0 and math.isfinite(hint) else self._initial
-        if self._fit is None:
-            self._fit = _Fit(base)
+        hinted = hint is not None and hint > 0 and math.isfinite(hint)
+        base = hint if hinted and hint is not None else self._initial
+        if not self._anchored:  # the prior: the first hint, else ``initial``
+            self._anchored = True
+            self._fit.mu = self._fit.mu0 = math.log(base)
         if self._learned:
-            fit = self._fit
-            z = _ladder_for(fit.sigma).first
-            first = self._jittered(math.exp(fit.mu + fit.sigma * z), _LEARNED_JITTER)
-        else:
-            low, high = _SPREAD
+            first = self._jittered(self._ideal(None), self._learned_jitter())
+            return PollPlan(self, max(_MIN_GAP, first), scout=False, deadline=0.0)
+        low, high = _HINT_SPREAD if hinted else _SPREAD
+        scout = not self._recheck_mode or (
+            self._scouts < _SCOUTS or self._rng.random() < _SCOUT_SHARE
+        )
+        if scout:
+            self._scouts += 1
             first = base * math.exp(self._rng.uniform(math.log(low), math.log(high)))
-        return PollPlan(self, max(_MIN_GAP, first))
+        else:
+            first = base * low
+        deadline = min(base * _BLIND, base + self._max_interval)
+        return PollPlan(self, max(_MIN_GAP, first), scout=scout, deadline=deadline)
 
     def observe(
         self, plan: PollPlan, attempt: int, done: bool, *, elapsed: float | None = None
@@ -368,34 +412,89 @@ class PollSchedule:
         if attempt <= plan._last_attempt:
             return  # an answer already counted
         plan._last_attempt = attempt
-        at = plan.at(attempt) if elapsed is None else max(elapsed, plan.at(attempt))
+        at = plan.at(attempt) if elapsed is None else elapsed
         if done:
             self.finished += 1
         fit = self._fit
-        if fit is None:  # a plan from another schedule: nothing to learn from it
-            return
         fit.add(plan._answered, at, done)
         plan._answered = at
         self._since_refit += 1
         # Often while little is known, then every few hundred answers.
-        if self._since_refit >= min(256.0, max(8.0, fit.total / 16.0)):
+        if self._since_refit >= min(_REFIT_EVERY, max(8.0, fit.total / _REFIT_SHARE)):
             self._since_refit = 0
             fit.refit()
             self._learned = fit.done >= _LEARNED_DONE
 
-    def _next(self, prev: float, gap: float) -> float:
-        """The next poll of a task still running ``prev`` seconds after acceptance."""
+    def _ideal(self, prev: float | None) -> float:
+        """Under the fit: the best next request after ``prev`` (None: the first), unjittered.
+
+        ``-1.0`` when the task is slower than the fit expects.
+        """
         fit = self._fit
-        if not self._learned or fit is None:
-            t = prev * _SEARCH
+        ladder = _ladder_for(fit.sigma)
+        if prev is None:
+            z: float | None = ladder.first
         else:
-            z = _ladder_for(fit.sigma).after((math.log(prev) - fit.mu) / fit.sigma)
-            if z is None:  # slower than the fit expects: back off
-                t = prev + gap * self._growth
+            z = ladder.after((math.log(prev) - fit.mu) / fit.sigma)
+        return -1.0 if z is None else math.exp(fit.mu + fit.sigma * z)
+
+    def _beyond(self, t: float, z: float) -> bool:
+        return math.log(t) > self._fit.mu + self._fit.sigma * z
+
+    def _next(self, plan: PollPlan, prev: float, gap: float) -> float:
+        """The next request of a task still running ``prev`` seconds after acceptance."""
+        cap = prev + self._max_interval
+        if self._learned:
+            t = self._ideal(prev)
+            if t < 0.0:  # far slower than the fit expects: back off from the fit's scale
+                step = min(math.expm1(self._fit.sigma), (self._growth - 1.0) / 2.0)
+                t = prev + max(gap * self._growth, prev * step)
             else:
-                t = math.exp(fit.mu + fit.sigma * z)
-            t = self._jittered(t, _LEARNED_JITTER)
-        return min(prev + self._max_interval, max(prev + _MIN_GAP, t))
+                if t - prev < _TAIL_STEP * prev and self._beyond(prev, _TAIL_Z):
+                    # A straggler: the fit's thin tail would poll it ever faster.
+                    t = prev + max(gap, _TAIL_STEP * prev)
+                # Jitter the interval, not the time: it never shrinks to nothing.
+                t = prev + self._jittered(t - prev, self._learned_jitter())
+        elif plan._scout:
+            t = prev * self._search_growth()
+        else:  # wait, rechecking, for the scouts to learn; search alone if they do not
+            plan._deadline = min(cap, max(prev + _MIN_GAP, prev * _BLIND))
+            t = prev * _HOP
+        return min(cap, max(prev + _MIN_GAP, t))
+
+    def _search_growth(self) -> float:
+        """Growth of a scout's checks: bold once many answers said "running", gentle once
+        tasks start to finish (the latency is near) or while few answers are in."""
+        fit = self._fit
+        if fit.done >= 0.5:
+            return _SEARCH_NEAR
+        evidence = min(1.0, (fit.total - fit.done) / _SEARCH_EVIDENCE)
+        return _SEARCH_NEAR + (_SEARCH - _SEARCH_NEAR) * evidence
+
+    def _recheck(self, plan: PollPlan, elapsed: float) -> float:
+        if not self._recheck_mode:
+            return elapsed
+        prev = plan._answered
+        floor = _MIN_GAP if prev is None else prev + _MIN_GAP
+        if self._learned:
+            want = self._ideal(prev)
+            if want < 0.0:
+                return elapsed
+            if prev is not None:
+                want = min(want, prev + self._max_interval)
+        elif plan._scout:
+            return elapsed
+        else:
+            want = plan._deadline
+        want = max(want, floor)
+        if want <= elapsed + 1e-3:
+            return elapsed
+        # Move in steps: what is known may change before then.
+        return min(want, max(elapsed * _HOP, elapsed + _MIN_GAP))
+
+    def _learned_jitter(self) -> float:
+        # Narrow latencies need precise checks; tasks accepted apart are spread anyway.
+        return _LEARNED_JITTER * min(1.0, self._fit.sigma / 0.3)
 
     def _jittered(self, t: float, fraction: float) -> float:
         spread = self._jitter * fraction

@@ -85,3 +85,15 @@ async def test_b64_results_are_decoded_and_non_images_refused(
         with pytest.raises(qe.DownloadError, match="not a known image"):
             await client.download(bad, tmp_path / "bad")
     assert path.read_bytes() == data
+
+
+async def test_saved_images_follow_the_umask(fake: FakeProvider, tmp_path: pathlib.Path) -> None:
+    """Files are not left owner-only (as a bare temporary file would be): mode is 0666 & ~umask."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    async with qe.QwenEditClient("dashscope", api_key=API_KEY, base_url=fake.url) as client:
+        result = await client.edit([URL], "x")
+        (path,) = await client.download(result, tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,0 +1,489 @@
+"""The bulk runner behind ``qwen-edit run``: a manifest in; a journal, images and results out.
+
+One feeder reads the manifest lazily and admits lines to the journal in order (which is how
+duplicate ids are found without holding every id in memory); ``concurrency`` workers take
+them one by one. A worker commits ``submitting`` before the create is sent, the task id as
+soon as the provider accepts it, the result's URLs when it arrives, then downloads the images
+at once (URLs expire) and commits the files. Workers equal the client's ``max_in_flight``, so
+a job never waits for a slot after it was journaled as ``submitting``.
+
+Stopping (Ctrl-C): no new submissions; waits for tasks are dropped at once (their task ids are
+journaled, a resumed run re-attaches); creates, synchronous requests and downloads in flight
+get ``grace`` seconds to finish, then are cancelled and, if still ``submitting``, recorded as
+uncertain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._client import QwenEditClient
+from ._errors import ConfigurationError, QwenEditError, SubmitUncertainError
+from ._images import Uploader
+from ._job import Job, JobCancelledError
+from ._journal import JOURNAL_NAME, Action, Admission, Journal, ProviderMismatch
+from ._manifest import Entry, count_lines, read_manifest
+from ._models import EditRequest, EditResult, GeneratedImage
+from ._progress import ProgressMode, Reporter, Tracker, make_reporter
+from ._results import folder_name, remove_partials
+from ._upload import HttpUploader, find_fake_upload, local_inputs
+from ._version import __version__
+from .providers import Provider, get_provider
+
+__all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
+
+_FEED_BATCH = 256
+_MAX_LINE_WARNINGS = 20
+
+
+class RunRefused(Exception):
+    """The run cannot start as asked (exit status 2); the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What ``qwen-edit run`` was asked to do."""
+
+    manifest: Path
+    out: Path
+    provider: str = "dashscope"
+    base_url: str | None = None
+    model: str | None = None
+    #: ``None``: from the environment (``QWEN_EDIT_API_KEY``, then the provider's variable).
+    api_key: str | None = None
+    concurrency: int = 16
+    resume: bool = False
+    retry_uncertain: bool = False
+    download: bool = True
+    #: Seconds per job; ``None``: the client's default; ``0``: no limit.
+    job_timeout: float | None = None
+    upload_url: str | None = None
+    progress: ProgressMode = "auto"
+    progress_interval: float = 5.0
+    #: Seconds that creates, sync requests and downloads in flight get after Ctrl-C.
+    grace: float = 10.0
+    #: The command that resumes this run (printed after an interruption).
+    resume_hint: str = "qwen-edit run MANIFEST --out DIR --resume"
+
+
+@dataclasses.dataclass
+class RunReport:
+    """How a run ended."""
+
+    succeeded: int
+    failed: int
+    uncertain: int
+    total: int | None
+    images: int
+    wall: float
+    interrupted: bool
+    results: Path | None
+    marked_uncertain: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0 only when every job succeeded; 1 otherwise; 130 when interrupted."""
+        if self.interrupted:
+            return 130
+        return 0 if self.failed == 0 and self.uncertain == 0 else 1
+
+
+@dataclasses.dataclass(slots=True)
+class _Work:
+    id: str
+    request: EditRequest | None
+    admission: Admission
+
+
+class _Active:
+    __slots__ = ("phase", "scope")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        #: ``submit`` (create in flight), ``sync`` (synchronous request in flight),
+        #: ``wait`` (task accepted, waiting), ``download``.
+        self.phase: Literal["submit", "sync", "wait", "download"] = "submit"
+
+
+class BulkRunner:
+    """Runs one ``qwen-edit run``. Call :meth:`request_stop` from a signal handler.
+
+    >>> report = await BulkRunner(RunOptions(manifest=Path("m.jsonl"), out=Path("out"))).run()
+    ... # doctest: +SKIP
+    """
+
+    def __init__(self, options: RunOptions, *, stderr: IO[str] | None = None) -> None:
+        self.options = options
+        self.tracker = Tracker()
+        self.journal = Journal(options.out / JOURNAL_NAME)
+        self._reporter: Reporter = make_reporter(
+            options.progress, self.tracker, stderr or sys.stderr, interval=options.progress_interval
+        )
+        self._active: set[_Active] = set()
+        self._stopping = False
+        self._stops = 0
+        self._stop_event: anyio.Event | None = None
+        self._feed_scope: anyio.CancelScope | None = None
+        self._pass_complete = False
+        self._abandoned = 0
+        self._last_line = 0
+        self._line_warnings = 0
+        self._run = 0
+        self._http: HttpUploader | None = None
+        self._client: QwenEditClient | None = None
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: stop submitting, let work in flight settle. Second: stop now."""
+        self._stops += 1
+        if self._stops == 1:
+            self._stopping = True
+            if self._feed_scope is not None:
+                self._feed_scope.cancel()
+            for active in list(self._active):
+                if active.phase == "wait":
+                    active.scope.cancel()
+            if self._stop_event is not None:
+                self._stop_event.set()
+            busy = sum(1 for active in self._active if active.phase != "wait")
+            self._log(
+                f"stopping: no new submissions; {busy} requests in flight get up to "
+                f"{self.options.grace:g} s to be recorded (Ctrl-C again to stop now)"
+            )
+        else:
+            self._cancel_all()
+
+    def _cancel_all(self) -> None:
+        for active in list(self._active):
+            active.scope.cancel()
+
+    async def _grace_watch(self) -> None:
+        assert self._stop_event is not None
+        await self._stop_event.wait()
+        await anyio.sleep(self.options.grace)
+        self._cancel_all()
+
+    def _log(self, message: str) -> None:
+        self._reporter.log(message)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _provider(self) -> Provider:
+        o = self.options
+        try:
+            return get_provider(o.provider, base_url=o.base_url, model=o.model)
+        except ConfigurationError as exc:
+            raise RunRefused(str(exc)) from exc
+
+    async def _uploader(self, provider: Provider) -> HttpUploader | None:
+        """For URL-only providers: ``--upload-url``, else a fake's route, else none."""
+        o = self.options
+        if provider.accepts_data_uri:
+            return None
+        url = o.upload_url
+        if url is None and o.base_url is not None:
+            url = await find_fake_upload(provider.base_url)
+        return None if url is None else HttpUploader(url)
+
+    def _check_first_line(self, provider: Provider, uploader: Uploader | None) -> None:
+        """Fail fast: local images for a URL-only provider and nowhere to upload them."""
+        if provider.accepts_data_uri or uploader is not None:
+            return
+        for entry in read_manifest(self.options.manifest):
+            if entry.request is None:
+                continue
+            local = local_inputs(entry.request)
+            if local:
+                raise RunRefused(
+                    f"manifest line {entry.line}: {local[0]} is a local image but "
+                    f"{provider.name} takes only public URLs (ConfigurationError); pass "
+                    "--upload-url URL (an endpoint that takes the bytes in a POST and answers "
+                    '{"url": ...}), or give public https URLs in the manifest'
+                )
+            return
+
+    def _build_client(self, provider: Provider, uploader: Uploader | None) -> QwenEditClient:
+        o = self.options
+        options: dict[str, Any] = {}
+        if o.job_timeout is not None:
+            options["job_timeout"] = o.job_timeout or None
+        try:
+            return QwenEditClient(
+                provider,
+                api_key=o.api_key,
+                max_in_flight=o.concurrency,
+                uploader=uploader,
+                **options,
+            )
+        except QwenEditError as exc:
+            raise RunRefused(str(exc)) from exc
+
+    async def _open_journal(self, provider: Provider) -> None:
+        o = self.options
+        await anyio.to_thread.run_sync(self.journal.start)
+        meta = {
+            "provider": provider.name,
+            "base_url": provider.base_url,
+            "model": provider.model,
+            "manifest": str(o.manifest.resolve()),
+            "version": __version__,
+        }
+        try:
+            self._run, swept, old = await self.journal.begin_run(meta)
+        except ProviderMismatch as exc:
+            raise RunRefused(
+                f"{o.out} holds a run on provider {exc.args[0]!r}: its task ids mean nothing "
+                f"to {provider.name!r}; resume with --provider {exc.args[0]}"
+            ) from None
+        if old.get("base_url", provider.base_url) != provider.base_url:
+            self._log(f"note: the journal's run used {old['base_url']}; now {provider.base_url}")
+        if swept:
+            self._log(
+                f"{swept} job(s) were being submitted when the last run stopped: marked "
+                "uncertain (they may exist at the provider); --retry-uncertain resubmits them"
+            )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        """Run the manifest to its end (or to a stop); return the report."""
+        o = self.options
+        started = time.monotonic()
+        if not o.manifest.is_file():
+            raise RunRefused(f"manifest {o.manifest} not found")
+        journal_path = o.out / JOURNAL_NAME
+        if journal_path.exists() and not o.resume:
+            raise RunRefused(
+                f"{o.out} already holds a run ({journal_path}). To continue it, add --resume "
+                "(finished jobs are skipped, submitted tasks re-attached, nothing paid twice); "
+                "or choose another --out"
+            )
+        provider = self._provider()
+        self._stop_event = anyio.Event()
+        self._feed_scope = anyio.CancelScope()
+        if self._stopping:
+            self._stop_event.set()
+            self._feed_scope.cancel()
+        try:
+            uploader = self._http = await self._uploader(provider)
+            await anyio.to_thread.run_sync(self._check_first_line, provider, uploader)
+            client = self._build_client(provider, uploader)
+            await anyio.to_thread.run_sync(lambda: o.out.mkdir(parents=True, exist_ok=True))
+            try:
+                await self._open_journal(provider)
+                async with client:
+                    self._client = client
+                    await self._run_jobs()
+                if self._abandoned or not self._pass_complete:
+                    marked = await self.journal.sweep_submitting()
+                    results = None
+                else:
+                    marked = 0
+                    await self.journal.prune_rejects(self._last_line)
+                    results = await self.journal.export_results(o.out, self._run)
+                counts = await self.journal.counts()
+            finally:
+                await anyio.to_thread.run_sync(self.journal.close)
+        finally:
+            if self._http is not None:
+                await self._http.aclose()
+        t = self.tracker
+        return RunReport(
+            succeeded=t.succeeded,
+            failed=t.failed,
+            uncertain=t.uncertain + marked,
+            total=t.total,
+            images=counts.get("images", 0),
+            wall=time.monotonic() - started,
+            interrupted=self._stopping and results is None,
+            results=results,
+            marked_uncertain=marked,
+        )
+
+    async def _run_jobs(self) -> None:
+        o = self.options
+        self._reporter.start()
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._count_total)
+                outer.start_soon(self._report_loop)
+                outer.start_soon(self._grace_watch)
+                send, receive = anyio.create_memory_object_stream[_Work](o.concurrency)
+                async with anyio.create_task_group() as workers:
+                    workers.start_soon(self._feed, send)
+                    with receive:
+                        for _ in range(o.concurrency):
+                            workers.start_soon(self._worker, receive.clone())
+                outer.cancel_scope.cancel()
+        finally:
+            self._reporter.stop()
+
+    async def _count_total(self) -> None:
+        try:
+            total = await anyio.to_thread.run_sync(
+                count_lines, self.options.manifest, abandon_on_cancel=True
+            )
+        except OSError:
+            return
+        self.tracker.total = total
+
+    async def _report_loop(self) -> None:
+        while True:
+            self._reporter.update()
+            await anyio.sleep(0.2)
+
+    async def _feed(self, send: MemoryObjectSendStream[_Work]) -> None:
+        o = self.options
+        entries = read_manifest(o.manifest)
+        try:
+            assert self._feed_scope is not None
+            with send, self._feed_scope:
+                if self._stopping:
+                    return
+                while True:
+                    batch = await anyio.to_thread.run_sync(
+                        lambda: list(itertools.islice(entries, _FEED_BATCH))
+                    )
+                    if not batch:
+                        self._pass_complete = True
+                        return
+                    admissions = await self.journal.admit(
+                        batch, self._run, retry_uncertain=o.retry_uncertain
+                    )
+                    for entry, admission in zip(batch, admissions, strict=True):
+                        self._last_line = entry.line
+                        if admission.action is Action.SKIP:
+                            self._skip(entry, admission)
+                            continue
+                        assert entry.id is not None
+                        await send.send(_Work(entry.id, entry.request, admission))
+        finally:
+            entries.close()
+
+    def _skip(self, entry: Entry, admission: Admission) -> None:
+        if admission.note is not None:
+            self._warn_line(admission.note)
+        self.tracker.finish(admission.status, earlier=True)
+
+    def _warn_line(self, message: str) -> None:
+        self._line_warnings += 1
+        if self._line_warnings <= _MAX_LINE_WARNINGS:
+            self._log(f"manifest {message}")
+        elif self._line_warnings == _MAX_LINE_WARNINGS + 1:
+            self._log("more manifest lines were refused: see qwen-edit status")
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[_Work]) -> None:
+        with receive:
+            async for work in receive:
+                if self._stopping:
+                    return
+                await self._process(work)
+
+    async def _process(self, work: _Work) -> None:
+        active = _Active()
+        self._active.add(active)
+        self.tracker.in_flight += 1
+        outcome: tuple[str, int] | None = None
+        try:
+            with active.scope:
+                outcome = await self._handle(work, active)
+        finally:
+            self._active.discard(active)
+            self.tracker.in_flight -= 1
+        if outcome is None:  # stopped: the journal says where it stands
+            self._abandoned += 1
+        else:
+            self.tracker.finish(outcome[0], images=outcome[1])
+
+    async def _handle(self, work: _Work, active: _Active) -> tuple[str, int] | None:
+        """One job from where the journal left it; ``None`` when the run stopped first."""
+        client, journal = self._client, self.journal
+        assert client is not None
+        admission = work.admission
+        if admission.action is Action.DOWNLOAD:
+            assert admission.urls is not None
+            result = EditResult(
+                images=[GeneratedImage(url=url) for url in admission.urls],
+                provider=client.provider.name,
+                task_id=admission.task_id,
+                request_id=admission.request_id,
+            )
+            return await self._save(work.id, result, active)
+        if admission.action is Action.ATTACH:
+            assert admission.task_id is not None
+            try:
+                job = await client.attach(admission.task_id)
+            except QwenEditError as exc:
+                await journal.end(work.id, "failed", exc)
+                return "failed", 0
+        else:
+            assert work.request is not None
+            await journal.mark_submitting(work.id)
+            active.phase = "submit" if client.provider.is_task else "sync"
+            try:
+                job = await client.submit(work.request)
+            except SubmitUncertainError as exc:
+                await journal.end(work.id, "uncertain", exc)
+                return "uncertain", 0
+            except Exception as exc:  # refused, invalid, or an uploader's failure
+                await journal.end(work.id, "failed", exc)
+                return "failed", 0
+            if job.task_id is not None:
+                await journal.mark_submitted(work.id, job.task_id, job.request_id)
+        if job.task_id is not None:
+            active.phase = "wait"
+            if self._stopping:  # re-attachable: leave it for --resume
+                job.cancel()
+                return None
+        return await self._wait(work.id, job, active)
+
+    async def _wait(self, job_id: str, job: Job, active: _Active) -> tuple[str, int] | None:
+        try:
+            result = await job.result()
+        except JobCancelledError:
+            return None
+        except SubmitUncertainError as exc:  # a synchronous create whose answer was lost
+            await self.journal.end(job_id, "uncertain", exc)
+            return "uncertain", 0
+        except Exception as exc:
+            await self.journal.end(job_id, "failed", exc, task_id=job.task_id)
+            return "failed", 0
+        except BaseException:
+            job.cancel()
+            raise
+        return await self._save(job_id, result, active)
+
+    async def _save(self, job_id: str, result: EditResult, active: _Active) -> tuple[str, int]:
+        """Journal the result, download its images into ``images/<id>/``, journal the files."""
+        o, journal = self.options, self.journal
+        client = self._client
+        assert client is not None
+        urls = [image.url for image in result.images]
+        ids = {"task_id": result.task_id, "request_id": result.request_id}
+        if not o.download:
+            await journal.succeed(job_id, urls=urls, files=[], **ids)
+            return "succeeded", 0
+        if all(urls):  # inline (b64) images cannot be fetched again: write them first
+            await journal.mark_downloading(job_id, urls=urls, **ids)
+        active.phase = "download"
+        folder = o.out / "images" / folder_name(job_id)
+        try:
+            if o.resume:
+                await anyio.to_thread.run_sync(remove_partials, folder)
+            paths = await client.download(result, folder, stem="")
+        except (QwenEditError, OSError) as exc:
+            await journal.end(job_id, "failed", exc, **ids)
+            return "failed", 0
+        files = [path.relative_to(o.out).as_posix() for path in paths]
+        await journal.succeed(job_id, urls=urls, files=files, **ids)
+        return "succeeded", len(files)

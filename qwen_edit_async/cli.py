@@ -1,0 +1,465 @@
+"""``qwen-edit``: bulk image edits from the command line (also ``python -m qwen_edit_async``).
+
+::
+
+    qwen-edit run edits.jsonl --out results/ --provider evolink     # a crash-safe bulk run
+    qwen-edit run edits.jsonl --out results/ --provider evolink --resume
+    qwen-edit status results/                                       # counts and failures
+    qwen-edit demo                                                  # no key, no network
+    qwen-edit serve-fake --port 8000                                # the fake provider
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._journal import JOURNAL_NAME
+from ._progress import ProgressMode, format_seconds
+from ._results import read_summary
+from .providers import PROVIDERS
+
+__all__ = ["build_parser", "main"]
+
+_RUN_EPILOG = """\
+The manifest is JSONL, one edit per line; keys other than "id" are EditRequest fields:
+  {"id": "cat-1", "images": ["cats/1.png"], "prompt": "Give the cat a red hat", "n": 2}
+  {"images": ["https://example.com/sofa.jpg"], "prompt": "Make it blue", "size": "1024*1536"}
+Relative image paths are read from the manifest's folder. A line without "id" gets a stable
+id from its content. Bad lines are reported with their line number and recorded as failed.
+
+Output in DIR: journal.sqlite3 (every job's state, committed before each step),
+images/<id>/0.png, 1.png..., results.jsonl (one line per job: id, status, task_id,
+request_id, files, error). The API key comes from QWEN_EDIT_API_KEY, else the provider's
+own variable (DASHSCOPE_API_KEY, EVOLINK_API_KEY, ...).
+
+Exit status: 0 every job succeeded; 1 some failed or are uncertain; 2 the run could not
+start; 130 interrupted (Ctrl-C: resume with --resume).
+
+Examples:
+  qwen-edit run edits.jsonl --out results/ --provider dashscope-intl --concurrency 8
+  qwen-edit run edits.jsonl --out results/ --provider dashscope-intl --resume
+  qwen-edit run edits.jsonl --out results/ --provider evolink \\
+      --upload-url https://uploads.example.com/put
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``qwen-edit`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="qwen-edit",
+        description="Bulk qwen-image-edit-plus edits: crash-safe runs, resume, status, demo.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'qwen-edit COMMAND --help' for a command's options.\n"
+        "Try it without a key or network: qwen-edit demo",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run every edit of a JSONL manifest, journaled in DIR",
+        description="Run every edit of MANIFEST, download the images into DIR, write\n"
+        "DIR/results.jsonl. Safe to kill at any moment: --resume continues without paying twice.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_RUN_EPILOG,
+    )
+    run.add_argument("manifest", metavar="MANIFEST", help="JSONL file, one edit per line")
+    run.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (journal, images, results)"
+    )
+    run.add_argument(
+        "--provider",
+        choices=sorted(PROVIDERS),
+        help="who runs the edits (default: dashscope; with --resume, the journal's provider, "
+        "base URL and model), e.g. --provider evolink",
+    )
+    run.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the provider's root URL, e.g. --base-url http://127.0.0.1:8000 (a fake)",
+    )
+    run.add_argument("--model", metavar="M", help="e.g. --model qwen-image-edit-max")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="edits in flight at once (default: 16); keep it within your provider's "
+        "concurrent-task quota, e.g. --concurrency 4",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run journaled in DIR: finished jobs are skipped, submitted tasks "
+        "re-attached (not resubmitted), results not yet saved downloaded",
+    )
+    run.add_argument(
+        "--retry-uncertain",
+        action="store_true",
+        help="with --resume: resubmit jobs whose submission is uncertain (they may already "
+        "exist and be billed at the provider; without this flag they are only reported)",
+    )
+    run.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="do not save images (their URLs, valid about 24 h, stay in the journal)",
+    )
+    run.add_argument(
+        "--job-timeout",
+        type=_non_negative_float,
+        metavar="S",
+        help="seconds per job from its start to its result (default: 600; 0: no limit); a "
+        "job past it is failed but keeps its task id, and --resume attaches to it again",
+    )
+    run.add_argument(
+        "--upload-url",
+        metavar="URL",
+        help="URL-only providers (evolink) with local images: POST each image's bytes here "
+        'and use the {"url": ...} it answers; with a fake --base-url on this machine, its '
+        "/_fake/upload route is used by default",
+    )
+    run.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="auto (default): a live bar on a terminal, plain lines otherwise",
+    )
+    run.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds between plain progress lines (default: 5)",
+    )
+    run.add_argument(
+        "--grace",
+        type=_non_negative_float,
+        default=10.0,
+        metavar="S",
+        help="after Ctrl-C, seconds that creates and downloads in flight get to be recorded "
+        "(default: 10)",
+    )
+
+    status = commands.add_parser(
+        "status",
+        help="counts and failures of the run journaled in DIR",
+        description="Show the counts per status and the failures of the run in DIR.",
+    )
+    status.add_argument("out", metavar="DIR", help="the --out folder of a run")
+    status.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="failures to list (default: 50; 0: all)",
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="a small bulk run against a built-in fake provider (no key, no network)",
+        description="Start the fake provider in this process, make a few input images, and "
+        "run a few dozen edits through 'qwen-edit run' with its progress bar.",
+    )
+    demo.add_argument(
+        "--out",
+        default="qwen-edit-demo",
+        metavar="DIR",
+        help="folder for the demo (default: ./qwen-edit-demo); each demo uses a new "
+        "subfolder of it",
+    )
+    demo.add_argument("--jobs", type=_positive_int, default=36, help="edits to run (36)")
+    demo.add_argument(
+        "--progress", choices=("auto", "bar", "lines", "none"), default="auto", help="as for run"
+    )
+
+    commands.add_parser(
+        "serve-fake",
+        add_help=False,
+        help="serve the fake provider on loopback (see 'qwen-edit serve-fake --help')",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return value
+
+
+def resume_hint(argv: Sequence[str]) -> str:
+    """The command that resumes a run (its own arguments plus ``--resume``), for a shell."""
+    words = [word for word in argv if word not in ("--resume", "--retry-uncertain")]
+    return "qwen-edit " + shlex.join([*words, "--resume"])
+
+
+def _journal_settings(out: str) -> dict[str, str]:
+    """The provider, base URL and model a run in ``out`` used (empty when there is none)."""
+    path = Path(out) / JOURNAL_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return read_summary(path, limit=0).meta
+    except sqlite3.Error:
+        return {}
+
+
+async def run_with_signals(runner: BulkRunner) -> RunReport:
+    """``runner.run()`` with Ctrl-C (and SIGTERM) asking it to stop cleanly."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, runner.request_stop)
+            installed.append(sig)
+    try:
+        return await runner.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def print_report(report: RunReport, options: RunOptions, out: IO[str]) -> None:
+    """The summary of a run: counts per outcome, images saved, wall time, what next."""
+    total = "?" if report.total is None else report.total
+    print(
+        f"{report.succeeded} succeeded, {report.failed} failed, {report.uncertain} uncertain "
+        f"(of {total} jobs) in {format_seconds(report.wall)} ({report.wall:.1f} s)",
+        file=out,
+    )
+    where = options.out / "images"
+    print(f"images saved: {report.images} in {where}", file=out)
+    if report.results is not None:
+        print(f"results: {report.results}", file=out)
+    if report.failed or report.uncertain:
+        summary = read_summary(options.out / JOURNAL_NAME, limit=10)
+        for job_id, error_type, message in summary.failures:
+            print(f"  {job_id}: {error_type}: {message}", file=out)
+        print(f"all failures: qwen-edit status {shlex.quote(str(options.out))}", file=out)
+    if report.uncertain:
+        print(
+            "uncertain jobs may exist (and be billed) at the provider; to resubmit them: "
+            f"{options.resume_hint} --retry-uncertain",
+            file=out,
+        )
+    if report.interrupted:
+        print(f"interrupted; to resume: {options.resume_hint}", file=out)
+    out.flush()
+
+
+def execute(options: RunOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
+    """Run ``options`` in a new event loop, print the report; return the exit status."""
+    runner = BulkRunner(options, stderr=stderr)
+    try:
+        report = asyncio.run(run_with_signals(runner))
+    except RunRefused as exc:
+        print(f"qwen-edit: {exc}", file=stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:  # the folder or the journal cannot be written
+        print(
+            f"qwen-edit: {type(exc).__name__}: {exc}; to resume: {options.resume_hint}", file=stderr
+        )
+        return 2
+    except KeyboardInterrupt:  # no signal handlers on this platform
+        print(f"interrupted; to resume: {options.resume_hint}", file=stderr)
+        return 130
+    print_report(report, options, stdout)
+    return report.exit_code
+
+
+def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    provider, base_url, model = args.provider, args.base_url, args.model
+    if args.resume and provider is None:  # the journal's, so a bare --resume continues it
+        meta = _journal_settings(args.out)
+        provider = meta.get("provider")
+        base_url = base_url or meta.get("base_url")
+        model = model or meta.get("model")
+    options = RunOptions(
+        manifest=Path(args.manifest),
+        out=Path(args.out),
+        provider=provider or "dashscope",
+        base_url=base_url,
+        model=model,
+        concurrency=args.concurrency,
+        resume=args.resume,
+        retry_uncertain=args.retry_uncertain,
+        download=args.download,
+        job_timeout=args.job_timeout,
+        upload_url=args.upload_url,
+        progress=args.progress,
+        progress_interval=args.progress_interval,
+        grace=args.grace,
+        resume_hint=resume_hint(argv),
+    )
+    if args.retry_uncertain and not args.resume:
+        print("qwen-edit: --retry-uncertain only applies with --resume", file=sys.stderr)
+        return 2
+    return execute(options, stdout=sys.stdout, stderr=sys.stderr)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    path = Path(args.out) / JOURNAL_NAME
+    if not path.is_file():
+        print(f"qwen-edit: no run journal in {args.out} ({path} not found)", file=sys.stderr)
+        return 2
+    summary = read_summary(path, limit=args.limit or None)
+    counts, meta = summary.counts, summary.meta
+    print(
+        f"{args.out}: provider {meta.get('provider', '?')} ({meta.get('base_url', '?')}), "
+        f"model {meta.get('model', '?')}, {meta.get('runs', '0')} run(s)"
+    )
+    pending = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "downloading"))
+    print(
+        f"  succeeded {counts.get('succeeded', 0)}, failed {counts.get('failed', 0)}, "
+        f"uncertain {counts.get('uncertain', 0)}, refused lines {counts.get('rejected', 0)}, "
+        f"not finished {pending}; images saved {counts.get('images', 0)}"
+    )
+    if summary.failures:
+        print("failures (id, error type, message):")
+        for job_id, error_type, message in summary.failures:
+            print(f"  {job_id}\t{error_type}\t{message}")
+    if pending:
+        print(f"  {pending} job(s) not finished: continue with 'qwen-edit run ... --resume'")
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------------
+
+_DEMO_INPUTS = (("cat.png", 640, 480, 3), ("sofa.png", 768, 512, 12), ("hat.png", 512, 512, 20))
+_DEMO_PROMPTS = (
+    "Give the cat in image 1 a red hat",
+    "Put the cat from image 1 on the sofa from image 2",
+    "Make image 1 a watercolour painting",
+    "Put the hat from image 3 on the cat from image 1",
+    "Turn the sofa in image 2 dark green, keep everything else",
+    "Replace the background of image 1 with a beach at sunset",
+)
+
+
+def _new_demo_folder(base: Path) -> Path:
+    base.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 100_000):
+        folder = base / f"run-{number}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise RunRefused(f"{base} holds too many demo runs; remove some")
+
+
+def write_demo_inputs(folder: Path, jobs: int) -> Path:
+    """Real PNG inputs and a manifest of ``jobs`` edits in ``folder``; return the manifest."""
+    from .testing._png import png_bytes
+
+    inputs = folder / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for name, width, height, colour in _DEMO_INPUTS:
+        (inputs / name).write_bytes(png_bytes(width, height, colour))
+    manifest = folder / "manifest.jsonl"
+    with open(manifest, "w", encoding="utf-8") as handle:
+        for index in range(jobs):
+            prompt = _DEMO_PROMPTS[index % len(_DEMO_PROMPTS)]
+            images = ["inputs/cat.png"]
+            if "image 2" in prompt:
+                images.append("inputs/sofa.png")
+            if "image 3" in prompt:
+                images += ["inputs/sofa.png", "inputs/hat.png"][-(3 - len(images)) :]
+            line: dict[str, Any] = {"id": f"demo-{index + 1:03d}", "images": images}
+            line["prompt"] = prompt
+            if index % 3 == 0:
+                line["n"] = 2
+            if index % 4 == 1:
+                line["size"] = "768*1024"
+            handle.write(json.dumps(line) + "\n")
+    return manifest
+
+
+def run_demo(base: Path, *, jobs: int = 36, progress: ProgressMode = "auto") -> int:
+    """``qwen-edit demo``: a bulk run against the fake provider, in this process."""
+    from .testing import FakeProvider, Latency
+
+    try:
+        folder = _new_demo_folder(base.resolve())
+    except (OSError, RunRefused) as exc:
+        print(f"qwen-edit demo: cannot use {base}: {exc}", file=sys.stderr)
+        return 2
+    manifest = write_demo_inputs(folder, jobs)
+    out = folder / "out"
+    print(
+        f"qwen-edit demo: {jobs} edits of {len(_DEMO_INPUTS)} input images against a fake "
+        "provider on 127.0.0.1 (no API key, no network)"
+    )
+    print(f"manifest: {manifest}")
+
+    async def demo() -> tuple[RunReport, RunOptions]:
+        async with FakeProvider(latency=Latency.lognormal(median=0.6, sigma=0.4)) as fake:
+            options = RunOptions(
+                manifest=manifest,
+                out=out,
+                provider="vtrix",
+                base_url=fake.url,
+                api_key="demo-key",
+                concurrency=12,
+                progress=progress,
+                progress_interval=2.0,
+                grace=2.0,
+                resume_hint=f"qwen-edit run {manifest} --out {out} --provider vtrix "
+                f"--base-url {fake.url} --resume (with the fake still running)",
+            )
+            runner = BulkRunner(options, stderr=sys.stderr)
+            return await run_with_signals(runner), options
+
+    try:
+        report, options = asyncio.run(demo())
+    except RunRefused as exc:
+        print(f"qwen-edit demo: {exc}", file=sys.stderr)
+        return 2
+    print_report(report, options, sys.stdout)
+    print(f"outputs: {out / 'images'} (one folder per edit); inputs: {folder / 'inputs'}")
+    print(f"see the journal: qwen-edit status {shlex.quote(str(out))}")
+    return report.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``qwen-edit`` entry point; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "serve-fake":
+        from .testing import main as serve_fake
+
+        return serve_fake(args_list[1:])
+    args = build_parser().parse_args(args_list)
+    if args.command == "run":
+        return _cmd_run(args, args_list)
+    if args.command == "status":
+        return _cmd_status(args)
+    return run_demo(Path(args.out), jobs=args.jobs, progress=args.progress)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
