@@ -154,7 +154,7 @@ class QwenEditClient:
         )
         self._slots = anyio.CapacityLimiter(max_in_flight)
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
-        self._submit_gate = _RateGate(cfg.submit_rate)
+        self._submit_gate = _RateGate(cfg.submit_rate) if cfg.submit_rate else None
         self._on_progress = on_progress
         self._state: Literal["new", "open", "closed"] = "new"
         self._task_group: TaskGroup | None = None
@@ -303,9 +303,12 @@ class QwenEditClient:
             request = job.request
             assert request is not None
             job.status = JobStatus.SUBMITTING
-            images = await self._preparer.prepare(request.images)
+            images = request.images
+            if not all(isinstance(i, str) and i.startswith(_URL_PREFIXES) for i in images):
+                images = await self._preparer.prepare(images)
             http = provider.build_create(request, images, model=model)
-            await self._submit_gate.wait()
+            if self._submit_gate is not None:
+                await self._submit_gate.wait()
             if provider.mode == "sync":
                 job._mark_accepted()  # the request is on its way
             answer = await self._transport.create(http)
@@ -383,7 +386,7 @@ class QwenEditClient:
         job = self._new_job(request, model)
         task_group.start_soon(self._run, job, model, self._timeout(job_timeout))
         try:
-            await job._accepted.wait()
+            await job._wait_accepted()
         except BaseException:
             job.cancel()
             raise
@@ -409,7 +412,7 @@ class QwenEditClient:
             raise ValidationError(f"task_id: {task_id!r} is not a task id", field="task_id")
         job = Job(None, task_id=task_id)
         task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
-        await job._accepted.wait()
+        await job._wait_accepted()
         return job
 
     async def edit_many(
@@ -533,6 +536,10 @@ async def _aiter(
     else:
         for item in items:
             yield item
+
+
+#: Inputs that go to the provider as they are, whatever it accepts.
+_URL_PREFIXES = ("https://", "http://")
 
 
 class _RateGate:

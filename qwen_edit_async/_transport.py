@@ -82,6 +82,7 @@ class Transport:
         self._owns_session = session is None
         self._connections = connections
         self._cooldown_until = 0.0
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.requests_sent = 0
         self.status_requests = 0
 
@@ -158,9 +159,12 @@ class Transport:
         return headers
 
     def _timeout(self, read: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=self._config.connect_timeout, sock_read=read
-        )
+        timeout = self._timeouts.get(read)
+        if timeout is None:
+            timeout = self._timeouts[read] = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=self._config.connect_timeout, sock_read=read
+            )
+        return timeout
 
     async def _exchange(
         self, request: HttpRequest, read_timeout: float
