@@ -25,10 +25,11 @@ import aiohttp
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._config import ClientConfig, resolve_api_key
 from ._download import download_result
-from ._errors import JobTimeoutError, QwenEditError, ValidationError
+from ._errors import ConfigurationError, JobTimeoutError, QwenEditError, ValidationError
 from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
 from ._models import EditRequest, EditResult, Outcome
@@ -120,6 +121,11 @@ class QwenEditClient:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         self.config = dataclasses.replace(base, **options) if options else base
+        if base_url is not None and not base_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"base_url: {base_url!r} is not an http(s) root URL; give scheme and host, "
+                "for example 'https://dashscope-intl.aliyuncs.com' or 'http://127.0.0.1:8000'"
+            )
         self.provider = get_provider(provider, base_url=base_url, model=model)
         self._api_key = resolve_api_key(api_key, self.provider.env_var)
         self.max_in_flight = max_in_flight
@@ -132,6 +138,7 @@ class QwenEditClient:
             accepts_data_uri=self.provider.accepts_data_uri,
             uploader=uploader,
             provider=self.provider.name,
+            cache_bytes=cfg.image_cache_bytes,
         )
         self._schedule = PollSchedule(
             initial=cfg.poll_initial,
@@ -253,7 +260,11 @@ class QwenEditClient:
                     scope.cancel()
                 self._waiting += 1
                 try:
-                    await self._slots.acquire_on_behalf_of(job)
+                    try:
+                        # A free slot needs no trip through the event loop.
+                        self._slots.acquire_on_behalf_of_nowait(job)
+                    except anyio.WouldBlock:
+                        await self._slots.acquire_on_behalf_of(job)
                 finally:
                     self._waiting -= 1
                 try:
@@ -447,16 +458,24 @@ class QwenEditClient:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 send.send_nowait(item)
 
-        async def run_one(index: int, request: EditRequest, job: Job) -> None:
-            try:
-                await self._run(job, model, timeout)
-            finally:
-                jobs.discard(job)
-                offer(Outcome(index, request, job._result, job._error))
+        # A fixed pool of workers runs the jobs: spawning an anyio task per job (task
+        # handle, cancel scope, event) costs more CPU than the rest of a job's own work.
+        queue_send, queue_receive = anyio.create_memory_object_stream[
+            tuple[int, EditRequest, Job]
+        ](math.inf)
+
+        async def worker(items: MemoryObjectReceiveStream[tuple[int, EditRequest, Job]]) -> None:
+            async with items:
+                async for index, request, job in items:
+                    try:
+                        await self._run(job, model, timeout)
+                    finally:
+                        jobs.discard(job)
+                        offer(Outcome(index, request, job._result, job._error))
 
         async def feed() -> None:
             count = 0
-            with feeder_scope:
+            with queue_send, feeder_scope:
                 try:
                     async for request in _aiter(requests):
                         await window.acquire()
@@ -470,13 +489,16 @@ class QwenEditClient:
                             # Registered before it is scheduled, so leaving the loop
                             # cancels it even if it has not started yet.
                             jobs.add(job)
-                            task_group.start_soon(run_one, count, request, job)
+                            queue_send.send_nowait((count, request, job))
                         count += 1
                 except Exception as exc:
                     offer(_FeedFailed(exc))
                     return
             offer(_FeedDone(count))
 
+        with queue_receive:
+            for _ in range(self.max_in_flight):
+                task_group.start_soon(worker, queue_receive.clone())
         task_group.start_soon(feed)
         total: int | None = None
         yielded = 0
@@ -495,6 +517,7 @@ class QwenEditClient:
         finally:
             closing.set()
             feeder_scope.cancel()
+            queue_send.close()  # idle workers end; busy ones after their (cancelled) job
             for job in list(jobs):
                 job.cancel()
 

@@ -46,3 +46,9 @@ def test_client_rejects_unknown_options_and_bad_max_in_flight() -> None:
         qe.QwenEditClient("dashscope", api_key="k", job_timout=3)
     with pytest.raises(qe.ValidationError, match="max_in_flight"):
         qe.QwenEditClient("dashscope", api_key="k", max_in_flight=0)
+
+
+def test_base_url_without_a_scheme_is_a_configuration_error() -> None:
+    """A base URL that is not http(s) fails at construction, before anything is sent."""
+    with pytest.raises(qe.ConfigurationError, match="base_url"):
+        qe.QwenEditClient("dashscope", api_key="k", base_url="127.0.0.1:8000")

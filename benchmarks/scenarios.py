@@ -1,0 +1,328 @@
+"""The benchmark scenarios, their scaled-down ``--quick`` forms, and the targets they check.
+
+Targets are ratios within one run (the machine is noisy): each returns whether it was met
+and the measured numbers, or ``None`` when a peer it needs did not run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Union
+
+__all__ = [
+    "SCENARIOS",
+    "Memory",
+    "Payload",
+    "Scenario",
+    "Target",
+    "Throughput",
+    "select",
+]
+
+#: One scenario's results: peer name (or ``"<peer>@<count>"``) -> its metrics.
+Results = Mapping[str, Mapping[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A goal of the issue, checked against one scenario's results."""
+
+    text: str
+    check: Callable[[Results], tuple[bool, str] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """Many jobs through a fake with a given latency; every peer on a fresh fake."""
+
+    name: str
+    title: str
+    provider: str  # "dashscope" (sync) or "evolink" (task)
+    jobs: int
+    in_flight: int
+    latency: float | tuple[float, float]  # seconds, or (median, sigma) of a lognormal
+    peers: tuple[str, ...]
+    targets: tuple[Target, ...] = ()
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "throughput"
+
+    @property
+    def mean_latency(self) -> float:
+        """The expected mean of the latency distribution (the fake's draws are reported)."""
+        if isinstance(self.latency, tuple):
+            median, sigma = self.latency
+            return median * math.exp(sigma * sigma / 2)
+        return self.latency
+
+    @property
+    def ideal_seconds(self) -> float:
+        return self.jobs * self.mean_latency / self.in_flight
+
+    def fake_args(self) -> list[str]:
+        # No estimated_time hint: the poller must find the latency by itself.
+        if isinstance(self.latency, tuple):
+            timing = ["--latency-lognormal", f"{self.latency[0]},{self.latency[1]}"]
+        else:
+            timing = ["--latency", str(self.latency)]
+        return [*timing, "--no-estimated-time"]
+
+    def describe(self) -> str:
+        if isinstance(self.latency, tuple):
+            lat = f"lognormal median {self.latency[0]:g} s sigma {self.latency[1]:g}"
+        else:
+            lat = f"fixed {self.latency:g} s"
+        return f"{self.provider}, {self.jobs} jobs, {self.in_flight} in flight, {lat}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """A bulk run whose requests each reference their own local image; peak RSS per count."""
+
+    name: str
+    title: str
+    counts: tuple[int, ...]
+    #: Runs where every request names the same image (the cache's best case).
+    shared_counts: tuple[int, ...]
+    in_flight: int
+    image_bytes: int
+    latency: float
+    peers: tuple[str, ...]
+    targets: tuple[Target, ...] = ()
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "memory"
+    provider: str = "dashscope"
+
+    def describe(self) -> str:
+        counts = "/".join(f"{c:,}" for c in self.counts)
+        if self.shared_counts:
+            counts += " (shared image: " + "/".join(f"{c:,}" for c in self.shared_counts) + ")"
+        return (
+            f"{self.provider} (data URIs), {counts} jobs, {self.in_flight} in flight, "
+            f"{self.image_bytes / 2**20:g} MiB image each, latency {self.latency:g} s"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """One request with several large local images: encoding time and peak memory."""
+
+    name: str
+    title: str
+    images: int
+    image_bytes: int
+    peers: tuple[str, ...] = ("b64", "library", "edit")
+    targets: tuple[Target, ...] = ()
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "payload"
+
+    def describe(self) -> str:
+        return f"{self.images} local images of {self.image_bytes / 2**20:.2f} MiB, DashScope body"
+
+
+Scenario = Union[Throughput, Memory, Payload]
+
+
+# -- targets ---------------------------------------------------------------------------
+
+
+def _get(results: Results, peer: str, key: str) -> float | None:
+    value = results.get(peer, {}).get(key)
+    return None if value is None else float(value)
+
+
+def _at_least_peer(key: str, other: str, label: str) -> Callable[[Results], Any]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        mine, theirs = _get(results, "library", key), _get(results, other, key)
+        if mine is None or theirs is None:
+            return None
+        return mine >= theirs, f"{mine:.1f}{label} vs {theirs:.1f}{label} ({mine - theirs:+.1f})"
+
+    return check
+
+
+def _at_most_peer(key: str, other: str, label: str) -> Callable[[Results], Any]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        mine, theirs = _get(results, "library", key), _get(results, other, key)
+        if mine is None or theirs is None:
+            return None
+        return mine <= theirs, f"{mine:.3f}{label} vs {theirs:.3f}{label} ({mine - theirs:+.3f})"
+
+    return check
+
+
+def _bound(key: str, limit: float, *, upper: bool, label: str = "") -> Callable[[Results], Any]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        mine = _get(results, "library", key)
+        if mine is None:
+            return None
+        met = mine <= limit if upper else mine >= limit
+        return met, f"{mine:.2f}{label} ({'<=' if upper else '>='} {limit:g}{label})"
+
+    return check
+
+
+def _all_ok(results: Results) -> tuple[bool, str] | None:
+    lib = results.get("library")
+    if lib is None:
+        return None
+    ok, jobs = lib.get("ok", 0), lib.get("jobs", 0)
+    return ok == jobs and not lib.get("timed_out"), f"{ok}/{jobs} ok"
+
+
+def _flat_rss(results: Results) -> tuple[bool, str] | None:
+    runs = sorted((int(k.split("@")[1]), v) for k, v in results.items() if k.startswith("library@"))
+    runs = [(count, v) for count, v in runs if v.get("peak_rss_mb") is not None]
+    if len(runs) < 2:
+        return None
+    (low, first), (high, last) = runs[0], runs[-1]
+    growth = last["peak_rss_mb"] - first["peak_rss_mb"]
+    # "Flat": within 10% (or 10 MiB, for noise) from the smallest count to the largest.
+    met = growth <= max(10.0, 0.10 * first["peak_rss_mb"])
+    return met, (
+        f"{first['peak_rss_mb']:.0f} MiB at {low:,} -> {last['peak_rss_mb']:.0f} MiB at "
+        f"{high:,} ({growth:+.0f} MiB)"
+    )
+
+
+# -- the scenarios -----------------------------------------------------------------------
+
+_SYNC_PEERS = ("library", "baseline", "dashscope_sdk")
+_TASK_PEERS = ("library", "baseline")
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Throughput(
+            name="sync",
+            title="1. Sync dialect (DashScope)",
+            provider="dashscope",
+            jobs=2000,
+            in_flight=200,
+            latency=0.5,
+            peers=_SYNC_PEERS,
+            targets=(
+                Target("% of ideal >= baseline", _at_least_peer("pct_ideal", "baseline", "%")),
+                Target(
+                    "client CPU/job <= baseline",
+                    _at_most_peer("cpu_ms_per_job", "baseline", " ms"),
+                ),
+            ),
+            quick={"jobs": 400, "in_flight": 100},
+        ),
+        Throughput(
+            name="sync-10k",
+            title="1b. Sync dialect, 10,000 jobs",
+            provider="dashscope",
+            jobs=10000,
+            in_flight=200,
+            latency=0.5,
+            peers=_SYNC_PEERS,
+            targets=(
+                Target("% of ideal >= 97 (aim)", _bound("pct_ideal", 97.0, upper=False, label="%")),
+                Target("% of ideal >= baseline", _at_least_peer("pct_ideal", "baseline", "%")),
+                Target(
+                    "client CPU/job <= baseline",
+                    _at_most_peer("cpu_ms_per_job", "baseline", " ms"),
+                ),
+            ),
+            quick={"jobs": 1000, "in_flight": 100},
+        ),
+        Throughput(
+            name="task-lognormal",
+            title="2. Task dialect (Evolink), lognormal latency, no hint",
+            provider="evolink",
+            jobs=2000,
+            in_flight=200,
+            latency=(0.5, 0.3),
+            peers=_TASK_PEERS,
+            targets=(
+                Target("% of ideal >= 85", _bound("pct_ideal", 85.0, upper=False, label="%")),
+                Target("status requests/job <= 2.0", _bound("status_per_job", 2.0, upper=True)),
+            ),
+            quick={"jobs": 400, "in_flight": 100},
+        ),
+        Throughput(
+            name="task-fixed",
+            title="2b. Task dialect (Evolink), fixed latency, no hint",
+            provider="evolink",
+            jobs=2000,
+            in_flight=200,
+            latency=0.5,
+            peers=_TASK_PEERS,
+            targets=(
+                Target(
+                    "status requests/job about 1 (<= 1.2)",
+                    _bound("status_per_job", 1.2, upper=True),
+                ),
+            ),
+            quick={"jobs": 400, "in_flight": 100},
+        ),
+        Throughput(
+            name="scale",
+            title="3. Scale: 5,000 tasks in flight",
+            provider="evolink",
+            jobs=20000,
+            in_flight=5000,
+            latency=(5.0, 0.3),
+            peers=_TASK_PEERS,
+            targets=(
+                Target("completes", _all_ok),
+                Target("% of ideal >= 80", _bound("pct_ideal", 80.0, upper=False, label="%")),
+                Target("status requests/job <= 2.0", _bound("status_per_job", 2.0, upper=True)),
+            ),
+            quick={"jobs": 2000, "in_flight": 500, "latency": (2.0, 0.3)},
+        ),
+        Memory(
+            name="memory",
+            title="4. Memory: bulk run, 1 MiB local images",
+            counts=(1000, 10000, 100000),
+            shared_counts=(10000,),
+            in_flight=64,
+            image_bytes=2**20,
+            latency=0.05,
+            peers=("library",),
+            targets=(Target("peak RSS flat as the count grows", _flat_rss),),
+            quick={"counts": (200, 1000, 3000), "shared_counts": (1000,)},
+        ),
+        Payload(
+            name="payload",
+            title="5. Payload: three ~10 MB local images",
+            images=3,
+            image_bytes=10 * 2**20 - 4096,
+        ),
+    )
+}
+
+
+def select(
+    names: list[str] | None,
+    *,
+    quick: bool,
+    jobs: int | None = None,
+    in_flight: int | None = None,
+    latency: float | None = None,
+) -> list[Scenario]:
+    """The scenarios named (all when ``names`` is empty), scaled for ``--quick`` and for
+    explicit ``jobs``/``in_flight``/``latency`` overrides (throughput scenarios only;
+    ``latency`` replaces a fixed latency, or the median of a lognormal one)."""
+    chosen = []
+    for name in names or list(SCENARIOS):
+        if name not in SCENARIOS:
+            known = ", ".join(SCENARIOS)
+            raise SystemExit(f"unknown scenario {name!r}; known: {known}")
+        scenario = SCENARIOS[name]
+        if quick and scenario.quick:
+            scenario = dataclasses.replace(scenario, **scenario.quick)
+        if isinstance(scenario, Throughput):
+            if jobs is not None:
+                scenario = dataclasses.replace(scenario, jobs=jobs)
+            if in_flight is not None:
+                scenario = dataclasses.replace(scenario, in_flight=in_flight)
+            if latency is not None:
+                spread = scenario.latency
+                value = (latency, spread[1]) if isinstance(spread, tuple) else latency
+                scenario = dataclasses.replace(scenario, latency=value)
+        chosen.append(scenario)
+    return chosen

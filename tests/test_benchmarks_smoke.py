@@ -1,0 +1,115 @@
+"""Smoke test of the benchmark runner: tiny sizes, every peer, the JSON it writes.
+
+Not a performance test: it asserts that the report has the fields the README documents and
+that the values are sane (every job succeeded, counts add up), never a timing threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("dashscope")
+pytest.importorskip("psutil")
+
+THROUGHPUT_FIELDS = {
+    "jobs",
+    "in_flight",
+    "ok",
+    "errors",
+    "jobs_created",
+    "status_requests",
+    "status_per_job",
+    "wall_s",
+    "jobs_per_s",
+    "mean_latency_s",
+    "ideal_jobs_per_s",
+    "pct_ideal",
+    "ideal_makespan_s",
+    "pct_ideal_makespan",
+    "cpu_ms_per_job",
+    "peak_rss_mb",
+    "lag_p50_ms",
+    "lag_p99_ms",
+    "fake_cpu_ms_per_job",
+}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One tiny run of a sync and a task scenario (about 10 s), read back from its JSON."""
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    command = [sys.executable, "-m", "benchmarks", "--quick"]
+    command += ["--scenario", "sync", "--scenario", "task-lognormal"]
+    command += ["--jobs", "40", "--in-flight", "20", "--latency", "0.2", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| scenario | peer |" in done.stdout  # the markdown table is printed
+    data: dict[str, object] = json.loads(out.read_text())
+    return data
+
+
+def test_report_names_the_machine(report: dict[str, object]) -> None:
+    """The report says where it ran: CPU count and model, Python version."""
+    machine = report["machine"]
+    assert isinstance(machine, dict)
+    assert machine["nproc"] >= 1
+    assert machine["cpu"]
+    assert machine["python"].count(".") == 2
+
+
+@pytest.mark.parametrize(
+    ("scenario", "peers"),
+    [
+        ("sync", {"library", "baseline", "dashscope_sdk"}),
+        ("task-lognormal", {"library", "baseline"}),
+    ],
+)
+def test_every_peer_ran_every_job(
+    report: dict[str, object], scenario: str, peers: set[str]
+) -> None:
+    """Each peer of the scenario finished all its jobs without errors, and the fake saw them."""
+    section = report["scenarios"][scenario]  # type: ignore[index]
+    assert set(section["peers"]) == peers
+    for name, metrics in section["peers"].items():
+        missing = THROUGHPUT_FIELDS - set(metrics)
+        assert not missing, f"{name}: missing {sorted(missing)}"
+        assert metrics["failed"] is None, f"{name}: {metrics['failed']}"
+        assert metrics["ok"] == metrics["jobs"] == 40, name
+        assert metrics["errors"] == 0, f"{name}: {metrics['first_error']}"
+        assert metrics["jobs_created"] == 40, name
+        assert metrics["lag_samples"] == 40, name  # every result matched to a fake job
+
+
+@pytest.mark.parametrize("scenario", ["sync", "task-lognormal"])
+def test_values_are_sane(report: dict[str, object], scenario: str) -> None:
+    """Rates, shares, CPU, memory and lags are positive and consistent with each other."""
+    section = report["scenarios"][scenario]  # type: ignore[index]
+    for name, m in section["peers"].items():
+        assert m["jobs_per_s"] > 0
+        assert m["jobs_per_s"] == pytest.approx(m["ok"] / m["wall_s"])
+        assert m["pct_ideal"] == pytest.approx(100 * m["jobs_per_s"] / m["ideal_jobs_per_s"])
+        # Nobody beats a client with zero detection lag (small slack for clock granularity).
+        assert 0 < m["pct_ideal_makespan"] <= 102, name
+        assert m["cpu_ms_per_job"] > 0
+        assert m["peak_rss_mb"] > 10
+        assert 0 <= m["lag_p50_ms"] <= m["lag_p99_ms"], name
+        if scenario == "sync":
+            assert m["status_requests"] == 0
+        else:
+            assert m["status_per_job"] >= 1.0  # at least the one that saw it finished
+
+
+def test_targets_are_checked(report: dict[str, object]) -> None:
+    """Each scenario lists its targets with a verdict and the measured numbers."""
+    for section in report["scenarios"].values():  # type: ignore[attr-defined]
+        assert section["targets"], section["title"]
+        for target in section["targets"]:
+            assert target["met"] in (True, False)
+            assert target["measured"]
