@@ -87,7 +87,6 @@ class RunReport:
     wall: float
     interrupted: bool
     results: Path | None
-    marked_uncertain: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -307,7 +306,6 @@ class BulkRunner:
             wall=time.monotonic() - started,
             interrupted=self._stopping and results is None,
             results=results,
-            marked_uncertain=marked,
         )
 
     async def _run_jobs(self) -> None:

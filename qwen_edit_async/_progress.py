@@ -30,7 +30,6 @@ class Tracker:
         self.succeeded = 0
         self.failed = 0
         self.uncertain = 0
-        self.skipped = 0
         self.in_flight = 0
         self.images = 0
         self._finished_now = 0
@@ -50,9 +49,7 @@ class Tracker:
         else:
             self.failed += 1
         self.images += images
-        if earlier:
-            self.skipped += 1
-        else:
+        if not earlier:
             self._finished_now += 1
 
     def rate(self, window: float = 10.0) -> float:

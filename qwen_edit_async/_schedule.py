@@ -371,8 +371,6 @@ class PollSchedule:
         self._since_refit = 0
         self._learned = False
         self._scouts = 0
-        #: Answers that said "done" (finished or failed).
-        self.finished = 0
 
     @property
     def learned(self) -> bool:
@@ -413,8 +411,6 @@ class PollSchedule:
             return  # an answer already counted
         plan._last_attempt = attempt
         at = plan.at(attempt) if elapsed is None else elapsed
-        if done:
-            self.finished += 1
         fit = self._fit
         fit.add(plan._answered, at, done)
         plan._answered = at

@@ -83,7 +83,6 @@ class Transport:
         self._connections = connections
         self._cooldown_until = 0.0
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        self.requests_sent = 0
         self.status_requests = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -171,7 +170,6 @@ class Transport:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send once; classify a failure as not received or lost."""
         start = time.perf_counter()
-        self.requests_sent += 1
         try:
             async with self.session.request(
                 request.method,
