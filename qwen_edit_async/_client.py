@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import logging
-import math
 import os
 import pathlib
 import random
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Callable,
     Iterable,
     Sequence,
@@ -25,13 +22,13 @@ import aiohttp
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._config import ClientConfig, resolve_api_key
 from ._download import download_result
 from ._errors import ConfigurationError, JobTimeoutError, QwenEditError, ValidationError
 from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
+from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome
 from ._poller import Poller
 from ._prepare import ImagePreparer
@@ -249,15 +246,23 @@ class QwenEditClient:
             return self.config.job_timeout
         return job_timeout
 
-    async def _run(self, job: Job, model: str | None, limit: float | None) -> None:
-        """Run ``job`` to its end in the current task; never raises (but cancellation)."""
+    async def _run(
+        self, job: Job, model: str | None, limit: float | None, *, handle: bool = True
+    ) -> None:
+        """Run ``job`` to its end in the current task; never raises (but cancellation).
+
+        ``handle``: the job has a handle (``job.cancel()``) and needs its own cancel scope;
+        ``edit_many``'s jobs are cancelled with their worker, and go without one.
+        """
         error: BaseException | None = None
         result: EditResult | None = None
         try:
-            with anyio.CancelScope() as scope:
-                job._scope = scope
-                if job._cancel_requested:
-                    scope.cancel()
+            scope = anyio.CancelScope() if handle else None
+            with scope if scope is not None else nullcontext():
+                if scope is not None:
+                    job._scope = scope
+                    if job._cancel_requested:
+                        scope.cancel()
                 self._waiting += 1
                 try:
                     try:
@@ -269,20 +274,23 @@ class QwenEditClient:
                     self._waiting -= 1
                 try:
                     self._progress()
-                    deadline = anyio.fail_after(limit) if limit is not None else nullcontext()
-                    try:
-                        with deadline:
-                            result = await self._execute(job, model)
-                    except TimeoutError:
-                        error = JobTimeoutError(
-                            f"no result within the job timeout of {limit:g} s; the task may "
-                            "still finish: collect it later with client.attach(task_id)",
-                            provider=self.provider.name,
-                            task_id=job.task_id,
-                        )
+                    if limit is None:
+                        result = await self._execute(job, model)
+                    else:
+                        try:
+                            with anyio.fail_after(limit):
+                                result = await self._execute(job, model)
+                        except TimeoutError:
+                            error = JobTimeoutError(
+                                f"no result within the job timeout of {limit:g} s; the task "
+                                "may still finish: collect it later with "
+                                "client.attach(task_id)",
+                                provider=self.provider.name,
+                                task_id=job.task_id,
+                            )
                 finally:
                     self._slots.release_on_behalf_of(job)
-            if scope.cancelled_caught:
+            if scope is not None and scope.cancelled_caught:
                 error = JobCancelledError(
                     "the job was cancelled", provider=self.provider.name, task_id=job.task_id
                 )
@@ -426,7 +434,7 @@ class QwenEditClient:
         await job._wait_accepted()
         return job
 
-    async def edit_many(
+    def edit_many(
         self,
         requests: Iterable[EditRequest] | AsyncIterable[EditRequest],
         *,
@@ -436,90 +444,16 @@ class QwenEditClient:
         """Run many edits, yielding an :class:`Outcome` for each as it ends.
 
         ``requests`` is consumed lazily: only about ``max_in_flight`` of them are held at a
-        time, so a generator of a million requests is fine. One failed job never stops the
-        others: its outcome carries the error. Leaving the loop early (``break``, an
-        exception, cancellation) cancels the jobs it started; wrap it in
-        ``contextlib.aclosing`` to make that immediate.
+        time, so a generator of a million requests is fine, and the work started follows
+        the requests (one request starts one job, whatever ``max_in_flight`` is). One
+        failed job never stops the others: its outcome carries the error. Leaving the loop
+        early (``break``, an exception, cancellation) cancels the jobs it started; wrap it
+        in ``contextlib.aclosing`` to make that immediate.
 
         >>> async for outcome in client.edit_many(requests):   # doctest: +SKIP
         ...     print(outcome.index, outcome.result or outcome.error)
         """
-        task_group = self._require_open()
-        timeout = self._timeout(job_timeout)
-        # Requests admitted but not yet yielded: bounds memory whatever the input's length.
-        window = anyio.Semaphore(self.max_in_flight * 2)
-        send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        jobs: set[Job] = set()
-        feeder_scope = anyio.CancelScope()
-        closing = anyio.Event()
-
-        def offer(item: object) -> None:
-            # The consumer may have left the loop: then nobody wants the item.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                send.send_nowait(item)
-
-        # A fixed pool of workers runs the jobs: spawning an anyio task per job (task
-        # handle, cancel scope, event) costs more CPU than the rest of a job's own work.
-        queue_send, queue_receive = anyio.create_memory_object_stream[
-            tuple[int, EditRequest, Job]
-        ](math.inf)
-
-        async def worker(items: MemoryObjectReceiveStream[tuple[int, EditRequest, Job]]) -> None:
-            async with items:
-                async for index, request, job in items:
-                    try:
-                        await self._run(job, model, timeout)
-                    finally:
-                        jobs.discard(job)
-                        offer(Outcome(index, request, job._result, job._error))
-
-        async def feed() -> None:
-            count = 0
-            with queue_send, feeder_scope:
-                try:
-                    async for request in _aiter(requests):
-                        await window.acquire()
-                        if closing.is_set():
-                            return  # woken just as the consumer left
-                        try:
-                            job = self._new_job(request, model)
-                        except QwenEditError as exc:
-                            offer(Outcome(count, request, None, exc))
-                        else:
-                            # Registered before it is scheduled, so leaving the loop
-                            # cancels it even if it has not started yet.
-                            jobs.add(job)
-                            queue_send.send_nowait((count, request, job))
-                        count += 1
-                except Exception as exc:
-                    offer(_FeedFailed(exc))
-                    return
-            offer(_FeedDone(count))
-
-        with queue_receive:
-            for _ in range(self.max_in_flight):
-                task_group.start_soon(worker, queue_receive.clone())
-        task_group.start_soon(feed)
-        total: int | None = None
-        yielded = 0
-        try:
-            async with receive:
-                while total is None or yielded < total:
-                    item = await receive.receive()
-                    if isinstance(item, _FeedDone):
-                        total = item.count
-                        continue
-                    if isinstance(item, _FeedFailed):
-                        raise item.error
-                    window.release()
-                    yielded += 1
-                    yield item
-        finally:
-            closing.set()
-            feeder_scope.cancel()
-            queue_send.close()  # idle workers end; busy ones after their (cancelled) job
-            for job in list(jobs):
-                job.cancel()
+        return run_many(self, requests, model=model, limit=self._timeout(job_timeout))
 
     async def download(
         self, result: EditResult, dest: str | os.PathLike[str], *, stem: str | None = None
@@ -534,31 +468,6 @@ class QwenEditClient:
         return await download_result(
             self._transport, result, dest, stem=stem, config=self.config, limiter=self._downloads
         )
-
-
-class _FeedDone:
-    __slots__ = ("count",)
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-
-class _FeedFailed:
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-
-async def _aiter(
-    items: Iterable[EditRequest] | AsyncIterable[EditRequest],
-) -> AsyncIterator[EditRequest]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 #: Inputs that go to the provider as they are, whatever it accepts.

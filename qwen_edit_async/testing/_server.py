@@ -170,7 +170,7 @@ class FakeProvider:
             self.app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, backlog=4096)
         try:
             await site.start()
         except BaseException:

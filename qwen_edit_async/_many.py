@@ -1,0 +1,230 @@
+"""``edit_many``: many requests through one client, outcomes in completion order.
+
+The hot path of a bulk run, so it spends nothing per job that the work does not need:
+
+- Workers are started as requests arrive, never more than ``max_in_flight`` and never more
+  than there is work for: one request starts one worker. A worker takes requests from a
+  plain deque until it is empty, then ends; the next request starts a new one.
+- Requests and outcomes move through deques, not memory streams: handing a job to a worker
+  or an outcome to the consumer costs no pass through the event loop. The consumer sleeps on
+  a future only when no outcome is ready, and drains every ready outcome per wake-up.
+- The feeder (the only task reading ``requests``) is woken in batches, not once per job.
+- Each worker runs under its own cancel scope: leaving the loop cancels the workers and the
+  feeder, so jobs need no scope of their own (only a deadline when ``job_timeout`` is set).
+
+Nothing here holds a resource that must be closed: a run that ends, or a consumer that leaves
+early, leaves no stream or task behind once the cancelled workers have unwound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import QwenEditError
+from ._job import Job, JobCancelledError
+from ._models import EditRequest, Outcome
+
+if TYPE_CHECKING:
+    from ._client import QwenEditClient
+
+__all__ = ["run_many"]
+
+
+class _Run:
+    """The shared state of one ``edit_many`` call."""
+
+    __slots__ = (
+        "client",
+        "closing",
+        "consumer_wake",
+        "count",
+        "feed_done",
+        "feed_error",
+        "feeder_wake",
+        "limit",
+        "max_workers",
+        "model",
+        "outcomes",
+        "outstanding",
+        "queue",
+        "refill_at",
+        "scopes",
+        "window",
+        "workers",
+    )
+
+    def __init__(self, client: QwenEditClient, model: str | None, limit: float | None) -> None:
+        self.client = client
+        self.model = model
+        self.limit = limit
+        self.max_workers = client.max_in_flight
+        #: Requests admitted but not yet yielded: bounds memory whatever the input's length.
+        self.window = client.max_in_flight * 2
+        #: The feeder is woken once the window has this much room, not for every outcome.
+        self.refill_at = self.window - max(1, self.window // 4)
+        self.outstanding = 0
+        self.count = 0
+        self.queue: deque[tuple[int, EditRequest, Job]] = deque()
+        self.outcomes: deque[Outcome] = deque()
+        self.workers = 0
+        self.scopes: set[anyio.CancelScope] = set()
+        self.closing = False
+        self.feed_done = False
+        self.feed_error: Exception | None = None
+        self.consumer_wake: asyncio.Future[None] | None = None
+        self.feeder_wake: asyncio.Future[None] | None = None
+
+    # -- hand-offs (no event-loop pass unless someone sleeps) --------------------------------
+
+    def offer(self, outcome: Outcome) -> None:
+        if self.closing:
+            return  # the consumer has left: nobody wants it
+        self.outcomes.append(outcome)
+        self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        wake = self.consumer_wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def took_one(self) -> None:
+        """The consumer took an outcome: room in the window, perhaps for the feeder."""
+        self.outstanding -= 1
+        wake = self.feeder_wake
+        if wake is not None and self.outstanding <= self.refill_at and not wake.done():
+            wake.set_result(None)
+
+    # -- the feeder ----------------------------------------------------------------------
+
+    async def feed(self, requests: Iterable[EditRequest] | AsyncIterable[EditRequest]) -> None:
+        scope = anyio.CancelScope()
+        self.scopes.add(scope)
+        loop = asyncio.get_running_loop()
+        try:
+            with scope:
+                async with contextlib.aclosing(_aiter(requests)) as items:
+                    async for request in items:
+                        while self.outstanding >= self.window:
+                            self.feeder_wake = loop.create_future()
+                            await self.feeder_wake
+                        if self.closing:
+                            return
+                        self.admit(request)
+        except Exception as exc:
+            self.feed_error = exc
+        except anyio.get_cancelled_exc_class():
+            if not self.closing:  # the client is closing under the consumer
+                self.feed_error = RuntimeError("the QwenEditClient was closed during edit_many")
+            raise
+        finally:
+            self.scopes.discard(scope)
+            self.feed_done = True
+            self._wake_consumer()
+
+    def admit(self, request: EditRequest) -> None:
+        index = self.count
+        self.count += 1
+        self.outstanding += 1
+        try:
+            job = self.client._new_job(request, self.model)
+        except QwenEditError as exc:
+            self.offer(Outcome(index, request, None, exc))
+            return
+        self.queue.append((index, request, job))
+        if self.workers < self.max_workers:
+            self.workers += 1
+            task_group = self.client._task_group
+            assert task_group is not None
+            task_group.start_soon(self.work)
+
+    # -- a worker ------------------------------------------------------------------------
+
+    async def work(self) -> None:
+        scope = anyio.CancelScope()
+        self.scopes.add(scope)
+        queue = self.queue
+        run = self.client._run
+        try:
+            with scope:
+                while queue and not self.closing:
+                    index, request, job = queue.popleft()
+                    try:
+                        await run(job, self.model, self.limit, handle=False)
+                    finally:
+                        self.offer(Outcome(index, request, job._result, job._error))
+        except anyio.get_cancelled_exc_class():
+            # The client is closing: the jobs no worker will start end as cancelled, so
+            # a consumer still waiting for them gets every outcome.
+            while queue and not self.closing:
+                index, request, job = queue.popleft()
+                job.cancel()
+                job._finish(None, _cancelled())
+                self.offer(Outcome(index, request, None, job._error))
+            raise
+        finally:
+            self.workers -= 1
+            self.scopes.discard(scope)
+
+    # -- the consumer --------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.closing = True
+        self.queue.clear()  # never started: nothing was sent for them
+        self.outcomes.clear()
+        for scope in list(self.scopes):
+            scope.cancel()
+
+
+async def run_many(
+    client: QwenEditClient,
+    requests: Iterable[EditRequest] | AsyncIterable[EditRequest],
+    *,
+    model: str | None,
+    limit: float | None,
+) -> AsyncGenerator[Outcome, None]:
+    """The body of :meth:`QwenEditClient.edit_many` (see there)."""
+    task_group = client._require_open()
+    run = _Run(client, model, limit)
+    loop = asyncio.get_running_loop()
+    task_group.start_soon(run.feed, requests)
+    outcomes = run.outcomes
+    try:
+        while True:
+            if outcomes:
+                outcome = outcomes.popleft()
+                run.took_one()
+                yield outcome
+                continue
+            if run.feed_done:
+                if run.feed_error is not None:
+                    raise run.feed_error
+                if run.outstanding == 0:
+                    return
+            run.consumer_wake = loop.create_future()
+            try:
+                await run.consumer_wake
+            finally:
+                run.consumer_wake = None
+    finally:
+        run.close()
+
+
+def _cancelled() -> JobCancelledError:
+    return JobCancelledError("the job was cancelled: the client was closed")
+
+
+async def _aiter(
+    items: Iterable[EditRequest] | AsyncIterable[EditRequest],
+) -> AsyncGenerator[EditRequest, None]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

@@ -1,0 +1,130 @@
+"""edit_many: its cost follows the work, it leaves nothing open, and closing never hangs it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import anyio
+import pytest
+from conftest import API_KEY
+
+import qwen_edit_async as qe
+from qwen_edit_async.testing import FakeProvider
+
+URL = "https://example.com/a.png"
+
+
+def client_for(fake: FakeProvider, provider: str, **options: object) -> qe.QwenEditClient:
+    options.setdefault("poll_initial", 0.05)
+    options.setdefault("poll_max_interval", 0.2)
+    return qe.QwenEditClient(provider, api_key=API_KEY, base_url=fake.url, **options)  # type: ignore[arg-type]
+
+
+def _workers() -> int:
+    """edit_many's worker tasks now running (anyio names a task after its function)."""
+    return sum(1 for task in asyncio.all_tasks() if task.get_name().endswith("_Run.work"))
+
+
+async def _wait_until(condition: object, what: str) -> None:
+    with anyio.fail_after(5):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.005)
+    assert condition(), what  # type: ignore[operator]
+
+
+async def test_one_request_starts_one_job_whatever_max_in_flight(fake: FakeProvider) -> None:
+    """With max_in_flight=100,000 a single request adds a handful of tasks, not a pool of
+    100,000 workers (which took seconds and gigabytes to start)."""
+    fake.latency = 0.3
+    async with client_for(fake, "dashscope", max_in_flight=100_000) as client:
+        stream = client.edit_many([qe.EditRequest(images=[URL], prompt="one")])
+        consumer = asyncio.ensure_future(anext(stream))
+        await _wait_until(lambda: client.statistics().in_flight == 1, "the job is running")
+        workers = _workers()
+        outcome = await consumer
+        await stream.aclose()
+    assert outcome.ok
+    assert workers == 1
+
+
+async def test_workers_never_exceed_the_requests_nor_max_in_flight(fake: FakeProvider) -> None:
+    """Ten requests at max_in_flight=1000 run with at most ten workers, all at once."""
+    fake.latency = 0.3
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(10)]
+    async with client_for(fake, "dashscope", max_in_flight=1000) as client:
+        stream = client.edit_many(requests)
+        consumer = asyncio.ensure_future(anext(stream))
+        await _wait_until(lambda: client.statistics().in_flight == 10, "ten jobs are running")
+        workers = _workers()
+        await consumer
+        rest = [o async for o in stream]
+    assert len(rest) == 9
+    assert workers == 10
+
+
+@pytest.mark.parametrize("leave_early", [False, True])
+async def test_edit_many_leaves_no_unclosed_resource(fake: FakeProvider, leave_early: bool) -> None:
+    """A run that ends, or a consumer that leaves early, leaves no ResourceWarning
+    (unclosed memory object streams were reported when they were collected)."""
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(12)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        async with client_for(fake, "vtrix", max_in_flight=3) as client:
+            stream = client.edit_many(requests)
+            async for outcome in stream:
+                assert outcome.ok
+                if leave_early:
+                    break
+            await stream.aclose()
+            await _wait_until(lambda: client.statistics().in_flight == 0, "the jobs ended")
+        del stream
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+async def test_closing_the_client_under_a_consumer_ends_the_loop(fake: FakeProvider) -> None:
+    """A consumer in another task gets the cancelled outcomes and an error when the client
+    is closed under it: it never waits forever for jobs no one will run."""
+    requests = [qe.EditRequest(images=[URL], prompt="[stuck] x") for _ in range(6)]
+    client = client_for(fake, "vtrix", max_in_flight=2)
+    outcomes: list[qe.Outcome] = []
+    await client.__aenter__()
+
+    async def consume() -> None:
+        async for outcome in client.edit_many(requests):
+            outcomes.append(outcome)
+
+    consumer = asyncio.ensure_future(consume())
+    await _wait_until(lambda: client.statistics().polling == 2, "two tasks are watched")
+    await client.aclose()
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
+        await consumer
+    assert outcomes, "the running jobs' outcomes reached the consumer"
+    assert all(isinstance(o.error, qe.JobCancelledError) for o in outcomes)
+
+
+async def test_the_window_bounds_requests_taken_from_the_input(fake: FakeProvider) -> None:
+    """At most 2 x max_in_flight requests are taken from the input before their outcomes
+    are consumed, and the input is read on as outcomes are taken."""
+    fake.latency = 0.05
+    taken = 0
+
+    def requests():  # type: ignore[no-untyped-def]
+        nonlocal taken
+        for i in range(100):
+            taken += 1
+            yield qe.EditRequest(images=[URL], prompt=f"e{i}")
+
+    async with client_for(fake, "dashscope", max_in_flight=4) as client:
+        stream = client.edit_many(requests())
+        first = await anext(stream)
+        assert first.ok
+        # Nothing consumed beyond one outcome: the window (8) holds the feeder back.
+        await _wait_until(lambda: client.statistics().in_flight == 0, "the window is full")
+        assert taken <= 8 + 1
+        rest = [o async for o in stream]
+    assert len(rest) == 99
+    assert sorted(o.index for o in [first, *rest]) == list(range(100))
