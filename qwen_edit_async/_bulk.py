@@ -73,6 +73,9 @@ class RunOptions:
     grace: float = 10.0
     #: The command that resumes this run (printed after an interruption).
     resume_hint: str = "qwen-edit run MANIFEST --out DIR --resume"
+    #: Most images this invocation may ask for (the sum of ``n`` over the jobs it submits);
+    #: a job that would go past it is never sent and stays queued. ``None``: no limit.
+    max_images: int | None = None
 
 
 @dataclasses.dataclass
@@ -87,13 +90,15 @@ class RunReport:
     wall: float
     interrupted: bool
     results: Path | None
+    #: Jobs left queued because sending them would have passed ``max_images``.
+    over_budget: int = 0
 
     @property
     def exit_code(self) -> int:
         """0 only when every job succeeded; 1 otherwise; 130 when interrupted."""
         if self.interrupted:
             return 130
-        return 0 if self.failed == 0 and self.uncertain == 0 else 1
+        return 0 if self.failed == 0 and self.uncertain == 0 and self.over_budget == 0 else 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -139,6 +144,8 @@ class BulkRunner:
         self._run = 0
         self._http: HttpUploader | None = None
         self._client: QwenEditClient | None = None
+        self._images_asked = 0
+        self._over_budget = 0
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -306,6 +313,7 @@ class BulkRunner:
             wall=time.monotonic() - started,
             interrupted=self._stopping and results is None,
             results=results,
+            over_budget=self._over_budget,
         )
 
     async def _run_jobs(self) -> None:
@@ -400,6 +408,8 @@ class BulkRunner:
             self.tracker.in_flight -= 1
         if outcome is None:  # stopped: the journal says where it stands
             self._abandoned += 1
+        elif outcome[0] == "queued":  # over --max-images: left for a later run
+            self._over_budget += 1
         else:
             self.tracker.finish(outcome[0], images=outcome[1])
 
@@ -426,6 +436,8 @@ class BulkRunner:
                 return "failed", 0
         else:
             assert work.request is not None
+            if not self._within_budget(work.request):
+                return "queued", 0
             await journal.mark_submitting(work.id)
             active.phase = "submit" if client.provider.is_task else "sync"
             try:
@@ -444,6 +456,22 @@ class BulkRunner:
                 job.cancel()
                 return None
         return await self._wait(work.id, job, active)
+
+    def _within_budget(self, request: EditRequest) -> bool:
+        """Count ``request``'s images against ``max_images``; False (nothing counted) when
+        they would pass it. Checked and counted with no await between: workers never
+        overshoot together."""
+        limit = self.options.max_images
+        n = request.n or 1
+        if limit is not None and self._images_asked + n > limit:
+            if self._over_budget == 0:
+                self._log(
+                    f"--max-images {limit}: jobs that would pass it are left queued "
+                    f"({self._images_asked} image(s) asked for so far)"
+                )
+            return False
+        self._images_asked += n
+        return True
 
     async def _wait(self, job_id: str, job: Job, active: _Active) -> tuple[str, int] | None:
         try:

@@ -5,6 +5,8 @@
     qwen-edit run edits.jsonl --out results/ --provider evolink     # a crash-safe bulk run
     qwen-edit run edits.jsonl --out results/ --provider evolink --resume
     qwen-edit status results/                                       # counts and failures
+    qwen-edit validate edits.jsonl --provider evolink               # check it, send nothing
+    qwen-edit report results/                                       # results/report.html
     qwen-edit demo                                                  # no key, no network
     qwen-edit serve-fake --port 8000                                # the fake provider
 """
@@ -24,10 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._errors import QwenEditError
 from ._journal import JOURNAL_NAME
 from ._progress import ProgressMode, format_seconds
+from ._report import write_report
 from ._results import read_summary
-from .providers import PROVIDERS
+from ._validate_manifest import check_manifest, print_check
+from .providers import PROVIDERS, get_provider
 
 __all__ = ["build_parser", "main"]
 
@@ -143,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between plain progress lines (default: 5)",
     )
     run.add_argument(
+        "--max-images",
+        type=_positive_int,
+        metavar="N",
+        help="a budget: never send a job that would take the images this invocation asks "
+        "for (the sum of n) past N; such jobs stay queued for a later --resume, e.g. "
+        "--max-images 500",
+    )
+    run.add_argument(
         "--grace",
         type=_non_negative_float,
         default=10.0,
@@ -164,6 +177,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="failures to list (default: 50; 0: all)",
     )
+
+    validate = commands.add_parser(
+        "validate",
+        help="check every line of a manifest against a provider's rules; sends nothing",
+        description="Read every line of MANIFEST and every local image it names, and check "
+        "them as PROVIDER would take them. Prints the number of jobs, the images they would "
+        "generate, every invalid line with its reason, and a cost estimate. Nothing is sent: "
+        "no request, no upload. Exit status: 0 every line is valid; 1 some are not; 2 the "
+        "manifest cannot be read.",
+    )
+    validate.add_argument("manifest", metavar="MANIFEST", help="the JSONL file of a run")
+    validate.add_argument(
+        "--provider", required=True, choices=sorted(PROVIDERS), help="e.g. --provider evolink"
+    )
+    validate.add_argument("--model", metavar="M", help="e.g. --model qwen-image-edit")
+    validate.add_argument(
+        "--upload-url",
+        metavar="URL",
+        help="the run will upload local images here (URL-only providers); not contacted",
+    )
+    validate.add_argument(
+        "--price-per-image",
+        type=_non_negative_float,
+        metavar="X",
+        help="print a cost estimate: images x X, e.g. --price-per-image 0.03",
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="write DIR/report.html: the run's edits side by side, for review",
+        description="Write DIR/report.html: one self-contained page (no network) with the "
+        "run's summary, its failures grouped by error type, and a grid of jobs (input "
+        "thumbnails, output thumbnails, prompt, size, status) filtered by status. 'run' "
+        "writes it too when it ends.",
+    )
+    report.add_argument("out", metavar="DIR", help="the --out folder of a run")
 
     demo = commands.add_parser(
         "demo",
@@ -267,9 +316,25 @@ def print_report(report: RunReport, options: RunOptions, out: IO[str]) -> None:
             f"{options.resume_hint} --retry-uncertain",
             file=out,
         )
+    if report.over_budget:
+        print(
+            f"{report.over_budget} job(s) left queued, not sent: they would have taken this "
+            f"run past --max-images {options.max_images}; to send them: {options.resume_hint} "
+            "(with a higher --max-images, or none)",
+            file=out,
+        )
     if report.interrupted:
         print(f"interrupted; to resume: {options.resume_hint}", file=out)
+    write_report_line(options.out, out)
     out.flush()
+
+
+def write_report_line(folder: Path, out: IO[str]) -> None:
+    """Write ``folder/report.html`` and say where (a failure is one line, never fatal)."""
+    try:
+        print(f"report: {write_report(folder)}", file=out)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"report not written: {type(exc).__name__}: {exc}", file=out)
 
 
 def execute(options: RunOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
@@ -315,6 +380,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress_interval=args.progress_interval,
         grace=args.grace,
         resume_hint=resume_hint(argv),
+        max_images=args.max_images,
     )
     if args.retry_uncertain and not args.resume:
         print("qwen-edit: --retry-uncertain only applies with --resume", file=sys.stderr)
@@ -345,6 +411,32 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"  {job_id}\t{error_type}\t{message}")
     if pending:
         print(f"  {pending} job(s) not finished: continue with 'qwen-edit run ... --resume'")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        provider = get_provider(args.provider, model=args.model)
+        check = check_manifest(
+            args.manifest, provider, model=args.model, has_uploader=args.upload_url is not None
+        )
+    except (OSError, QwenEditError) as exc:
+        print(f"qwen-edit: cannot read manifest {args.manifest}: {exc}", file=sys.stderr)
+        return 2
+    print_check(check, args.manifest, sys.stdout, price_per_image=args.price_per_image)
+    return 0 if check.ok else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        path = write_report(Path(args.out))
+    except FileNotFoundError as exc:
+        print(f"qwen-edit: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as exc:
+        print(f"qwen-edit: report not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
     return 0
 
 
@@ -458,6 +550,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args, args_list)
     if args.command == "status":
         return _cmd_status(args)
+    if args.command == "validate":
+        return _cmd_validate(args)
+    if args.command == "report":
+        return _cmd_report(args)
     return run_demo(Path(args.out), jobs=args.jobs, progress=args.progress)
 
 

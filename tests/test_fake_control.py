@@ -53,7 +53,6 @@ def test_public_names() -> None:
         "FakeProvider",
         "FakeStats",
         "Faults",
-        "HostileProvider",
         "Latency",
         "fake_provider",
         "fake_provider_factory",
