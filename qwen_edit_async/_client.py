@@ -429,6 +429,7 @@ class QwenEditClient:
             )
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id: {task_id!r} is not a task id", field="task_id")
+        self.provider.build_status(task_id)  # refuses an id that is not one path segment
         job = Job(None, task_id=task_id)
         task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
         await job._wait_accepted()

@@ -79,6 +79,9 @@ class ClientConfig:
     read_timeout: float = 30.0
     #: Seconds from the moment a job takes its slot to its result; ``None`` disables it.
     job_timeout: float | None = 600.0
+    #: Seconds for a whole status request, its answer included: a provider that drips its
+    #: answer cannot hold a check longer (the check is then retried).
+    status_timeout: float = 30.0
 
     #: Attempts for one request (the first plus retries) when the answer says "try again".
     max_attempts: int = 6
@@ -103,6 +106,10 @@ class ClientConfig:
 
     #: Submissions per second (``None``: no cap besides ``max_in_flight``).
     submit_rate: float | None = None
+    #: Largest API answer read, in bytes (task, status and error answers). A synchronous
+    #: answer may carry its images inline: it may be larger by ``8 * download_max_bytes``
+    #: (up to 6 images, base64-encoded).
+    max_response_bytes: int = 8 * 1024 * 1024
     #: Largest image a download may write, in bytes.
     download_max_bytes: int = 64 * 1024 * 1024
     #: Downloads at once per client.

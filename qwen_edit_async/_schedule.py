@@ -18,7 +18,8 @@ moment: tasks accepted before anything was known profit from what their neighbou
 Until about six tasks have finished, first checks are spread early in ``initial`` (x0.3-0.7) or
 in the hint (x0.1-0.25: hints run long); a task still running then searches upwards (x2-x3). A
 task far slower than the fit backs off geometrically. Every interval is 50 ms to
-``max_interval``. With ``recheck=True`` (a poller that calls :meth:`PollPlan.recheck` when a
+``max_interval``, the first one included (a hint is clamped to 50 ms-10 min). With
+``recheck=True`` (a poller that calls :meth:`PollPlan.recheck` when a
 request comes due) only a few "scout" tasks search; the others push their requests back until
 the scouts have learned.
 
@@ -51,6 +52,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 #: Price of a status request in median latencies: at sigma 0.3 about 1.9 requests per task.
 _PRICE = 0.12
 _MIN_GAP = 0.05  # seconds between two requests of one task, at least
+_HINT_MAX = 600.0  # seconds: a longer estimate is taken as this (generation takes 10-60 s)
 _BIN = 0.02  # log-time bin of the answer counts (2%)
 _MEMORY = 1000.0  # answers after which an answer weighs 1/e
 _REFIT_SHARE, _REFIT_EVERY = 6.0, 256.0  # refit after this share of the answers held, or so many
@@ -380,13 +382,16 @@ class PollSchedule:
     def plan(self, hint: float | None = None) -> PollPlan:
         """The poll plan of a task accepted now. ``hint``: the provider's estimate (s)."""
         hinted = hint is not None and hint > 0 and math.isfinite(hint)
-        base = hint if hinted and hint is not None else self._initial
+        # A provider's hint is advice, not a promise: clamped, so a hint of hours (or 1e308)
+        # cannot push the first check out of reach.
+        base = min(max(hint, _MIN_GAP), _HINT_MAX) if hinted and hint is not None else self._initial
+        cap = self._max_interval  # no interval, the first one included, exceeds it
         if not self._anchored:  # the prior: the first hint, else ``initial``
             self._anchored = True
             self._fit.mu = self._fit.mu0 = math.log(base)
         if self._learned:
             first = self._jittered(self._ideal(None), self._learned_jitter())
-            return PollPlan(self, max(_MIN_GAP, first), scout=False, deadline=0.0)
+            return PollPlan(self, min(cap, max(_MIN_GAP, first)), scout=False, deadline=0.0)
         low, high = _HINT_SPREAD if hinted else _SPREAD
         scout = not self._recheck_mode or (
             self._scouts < _SCOUTS or self._rng.random() < _SCOUT_SHARE
@@ -396,8 +401,8 @@ class PollSchedule:
             first = base * math.exp(self._rng.uniform(math.log(low), math.log(high)))
         else:
             first = base * low
-        deadline = min(base * _BLIND, base + self._max_interval)
-        return PollPlan(self, max(_MIN_GAP, first), scout=scout, deadline=deadline)
+        deadline = min(base * _BLIND, cap)
+        return PollPlan(self, min(cap, max(_MIN_GAP, first)), scout=scout, deadline=deadline)
 
     def observe(
         self, plan: PollPlan, attempt: int, done: bool, *, elapsed: float | None = None
@@ -476,8 +481,7 @@ class PollSchedule:
             want = self._ideal(prev)
             if want < 0.0:
                 return elapsed
-            if prev is not None:
-                want = min(want, prev + self._max_interval)
+            want = min(want, (prev or 0.0) + self._max_interval)
         elif plan._scout:
             return elapsed
         else:

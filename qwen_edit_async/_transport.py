@@ -9,7 +9,13 @@ Retry rules (DESIGN.md, "Retries that never double-charge"):
 - A create whose connection closed cleanly, timed out, or answered with an unreadable body
   after the request was written may have created (and billed) a job: it raises
   :class:`SubmitUncertainError` and is not resent unless ``retry_uncertain`` is set.
+- Anything that fails before a byte of the request was written (an unusable URL, DNS, TLS,
+  a refused or timed-out connect) is a :class:`TransportError`: not sent, never uncertain.
+  An unusable URL is not retried.
 - GETs (status requests, downloads) are retried on any transport failure.
+- Answers are read up to ``max_response_bytes``; a status request ends after
+  ``status_timeout`` whatever the pace of its answer. Every answer body is masked (the key,
+  any ``Bearer`` token) before anything reads it.
 - Errors that cannot succeed (bad request, content filter, authentication, quota) are raised
   at once.
 """
@@ -22,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import TypeVar
 
 import aiohttp
@@ -38,6 +44,7 @@ from ._errors import (
     TransportError,
 )
 from ._models import EditResult
+from ._redact import Redactor
 from ._version import __version__
 from .providers._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskStatus
 
@@ -51,12 +58,31 @@ _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 _USER_AGENT = f"qwen-edit-async/{__version__}"
 
 
+# Failures raised before anything was written: the request cannot have been received.
+_UNUSABLE_URL: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", None))
+    if cls is not None
+)
+_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ConnectionTimeoutError", None),) if cls is not None
+)
+
+
 class _NotReceived(Exception):
     """The request certainly did not reach the provider's application."""
 
 
+class _Unusable(_NotReceived):
+    """The URL cannot be requested at all: sending it again cannot help."""
+
+
 class _Lost(Exception):
     """The request was written but no answer came back (the job may exist)."""
+
+
+class _TooLarge(_Lost):
+    """The answer is larger than the cap: it was not read."""
 
 
 class Transport:
@@ -77,6 +103,7 @@ class Transport:
     ) -> None:
         self.provider = provider
         self._key = api_key
+        self._redact = Redactor(api_key.get())
         self._config = config
         self._session = session
         self._owns_session = session is None
@@ -165,10 +192,32 @@ class Transport:
             )
         return timeout
 
+    def _answer_cap(self, *, creates: bool) -> int:
+        cfg = self._config
+        if creates and self.provider.mode == "sync":
+            # A synchronous answer may carry up to 6 images inline, base64 (4/3 of the bytes).
+            return cfg.max_response_bytes + 8 * cfg.download_max_bytes
+        return cfg.max_response_bytes
+
     async def _exchange(
-        self, request: HttpRequest, read_timeout: float
+        self,
+        request: HttpRequest,
+        read_timeout: float,
+        *,
+        cap: int,
+        total: float | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """Send once; classify a failure as not received or lost."""
+        """Send once; classify a failure as not received or lost. ``total`` bounds it all."""
+        try:
+            with anyio.fail_after(total) if total is not None else nullcontext():
+                return await self._exchange_once(request, read_timeout, cap)
+        except TimeoutError as exc:
+            # Only the deadline lands here: a read timeout inside is already classified.
+            raise _Lost(f"no complete answer within {total:g} s") from exc
+
+    async def _exchange_once(
+        self, request: HttpRequest, read_timeout: float, cap: int
+    ) -> tuple[int, Mapping[str, str], bytes]:
         start = time.perf_counter()
         try:
             async with self.session.request(
@@ -179,23 +228,29 @@ class Transport:
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
             ) as response:
-                try:
-                    body = await response.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    raise _Lost(f"the answer was cut off: {_describe(exc)}") from exc
                 status, headers = response.status, response.headers
+                try:
+                    # An error answer is classified by its status; its body is only context.
+                    body = await _read_capped(response, cap, truncate=status >= 300)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    raise _Lost(f"the answer was cut off: {self._describe(exc)}") from exc
+        except _UNUSABLE_URL as exc:
+            raise _Unusable(f"the URL cannot be requested: {self._describe(exc)}") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise _NotReceived(f"could not connect: {_describe(exc)}") from exc
+            # DNS, TLS and refused connections all fail here, before anything is written.
+            raise _NotReceived(f"could not connect: {self._describe(exc)}") from exc
+        except _CONNECT_TIMEOUT as exc:
+            raise _NotReceived(f"could not connect: {self._describe(exc)}") from exc
         except aiohttp.ServerDisconnectedError as exc:
             raise _Lost("the server closed the connection without answering") from exc
         except aiohttp.ClientOSError as exc:
             if exc.errno in _RESET_ERRNOS:
-                raise _NotReceived(f"the connection was reset: {_describe(exc)}") from exc
-            raise _Lost(f"the connection failed: {_describe(exc)}") from exc
+                raise _NotReceived(f"the connection was reset: {self._describe(exc)}") from exc
+            raise _Lost(f"the connection failed: {self._describe(exc)}") from exc
         except asyncio.TimeoutError as exc:
             raise _Lost(f"no answer within {read_timeout:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise _Lost(f"the request failed: {_describe(exc)}") from exc
+            raise _Lost(f"the request failed: {self._describe(exc)}") from exc
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s %s -> %d in %.3f s request_id=%s",
@@ -205,7 +260,11 @@ class Transport:
                 time.perf_counter() - start,
                 headers.get("X-Request-Id") or headers.get("x-dashscope-request-id"),
             )
-        return status, headers, body
+        # Provider text enters here: the key it may quote never goes further.
+        return status, headers, self._redact.bytes(body)
+
+    def _describe(self, exc: BaseException) -> str:
+        return self._redact.text(str(exc) or type(exc).__name__)
 
     async def create(self, request: HttpRequest) -> EditResult | TaskAccepted:
         """Send a job-creating request; retry only what the provider certainly refused."""
@@ -219,16 +278,21 @@ class Transport:
             attempt += 1
             await self._wait_cooldown()
             try:
-                status, headers, body = await self._exchange(request, read_timeout)
+                status, headers, body = await self._exchange(
+                    request, read_timeout, cap=self._answer_cap(creates=True)
+                )
                 if 200 <= status < 300:
                     try:
-                        return provider.parse_create(status, headers, body)
+                        return _parse(provider.parse_create, status, headers, body)
                     except ProtocolError as exc:
                         raise _Lost(f"the answer could not be read: {exc.message}") from exc
-                raise provider.parse_error(status, headers, body)
+                raise _parse(provider.parse_error, status, headers, body)
             except _NotReceived as exc:
                 error: QwenEditError = TransportError(str(exc), provider=provider.name)
                 error.__cause__ = exc.__cause__
+                if isinstance(exc, _Unusable):
+                    error.retryable = False  # the same URL again cannot help
+                    raise error from exc.__cause__
             except _Lost as exc:
                 error = SubmitUncertainError(
                     f"{exc}; the job may have been created (and billed) anyway",
@@ -264,10 +328,10 @@ class Transport:
         def parse(status: int, headers: Mapping[str, str], body: bytes) -> TaskStatus:
             self.status_requests += 1
             if 200 <= status < 300:
-                return self.provider.parse_status(task_id, status, headers, body)
-            raise self.provider.parse_error(status, headers, body, task_id=task_id)
+                return _parse(self.provider.parse_status, task_id, status, headers, body)
+            raise _parse(self.provider.parse_error, status, headers, body, task_id=task_id)
 
-        return await self.get(request, parse, attempts=attempts)
+        return await self.get(request, parse, attempts=attempts, total=self._config.status_timeout)
 
     async def get(
         self,
@@ -275,19 +339,31 @@ class Transport:
         parse: Callable[[int, Mapping[str, str], bytes], T],
         *,
         attempts: int | None = None,
+        total: float | None = None,
     ) -> T:
-        """A GET retried on any transport failure and on retryable error answers."""
+        """A GET retried on any transport failure and on retryable error answers.
+
+        ``total``: seconds for each attempt, its answer included.
+        """
         max_attempts = attempts or self._config.max_attempts
         next_wait = self._waits()
         attempt = 0
         while True:
             attempt += 1
             try:
-                status, headers, body = await self._exchange(request, self._config.read_timeout)
+                status, headers, body = await self._exchange(
+                    request,
+                    self._config.read_timeout,
+                    cap=self._answer_cap(creates=False),
+                    total=total,
+                )
                 return parse(status, headers, body)
             except (_NotReceived, _Lost) as exc:
                 error: QwenEditError = TransportError(str(exc), provider=self.provider.name)
                 error.__cause__ = exc.__cause__
+                if isinstance(exc, (_Unusable, _TooLarge)):
+                    error.retryable = False  # the same answer again cannot help
+                    raise error from exc.__cause__
             except ProtocolError as exc:
                 error = exc
                 error.retryable = True
@@ -312,9 +388,39 @@ class Transport:
             yield response
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, *, truncate: bool) -> bytes:
+    """The body, at most ``cap`` bytes: more raises :class:`_TooLarge`, or with ``truncate``
+    gives the first ``cap`` bytes (and leaves the rest unread)."""
+    length = response.content_length
+    if length is not None and length <= cap:
+        return await response.read()  # the parser stops at Content-Length
+    if length is not None and not truncate:
+        raise _TooLarge(_too_large(cap, f"{length} bytes"))
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            if truncate:
+                return b"".join(parts)[:cap]
+            raise _TooLarge(_too_large(cap, "more"))
+    return b"".join(parts)
+
+
+def _too_large(cap: int, size: str) -> str:
+    return (
+        f"the answer ({size}) is larger than max_response_bytes={cap}; it was not read "
+        "(raise max_response_bytes in ClientConfig if such answers are expected)"
+    )
+
+
+def _parse(parse: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run a dialect's reader; an answer too deeply nested to read is a ProtocolError."""
+    try:
+        return parse(*args, **kwargs)
+    except RecursionError as exc:
+        raise ProtocolError("unreadable answer: JSON nested too deeply") from exc
 
 
 def _path(url: str) -> str:

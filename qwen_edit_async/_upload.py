@@ -44,7 +44,7 @@ class HttpUploader:
                         f"the upload to {self.url} failed with HTTP {response.status}"
                     )
                 payload: Any = await response.json(content_type=None)
-        except (aiohttp.ClientError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the upload to {self.url} failed: {exc}") from exc
         url = payload.get("url") if isinstance(payload, dict) else None
         if not isinstance(url, str) or not url:

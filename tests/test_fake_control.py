@@ -53,6 +53,7 @@ def test_public_names() -> None:
         "FakeProvider",
         "FakeStats",
         "Faults",
+        "HostileProvider",
         "Latency",
         "fake_provider",
         "fake_provider_factory",

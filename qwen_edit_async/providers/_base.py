@@ -18,12 +18,13 @@ import dataclasses
 import email.utils
 import enum
 import time
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
-from .._errors import APIError, QwenEditError, ValidationError
+from .._errors import APIError, ConfigurationError, QwenEditError, ValidationError
 from .._models import EditRequest, EditResult
 
 __all__ = [
@@ -131,11 +132,44 @@ def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, provider: str, stat
     """Decode ``body`` or raise :class:`ProtocolError` saying what was wrong."""
     try:
         return decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the decoder follows; unreadable too.
         snippet = body[:200].decode("utf-8", "replace")
         raise ProtocolError(
             f"unreadable answer: {exc}; body starts {snippet!r}", provider=provider, status=status
         ) from exc
+
+
+def check_base_url(url: str, *, provider: str | None = None) -> str:
+    """``url`` without its trailing slash, or :class:`ConfigurationError` if it is not an
+    http(s) root URL (``127.0.0.1:8765`` without a scheme would never reach a server).
+
+    >>> check_base_url("http://127.0.0.1:8000/")
+    'http://127.0.0.1:8000'
+    """
+    problem = None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        problem = "it must start with http:// or https://"
+    elif any(c.isspace() or ord(c) < 32 for c in url):
+        problem = "it must not contain spaces or control characters"
+    else:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        except ValueError as exc:
+            problem = f"it cannot be parsed ({exc})"
+        else:
+            if not parts.hostname:
+                problem = "it has no host"
+            elif parts.query or parts.fragment:
+                problem = "it must not have a query or a fragment"
+    if problem is not None:
+        raise ConfigurationError(
+            f"base_url: {url!r} is not an http(s) root URL: {problem}; give scheme and host, "
+            "for example 'https://dashscope-intl.aliyuncs.com' or 'http://127.0.0.1:8000'",
+            provider=provider,
+        )
+    return url.rstrip("/")
 
 
 class Provider(abc.ABC):
@@ -167,7 +201,7 @@ class Provider(abc.ABC):
     default_model: ClassVar[str] = "qwen-image-edit-plus"
 
     def __init__(self, *, base_url: str | None = None, model: str | None = None) -> None:
-        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.base_url = check_base_url(base_url or self.default_base_url, provider=self.name)
         self.model = model or self.default_model
 
     def replace(self: P, *, base_url: str | None = None, model: str | None = None) -> P:

@@ -15,13 +15,12 @@ older ones (see :func:`~qwen_edit_async.providers._openai.openai_error`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
 from .._errors import APIError
 from .._models import EditRequest, GeneratedImage
 from ._base import HttpRequest
 from ._openai import openai_error
-from ._task import TaskBody, TaskProvider
+from ._task import TaskBody, TaskProvider, task_segment
 from ._wire import (
     ENCODER,
     JSON_HEADERS,
@@ -106,7 +105,7 @@ class Evolink(TaskProvider[_Task]):
         return HttpRequest("POST", url, ENCODER.encode(body), JSON_HEADERS)
 
     def build_status(self, task_id: str) -> HttpRequest:
-        url = f"{self.base_url}/v1/tasks/{quote(task_id, safe='')}"
+        url = f"{self.base_url}/v1/tasks/{task_segment(task_id)}"
         return HttpRequest("GET", url, None, NO_HEADERS)
 
     def estimated_time(self, task: _Task) -> float | None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
-from .._errors import QwenEditError, task_error
+from .._errors import QwenEditError, ValidationError, task_error
 from .._models import EditResult, GeneratedImage
 from ._base import ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
 from ._wire import ErrorDetail, WireResponse, error_fields, is_success, load, request_id
@@ -44,6 +45,25 @@ _STATES = {
     "cancelled": TaskState.FAILED,
     "canceled": TaskState.FAILED,
 }
+
+
+def task_segment(task_id: str) -> str:
+    """``task_id`` quoted as exactly one URL path segment.
+
+    ``/`` and ``?`` are escaped; an empty id, ``.`` and ``..`` are refused with
+    :class:`ValidationError`, because URL normalisation would turn them into another path
+    (``/v1/tasks/..`` is ``/v1/``) and the request would reach a different endpoint.
+
+    >>> task_segment("task-1/../x?y")
+    'task-1%2F..%2Fx%3Fy'
+    """
+    if not isinstance(task_id, str) or task_id.strip() in ("", ".", ".."):
+        raise ValidationError(
+            f"task_id: {task_id!r} is not a task id (empty, '.' and '..' cannot be a URL "
+            "path segment)",
+            field="task_id",
+        )
+    return quote(task_id, safe="")
 
 
 def task_state(word: str) -> TaskState:

@@ -16,7 +16,6 @@ HTTP errors (401, 403 for a missing balance or permission, 429, 500) carry ``mes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import quote
 
 import msgspec
 
@@ -24,7 +23,7 @@ from .._errors import APIError, api_error
 from .._models import EditRequest, GeneratedImage
 from ._base import HttpRequest, parse_retry_after
 from ._native import native_request
-from ._task import TaskBody, TaskProvider
+from ._task import TaskBody, TaskProvider, task_segment
 from ._wire import (
     NO_HEADERS,
     WireResponse,
@@ -108,7 +107,7 @@ class Vtrix(TaskProvider[_Task]):
         return native_request(url, request, images, self.wire_model(model))
 
     def build_status(self, task_id: str) -> HttpRequest:
-        url = f"{self.base_url}/model/v1/generation/task/{quote(task_id, safe='')}"
+        url = f"{self.base_url}/model/v1/generation/task/{task_segment(task_id)}"
         return HttpRequest("GET", url, None, NO_HEADERS)
 
     def result_images(self, task: _Task) -> list[GeneratedImage]:

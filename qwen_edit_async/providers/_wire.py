@@ -86,7 +86,7 @@ def load_error(body: bytes) -> tuple[ErrorBody, Any]:
     """
     try:
         raw = _ANY.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested too deeply
         return ErrorBody(), body[:500].decode("utf-8", "replace").strip() or None
     try:
         return msgspec.convert(raw, ErrorBody), raw

@@ -37,6 +37,9 @@ funds), ``[stuck]`` (never finishes). Sync dialects refuse ``[filter]``/``[quota
 submission and answer ``[fail]`` with an error after the latency; task dialects report them
 as failed tasks.
 
+``HostileProvider`` is a provider that misbehaves on purpose (keys echoed in errors, huge,
+deeply nested and dripping answers, unusable result URLs), to test a client against it.
+
 Run it standalone with ``python -m qwen_edit_async.testing --port 0`` (prints
 ``serving on http://127.0.0.1:PORT``). For pytest, import the fixtures into a conftest:
 ``from qwen_edit_async.testing import fake_provider, fake_provider_factory``.
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cli import main
 from ._faults import Faults
+from ._hostile import HostileProvider
 from ._latency import Latency
 from ._server import FakeProvider
 from ._stats import FakeStats
@@ -59,6 +63,7 @@ __all__ = [
     "FakeProvider",
     "FakeStats",
     "Faults",
+    "HostileProvider",
     "Latency",
     "fake_provider",
     "fake_provider_factory",
