@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import logging
@@ -162,6 +163,8 @@ class QwenEditClient:
         self._on_progress = on_progress
         self._state: Literal["new", "open", "closed"] = "new"
         self._task_group: TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._waiting = 0
         self._completed = 0
         self._failed = 0
@@ -181,27 +184,62 @@ class QwenEditClient:
         if self._state == "closed":
             raise RuntimeError("a closed QwenEditClient cannot be reopened; create a new one")
         await self._transport.open()
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        task_group.start_soon(self._poller.run, task_group)
+        # The task group lives in a task of its own, not in the caller's: then any task may
+        # close the client (a FastAPI lifespan, a signal handler), and a job's failure never
+        # cancels the code inside ``async with``.
+        started: asyncio.Future[TaskGroup] = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        runner = self._runner = asyncio.create_task(self._hold_task_group(started))
+        try:
+            await asyncio.wait((started, runner), return_when=asyncio.FIRST_COMPLETED)
+            if not started.done():
+                raise RuntimeError("the client's task group ended as it started") from (
+                    runner.exception()
+                )
+        except BaseException:
+            runner.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(runner, return_exceptions=True)
+                await self._transport.aclose()
+            self._state = "closed"
+            raise
+        self._task_group = started.result()
         self._state = "open"
         return self
+
+    async def _hold_task_group(self, started: asyncio.Future[TaskGroup]) -> None:
+        """Own the client's task group (the poller and every job) until :meth:`aclose`."""
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self._poller.run, task_group)
+            started.set_result(task_group)
+            await self._stop.wait()
+            task_group.cancel_scope.cancel()
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel pending work, stop the poller and close the session (if owned)."""
+        """Cancel pending work, stop the poller and close the session (if owned).
+
+        Any task may call it, not only the one that opened the client; calling it again,
+        or on a client never opened, does nothing.
+        """
         if self._state != "open":
             self._state = "closed"
             return
         self._state = "closed"
-        task_group, self._task_group = self._task_group, None
+        self._task_group = None
+        runner, self._runner = self._runner, None
         try:
-            if task_group is not None:
-                task_group.cancel_scope.cancel()
-                await task_group.__aexit__(None, None, None)
+            self._stop.set()
+            if runner is not None:
+                # Shielded: a caller cancelled while closing still leaves nothing running.
+                with anyio.CancelScope(shield=True):
+                    (outcome,) = await asyncio.gather(runner, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    # Jobs and the poller catch their own errors; this is a bug, so say so
+                    # rather than raise an exception group out of a close.
+                    logger.error("the client's task group failed", exc_info=outcome)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._transport.aclose()
@@ -322,9 +360,10 @@ class QwenEditClient:
             request = job.request
             assert request is not None
             job.status = JobStatus.SUBMITTING
-            images = request.images
-            if not all(isinstance(i, str) and i.startswith(_URL_PREFIXES) for i in images):
-                images = await self._preparer.prepare(images)
+            inputs = request.images
+            images = [i for i in inputs if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
+            if len(images) != len(inputs):
+                images = await self._preparer.prepare(inputs)
             http = provider.build_create(request, images, model=model)
             if self._submit_gate is not None:
                 await self._submit_gate.wait()

@@ -7,7 +7,10 @@ whose ``repr`` and ``str`` never show it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
+import typing
 from collections.abc import Mapping
 
 from ._errors import ConfigurationError, ValidationError
@@ -120,15 +123,10 @@ class ClientConfig:
     image_cache_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        hints = _field_types()
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or value is None:
-                continue
-            if isinstance(value, (int, float)) and value <= 0 and field.name != "poll_jitter":
-                raise ValidationError(
-                    f"{field.name}: {value} must be greater than 0", field=field.name
-                )
-        if not 0 <= self.poll_jitter < 1:
+            _check_field(field.name, getattr(self, field.name), hints[field.name])
+        if not self.poll_jitter < 1:
             raise ValidationError(
                 f"poll_jitter: {self.poll_jitter} must be from 0 to below 1", field="poll_jitter"
             )
@@ -140,6 +138,41 @@ class ClientConfig:
             raise ValidationError(
                 f"max_attempts: {self.max_attempts} must be at least 1", field="max_attempts"
             )
+
+
+@functools.cache
+def _field_types() -> dict[str, object]:
+    return typing.get_type_hints(ClientConfig)
+
+
+#: Fields that may be 0; every other number must be greater than 0.
+_ZERO_ALLOWED = frozenset({"poll_jitter"})
+
+
+def _check_field(name: str, value: object, annotation: object) -> None:
+    """Refuse a value that is not of the field's kind: a bool where a bool is meant, a whole
+    number for counts, a finite number for seconds and rates (NaN compares false with every
+    bound, so it would slip through range checks and loop forever)."""
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    if value is None:
+        if type(None) in kinds:
+            return
+        raise ValidationError(f"{name}: None is not allowed; give a number", field=name)
+    if bool in kinds:
+        if not isinstance(value, bool):
+            raise ValidationError(f"{name}: {value!r} is not True or False", field=name)
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(f"{name}: {value!r} is not a number", field=name)
+    if float not in kinds and not isinstance(value, int):
+        raise ValidationError(f"{name}: {value!r} must be a whole number", field=name)
+    if not math.isfinite(value):
+        raise ValidationError(f"{name}: {value!r} must be a finite number", field=name)
+    if name in _ZERO_ALLOWED:
+        if value < 0:
+            raise ValidationError(f"{name}: {value} must be 0 or more", field=name)
+    elif value <= 0:
+        raise ValidationError(f"{name}: {value} must be greater than 0", field=name)
 
 
 _testing = False

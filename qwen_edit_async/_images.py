@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import IO, Any, BinaryIO, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 import imagesize
@@ -275,6 +275,12 @@ def _check_str(value: str) -> str | Path:
     scheme = match.group(1).lower()
     if scheme in ("http", "https"):
         try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Invalid(
+                f"URL {_show(value)} is not valid Unicode (a lone surrogate); {_FORMS}"
+            ) from None
+        try:
             host = urlsplit(value).hostname
         except ValueError as exc:
             raise _Invalid(f"URL {_show(value)} is malformed ({exc}); {_FORMS}") from exc
@@ -384,7 +390,7 @@ def _check_path(text: str) -> Path:
             _header_cache.move_to_end(key)
             return path
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, subject) as fh:
             info = _inspect(fh, st.st_size, subject)
     except OSError as exc:
         raise _Invalid(f"{subject} cannot be read ({_reason(exc)}); {_FORMS}") from exc
@@ -393,6 +399,24 @@ def _check_path(text: str) -> Path:
         if len(_header_cache) > _HEADER_CACHE_SIZE:
             _header_cache.popitem(last=False)
     return path
+
+
+def open_regular(path: Path, subject: str) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file, without ever blocking.
+
+    A FIFO or device put in a file's place after it was checked would make a plain ``open``
+    wait for a writer forever (in a worker thread nobody can cancel): ``O_NONBLOCK`` makes
+    that open return at once, and the opened file itself is checked, not the name.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Invalid(f"{subject} is not a regular file; images must be image files")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _file_key(path: Path, st: os.stat_result) -> tuple[Any, ...]:
@@ -404,7 +428,7 @@ def _reason(exc: BaseException) -> str:
     return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
-def image_kind(value: str | bytes | Path) -> ImageKind:
+def image_kind(value: ImageInput) -> ImageKind:
     """The kind of a value returned by :func:`check_image`.
 
     >>> image_kind("https://example.com/a.png"), image_kind(Path("a.png"))

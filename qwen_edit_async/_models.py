@@ -42,7 +42,10 @@ MAX_N = 6
 MAX_NEGATIVE_PROMPT = 500
 MAX_SEED = 2_147_483_647
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$", re.ASCII)
+#: More digits than any side can have; a longer number is out of range without parsing it
+#: (int() refuses strings over 4300 digits with a bare ValueError).
+_MAX_SIDE_DIGITS = 6
 
 
 def _snap(side: int) -> int:
@@ -93,7 +96,15 @@ class Size(msgspec.Struct, frozen=True):
                     "for example '1024*1536'",
                     field="size",
                 )
-            return cls(int(match.group(1)), int(match.group(2)))
+            width, height = match.group(1), match.group(2)
+            for name, digits in (("width", width), ("height", height)):
+                if len(digits.lstrip("0")) > _MAX_SIDE_DIGITS:
+                    raise ValidationError(
+                        f"size.{name}: {_show_number(digits)} is out of range; each side must "
+                        f"be {MIN_SIDE} to {MAX_SIDE} pixels",
+                        field="size",
+                    )
+            return cls(int(width), int(height))
         if isinstance(value, (tuple, list)) and len(value) == 2:
             return cls(value[0], value[1])
         raise ValidationError(
@@ -110,12 +121,29 @@ class Size(msgspec.Struct, frozen=True):
         return self.format()
 
 
+def _show_number(digits: str) -> str:
+    return digits if len(digits) <= 12 else f"a number of {len(digits)} digits"
+
+
 SizeLike = Union[Size, str, tuple[int, int]]
 
 
 def _optional_bool(name: str, value: object) -> None:
     if value is not None and not isinstance(value, bool):
         raise ValidationError(f"{name}: {value!r} is not a boolean; use True or False", field=name)
+
+
+def _check_unicode(name: str, value: str) -> None:
+    # A lone surrogate (from a bad decode or an escaped JSON string) cannot be sent as UTF-8:
+    # refuse it here rather than fail with UnicodeEncodeError halfway through a request.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            f"{name}: character {exc.start} is a lone surrogate ({value[exc.start]!a}); "
+            "text must be valid Unicode",
+            field=name,
+        ) from None
 
 
 def _int_in(name: str, value: object, low: int, high: int) -> None:
@@ -130,20 +158,25 @@ def _int_in(name: str, value: object, low: int, high: int) -> None:
         )
 
 
-class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class EditRequest(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, frozen=True
+):
     """One edit: 1–3 input images and an instruction.
 
-    Validated at construction; the stored ``size`` is the snapped :class:`Size` the provider
-    will produce. ``images`` keeps each input in a normalized form: ``str`` for URLs and data
-    URIs, :class:`pathlib.Path` for local files, ``bytes`` for raw image data. Fields left
-    as ``None`` are not sent: the provider's default applies.
+    Validated at construction and immutable afterwards, so what was checked is what is sent;
+    derive a variant with ``msgspec.structs.replace(request, n=2)``, which validates again.
+    The stored ``size`` is the snapped :class:`Size` the provider will produce. ``images`` is
+    a tuple of the inputs in a normalized form: ``str`` for URLs and data URIs,
+    :class:`pathlib.Path` for local files, ``bytes`` for raw image data. Fields left as
+    ``None`` are not sent: the provider's default applies.
 
     >>> req = EditRequest(images=["cat.png"], prompt="Make it a watercolour")  # doctest: +SKIP
     >>> EditRequest(images=["https://example.com/a.png"], prompt="x", size="1033*1032").size
     Size(width=1040, height=1024)
     """
 
-    images: list[Any]
+    # Any: msgspec decodes manifests into this type, and it cannot decode os.PathLike.
+    images: Sequence[Any]
     prompt: str
     negative_prompt: str | None = None
     n: int | None = None
@@ -169,8 +202,8 @@ class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
                 f"images: {len(images)} given; an edit takes 1 to {MAX_IMAGES} images",
                 field="images",
             )
-        normalized = [check_image(image, f"images[{i}]") for i, image in enumerate(images)]
-        self.images = normalized
+        normalized = tuple(check_image(image, f"images[{i}]") for i, image in enumerate(images))
+        msgspec.structs.force_setattr(self, "images", normalized)
 
         if not isinstance(self.prompt, str):
             raise ValidationError(
@@ -181,6 +214,7 @@ class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
             raise ValidationError(
                 "prompt: it is empty; an edit needs an instruction", field="prompt"
             )
+        _check_unicode("prompt", self.prompt)
 
         if self.negative_prompt is not None:
             if not isinstance(self.negative_prompt, str):
@@ -194,12 +228,13 @@ class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
                     f"{MAX_NEGATIVE_PROMPT} are allowed (the provider would cut the rest silently)",
                     field="negative_prompt",
                 )
+            _check_unicode("negative_prompt", self.negative_prompt)
         if self.n is not None:
             _int_in("n", self.n, 1, MAX_N)
         if self.seed is not None:
             _int_in("seed", self.seed, 0, MAX_SEED)
         if self.size is not None:
-            self.size = Size.parse(self.size)
+            msgspec.structs.force_setattr(self, "size", Size.parse(self.size))
         _optional_bool("prompt_extend", self.prompt_extend)
         _optional_bool("watermark", self.watermark)
         if self.callback_url is not None:
@@ -210,6 +245,7 @@ class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
                     f"callback_url: {self.callback_url!r} is not an https:// URL",
                     field="callback_url",
                 )
+            _check_unicode("callback_url", self.callback_url)
             if len(self.callback_url) > 2048:
                 raise ValidationError(
                     f"callback_url: {len(self.callback_url)} characters; at most 2048 are allowed",
@@ -222,6 +258,7 @@ class EditRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
         Fields that were not set are left out.
         """
         out: dict[str, Any] = msgspec.to_builtins(self, enc_hook=_enc_hook)
+        out["images"] = list(out["images"])  # a JSON array, as it was given
         return out
 
 

@@ -11,7 +11,6 @@ import base64
 import binascii
 import io
 import os
-import stat
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from ._images import (
     _FORMS,
     MAX_IMAGE_BYTES,
     ImageInfo,
+    ImageInput,
     Uploader,
     _file_key,
     _inspect,
@@ -34,6 +34,7 @@ from ._images import (
     _reason,
     _show,
     image_kind,
+    open_regular,
 )
 
 __all__ = ["ImagePreparer"]
@@ -50,10 +51,8 @@ def _read_file(path: Path) -> tuple[bytes, ImageInfo, tuple[Any, ...]]:
     """Read and re-check a file (in a worker thread); return data, info and cache key."""
     subject = f"file {_show(str(path))}"
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, subject) as fh:
             st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise _Invalid(f"{subject} is no longer a regular file; images must be files")
             if st.st_size > MAX_IMAGE_BYTES:
                 raise _Invalid(f"{subject} is {_mb(st.st_size)}; images must be at most 10 MB")
             data = fh.read(st.st_size + 1)
@@ -137,9 +136,7 @@ class ImagePreparer:
             "in_flight": len(self._pending),
         }
 
-    async def prepare(
-        self, images: Sequence[str | bytes | Path], *, field: str = "images"
-    ) -> list[str]:
+    async def prepare(self, images: Sequence[ImageInput], *, field: str = "images") -> list[str]:
         """Return one provider-ready string per input, in order."""
         out: list[str] = []
         for index, image in enumerate(images):
@@ -156,7 +153,7 @@ class ImagePreparer:
                 ) from None
         return out
 
-    async def _prepare_one(self, image: str | bytes | Path) -> str:
+    async def _prepare_one(self, image: ImageInput) -> str:
         kind = image_kind(image)
         if kind in ("url", "oss"):
             assert isinstance(image, str)
@@ -199,8 +196,10 @@ class ImagePreparer:
                 data, info, key = _read_file(path)
                 return _to_data_uri(data, info.mime), key
 
-            return await anyio.to_thread.run_sync(read_and_encode)
-        data, info, key = await anyio.to_thread.run_sync(_read_file, path)
+            # A read stuck in the kernel (a hung network mount) must not hold up the job's
+            # deadline or the client's close: on cancellation the thread is abandoned.
+            return await anyio.to_thread.run_sync(read_and_encode, abandon_on_cancel=True)
+        data, info, key = await anyio.to_thread.run_sync(_read_file, path, abandon_on_cancel=True)
         return await self._upload(data, info.mime), key
 
     async def _from_bytes(self, data: bytes) -> tuple[str, None]:

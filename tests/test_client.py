@@ -270,10 +270,22 @@ async def test_per_call_model_override(fake: FakeProvider) -> None:
 async def test_connections_are_sized_for_max_in_flight() -> None:
     """With 150 jobs allowed in flight on a synchronous provider, 150 requests are open at
     once: the connection pool does not cap them at aiohttp's default of 100."""
-    async with FakeProvider(api_key=API_KEY, latency=0.4) as fake:
+    async with FakeProvider(api_key=API_KEY, latency=60) as fake:
         requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(150)]
         async with client_for(fake, "dashscope", max_in_flight=150) as client:
-            assert all([o.ok async for o in client.edit_many(requests)])
+
+            async def consume() -> None:
+                async for _ in client.edit_many(requests):
+                    pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                # The jobs never finish on their own: wait until all 150 are running at
+                # once (a pool of 100 connections would hold the rest back), then stop.
+                with anyio.fail_after(30):
+                    while fake.stats.running < 150:
+                        await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
         assert fake.stats.peak_running == 150
 
 

@@ -52,3 +52,41 @@ def test_base_url_without_a_scheme_is_a_configuration_error() -> None:
     """A base URL that is not http(s) fails at construction, before anything is sent."""
     with pytest.raises(qe.ConfigurationError, match="base_url"):
         qe.QwenEditClient("dashscope", api_key="k", base_url="127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("max_attempts", float("nan"), "whole number"),
+        ("max_attempts", 2.5, "whole number"),
+        ("max_attempts", True, "not a number"),
+        ("poll_concurrency", 8.0, "whole number"),
+        ("download_max_bytes", float("inf"), "whole number"),
+        ("job_timeout", float("nan"), "finite"),
+        ("job_timeout", float("inf"), "finite"),
+        ("poll_rate", float("-inf"), "finite"),
+        ("backoff_base", "0.5", "not a number"),
+        ("retry_uncertain", 1, "True or False"),
+        ("read_timeout", None, "None is not allowed"),
+    ],
+)
+def test_non_finite_fractional_and_mistyped_values_are_refused(
+    field: str, value: object, rule: str
+) -> None:
+    """NaN, infinities, fractional counts and values of the wrong kind are ValidationErrors
+    naming the field and the rule (NaN once made max_attempts retry a create without end)."""
+    with pytest.raises(qe.ValidationError, match=rf"^{field}: .*{rule}") as info:
+        qe.ClientConfig(**{field: value})  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_client_keywords_are_checked_like_the_config() -> None:
+    """Options given to the client go through the same checks as ClientConfig."""
+    with pytest.raises(qe.ValidationError, match="max_attempts"):
+        qe.QwenEditClient("dashscope", api_key="k", max_attempts=float("nan"))
+
+
+def test_valid_edge_values_are_accepted() -> None:
+    """None where a field allows it, zero jitter and whole floats for seconds are fine."""
+    config = qe.ClientConfig(job_timeout=None, submit_rate=None, poll_jitter=0, read_timeout=5)
+    assert config.job_timeout is None and config.poll_jitter == 0 and config.read_timeout == 5

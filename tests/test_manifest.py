@@ -45,8 +45,8 @@ def test_relative_image_paths_resolve_against_the_manifest_folder(
     first, second = read_manifest(Path(os.path.relpath(manifest)))
     assert first.error is None and second.error is None
     assert first.request is not None and second.request is not None
-    assert first.request.images == [folder / "in" / "a.png", "https://example.com/b.png"]
-    assert second.request.images == [folder / "in" / "a.png"]
+    assert first.request.images == (folder / "in" / "a.png", "https://example.com/b.png")
+    assert second.request.images == (folder / "in" / "a.png",)
 
 
 def test_ids_without_an_id_are_stable_content_hashes(folder: Path) -> None:

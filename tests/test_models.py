@@ -144,7 +144,7 @@ def test_manifest_style_decoding_validates_and_rejects_unknown_fields() -> None:
 def test_a_single_image_may_be_given_without_a_list(tmp_path: pathlib.Path) -> None:
     """edit("cat.png", ...) is common: one path or URL is taken as a one-image list."""
     request = qe.EditRequest(images=URL, prompt="x")  # type: ignore[arg-type]
-    assert request.images == [URL]
+    assert request.images == (URL,)
 
 
 def test_generated_image_bytes_from_b64() -> None:
@@ -153,3 +153,58 @@ def test_generated_image_bytes_from_b64() -> None:
     assert image.read_bytes() == b"hello"
     with pytest.raises(ValueError, match="download"):
         qe.GeneratedImage(url=URL).read_bytes()
+
+
+def test_a_request_cannot_be_changed_after_validation() -> None:
+    """EditRequest is frozen: n=99 or seed=-5 cannot be slipped in after the checks ran, and
+    the images are a tuple, so they cannot be swapped either."""
+    request = qe.EditRequest(images=[URL], prompt="x", n=2)
+    with pytest.raises(AttributeError):
+        request.n = 99  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        request.seed = -5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        request.images[0] = "file:///etc/passwd"  # type: ignore[index]
+    assert request.n == 2 and request.images == (URL,)
+
+
+def test_a_variant_is_derived_with_replace_and_validated_again() -> None:
+    """msgspec.structs.replace gives a new request, checked like a new one."""
+    request = qe.EditRequest(images=[URL], prompt="x", size="1033*1032")
+    variant = msgspec.structs.replace(request, n=3, size="1024x1536")
+    assert variant.n == 3 and variant.size == qe.Size(1024, 1536)
+    assert request.n is None and request.size == qe.Size(1040, 1024)
+    with pytest.raises(qe.ValidationError, match=r"^n: .*from 1 to 6"):
+        msgspec.structs.replace(request, n=99)
+    with pytest.raises(qe.ValidationError, match=r"^seed: "):
+        msgspec.structs.replace(request, seed=-5)
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_lone_surrogate_in_text_is_a_validation_error(field: str) -> None:
+    """Text that cannot be encoded as UTF-8 fails at construction, naming the field, not with
+    UnicodeEncodeError when the request is sent."""
+    fields = {"images": [URL], "prompt": "ok", field: "cat \ud800 hat"}
+    with pytest.raises(qe.ValidationError, match=rf"^{field}: character 4 is a lone surrogate"):
+        qe.EditRequest(**fields)  # type: ignore[arg-type]
+
+
+def test_a_callback_url_with_a_lone_surrogate_is_refused() -> None:
+    """A callback URL that cannot be encoded is refused like bad text."""
+    with pytest.raises(qe.ValidationError, match=r"^callback_url: .*lone surrogate"):
+        qe.EditRequest(images=[URL], prompt="x", callback_url="https://example.com/\udc80")
+
+
+@pytest.mark.parametrize(
+    "size", ["9" * 5000 + "*1024", "1024x" + "1" * 5000, "0000001024*" + "7" * 20]
+)
+def test_a_size_with_thousands_of_digits_is_a_validation_error(size: str) -> None:
+    """A side of thousands of digits is out of range (a ValidationError), not the bare
+    ValueError int() raises past 4300 digits; leading zeros do not count."""
+    with pytest.raises(qe.ValidationError, match=r"^size\.(width|height): .*out of range"):
+        qe.EditRequest(images=[URL], prompt="x", size=size)
+
+
+def test_leading_zeros_in_a_size_are_still_read() -> None:
+    """The digit bound ignores leading zeros: '0001024*01536' is 1024x1536."""
+    assert qe.Size.parse("0001024*01536") == qe.Size(1024, 1536)
