@@ -7,13 +7,12 @@ import threading
 
 import anyio
 import pytest
+from _imagegen import make_image
 from conftest import API_KEY
 
 import qwen_edit_async as qe
 import qwen_edit_async._prepare as prepare_module
 from qwen_edit_async.testing import FakeProvider
-
-from _imagegen import make_image
 
 URL = "https://example.com/a.png"
 

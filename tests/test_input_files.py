@@ -7,12 +7,11 @@ import pathlib
 
 import anyio
 import pytest
+from _imagegen import make_image
 from conftest import API_KEY
 
 import qwen_edit_async as qe
 from qwen_edit_async.testing import FakeProvider
-
-from _imagegen import make_image
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs (POSIX)")
 
