@@ -85,6 +85,8 @@ class ClientConfig:
     #: Seconds for a whole status request, its answer included: a provider that drips its
     #: answer cannot hold a check longer (the check is then retried).
     status_timeout: float = 30.0
+    #: Seconds for a whole image download (one attempt); a dripping download ends then.
+    download_timeout: float = 300.0
 
     #: Attempts for one request (the first plus retries) when the answer says "try again".
     max_attempts: int = 6

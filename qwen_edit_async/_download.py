@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import anyio
 
+from ._addresses import forbidden_address, forbidden_in
 from ._config import ClientConfig, testing_enabled
 from ._errors import DownloadError
 from ._models import EditResult, GeneratedImage
@@ -104,63 +104,117 @@ def _fsync_dir(folder: pathlib.Path) -> None:
         os.close(fd)
 
 
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_HOPS = 5
+
+
+def _check_url(url: str, index: int, provider: str) -> None:
+    """Refuse at once what no retry can fetch: other schemes, forbidden addresses."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        shown = url if len(url) <= 80 else url[:77] + "..."
+        raise DownloadError(
+            f"images[{index}]: {shown!r} is not an http(s) URL; it cannot be downloaded",
+            provider=provider,
+        )
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as exc:
+        raise DownloadError(f"images[{index}]: the URL cannot be read: {exc}") from exc
+    if not host:
+        raise DownloadError(f"images[{index}]: the URL has no host", provider=provider)
+    if forbidden_address(host):
+        raise DownloadError(
+            f"images[{index}]: {host} is a link-local or cloud-metadata address; refused",
+            provider=provider,
+        )
+
+
 async def _fetch(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
-    """GET ``url`` into memory, retrying transient failures; checks type and size."""
-    cap = config.download_max_bytes
+    """GET ``url`` into memory, retrying transient failures; checks type and size.
+
+    Each attempt, redirects included, ends within ``download_timeout``; a URL that cannot
+    be fetched (scheme, forbidden address, also after a redirect) fails at once.
+    """
+    provider = transport.provider.name
+    _check_url(url, index, provider)
     attempt = 0
     while True:
         attempt += 1
         try:
-            async with transport.stream(url) as response:
-                if response.status in (401, 403, 404, 410):
-                    reason = (
-                        "the URL has expired (result URLs are signed and valid about 24 h)"
-                        if _expired(url) or response.status == 403
-                        else "the URL was not found"
-                    )
-                    raise DownloadError(
-                        f"images[{index}]: HTTP {response.status}: {reason}",
-                        provider=transport.provider.name,
-                        status=response.status,
-                    )
-                if response.status >= 400:
-                    raise _Transient(f"HTTP {response.status}")
-                ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if ctype and not (
-                    ctype.startswith("image/") or ctype == "application/octet-stream"
-                ):
-                    raise DownloadError(
-                        f"images[{index}]: the server sent {ctype!r}, not an image",
-                        provider=transport.provider.name,
-                        status=response.status,
-                    )
-                length = response.content_length
-                if length is not None and length > cap:
-                    raise DownloadError(
-                        f"images[{index}]: {length} bytes exceeds download_max_bytes={cap}",
-                        provider=transport.provider.name,
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(256 * 1024):
-                    size += len(chunk)
-                    if size > cap:
-                        raise DownloadError(
-                            f"images[{index}]: more than download_max_bytes={cap} bytes",
-                            provider=transport.provider.name,
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
+            with anyio.move_on_after(config.download_timeout):
+                return await _fetch_once(transport, url, config, index)
+            # A deadline is not retried: a server that drips would drip again.
+            raise DownloadError(
+                f"images[{index}]: no complete download within download_timeout="
+                f"{config.download_timeout:g} s",
+                provider=provider,
+            )
         except DownloadError:
             raise
-        except (_Transient, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (_Transient, aiohttp.ClientError, OSError) as exc:  # OSError: timeouts too
+            forbidden = forbidden_in(exc)
+            if forbidden is not None:
+                raise DownloadError(f"images[{index}]: {forbidden}", provider=provider) from exc
             if attempt >= config.max_attempts:
                 raise DownloadError(
                     f"images[{index}]: download failed after {attempt} attempts: {exc}",
-                    provider=transport.provider.name,
+                    provider=provider,
                 ) from exc
             if not testing_enabled():
                 await anyio.sleep(min(config.backoff_max, config.backoff_base * 2**attempt))
+
+
+async def _fetch_once(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
+    provider = transport.provider.name
+    cap = config.download_max_bytes
+    for _ in range(_MAX_HOPS + 1):
+        async with transport.stream(url) as response:
+            if response.status in _REDIRECTS:
+                location = response.headers.get("Location")
+                if not location:
+                    raise _Transient(f"HTTP {response.status} without a Location")
+                url = urllib.parse.urljoin(str(response.url), location)
+                _check_url(url, index, provider)  # where a redirect leads is checked too
+                continue
+            if response.status in (401, 403, 404, 410):
+                reason = (
+                    "the URL has expired (result URLs are signed and valid about 24 h)"
+                    if _expired(url) or response.status == 403
+                    else "the URL was not found"
+                )
+                raise DownloadError(
+                    f"images[{index}]: HTTP {response.status}: {reason}",
+                    provider=provider,
+                    status=response.status,
+                )
+            if response.status >= 400:
+                raise _Transient(f"HTTP {response.status}")
+            ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+                raise DownloadError(
+                    f"images[{index}]: the server sent {ctype!r}, not an image",
+                    provider=provider,
+                    status=response.status,
+                )
+            length = response.content_length
+            if length is not None and length > cap:
+                raise DownloadError(
+                    f"images[{index}]: {length} bytes exceeds download_max_bytes={cap}",
+                    provider=provider,
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    raise DownloadError(
+                        f"images[{index}]: more than download_max_bytes={cap} bytes",
+                        provider=provider,
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+    raise DownloadError(f"images[{index}]: more than {_MAX_HOPS} redirects", provider=provider)
 
 
 class _Transient(Exception):
@@ -194,8 +248,15 @@ async def _save_one(
         raise DownloadError(f"images[{index}]: the bytes received are not a known image format")
     name = f"{stem}-{index}{ext}" if stem else f"{index}{ext}"
     path = folder / name
-    await anyio.to_thread.run_sync(_write_atomic, path, data)
+    try:
+        await anyio.to_thread.run_sync(_write_atomic, path, data)
+    except OSError as exc:  # a full disk, no permission: this job's download failed
+        raise _save_error(f"images[{index}]: could not save {path}", exc) from exc
     return path
+
+
+def _save_error(what: str, exc: OSError) -> DownloadError:
+    return DownloadError(f"{what}: {exc.strerror or exc}")
 
 
 async def download_result(
@@ -209,27 +270,39 @@ async def download_result(
 ) -> list[pathlib.Path]:
     """Save every image of ``result`` into ``dest`` (created if needed), in order."""
     folder = pathlib.Path(dest)
-    await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+    try:
+        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+    except OSError as exc:
+        raise _with_task(_save_error(f"could not create {folder}", exc), result) from exc
     if stem is None:
         stem = result.task_id or result.request_id or ""
     stem = safe_stem(stem) if stem else ""
     paths: list[pathlib.Path | None] = [None] * len(result.images)
-    errors: list[DownloadError] = []
+    errors: list[Exception] = []
 
     async def one(index: int, image: GeneratedImage) -> None:
         async with limiter:
             try:
                 paths[index] = await _save_one(transport, image, index, folder, stem, config)
-            except DownloadError as exc:
-                if exc.task_id is None:
-                    exc.task_id = result.task_id
-                errors.append(exc)
+            except Exception as exc:
+                # Kept, not raised: the task group would wrap it in an ExceptionGroup.
+                errors.append(_with_task(exc, result))
 
     async with anyio.create_task_group() as group:
         for index, image in enumerate(result.images):
             group.start_soon(one, index, image)
     if any(path is not None for path in paths):
-        await anyio.to_thread.run_sync(_fsync_dir, folder)
+        try:
+            await anyio.to_thread.run_sync(_fsync_dir, folder)
+        except OSError as exc:
+            errors.append(_with_task(_save_error(f"could not sync {folder}", exc), result))
     if errors:
-        raise errors[0]
+        # A DownloadError first; anything else (a bug) as itself, never grouped.
+        raise next((e for e in errors if isinstance(e, DownloadError)), errors[0])
     return [path for path in paths if path is not None]
+
+
+def _with_task(exc: Exception, result: EditResult) -> Exception:
+    if isinstance(exc, DownloadError) and exc.task_id is None:
+        exc.task_id = result.task_id
+    return exc

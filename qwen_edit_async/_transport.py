@@ -27,6 +27,7 @@ import errno
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from typing import TypeVar
@@ -35,6 +36,7 @@ import aiohttp
 import anyio
 import backoff
 
+from ._addresses import ForbiddenAddress, GuardedResolver, forbidden_address
 from ._config import ClientConfig, Secret, testing_enabled
 from ._errors import (
     APIError,
@@ -117,7 +119,11 @@ class Transport:
     async def open(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._connections, limit_per_host=0, ttl_dns_cache=300
+                limit=self._connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                # Names that resolve to link-local or metadata addresses are refused.
+                resolver=GuardedResolver(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -379,13 +385,34 @@ class Transport:
 
     @asynccontextmanager
     async def stream(self, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a download; the caller reads and checks the response (no key is sent)."""
+        """Open a download without following redirects (the caller checks each hop); the
+        caller reads and checks the response (no key is sent).
+
+        Raises :class:`ForbiddenAddress` for a link-local or metadata host, literal or
+        resolved (a session the caller shared has no guarded resolver: resolved here).
+        """
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if forbidden_address(host):
+            raise ForbiddenAddress(f"{host} is a link-local or cloud-metadata address; refused")
+        if not self._owns_session:
+            await _check_resolved(host)
         async with self.session.get(
             url,
             timeout=self._timeout(self._config.read_timeout),
-            allow_redirects=True,
+            allow_redirects=False,
         ) as response:
             yield response
+
+
+async def _check_resolved(host: str) -> None:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return  # the request itself will report the failure
+    if infos and all(forbidden_address(str(info[4][0])) for info in infos):
+        raise ForbiddenAddress(
+            f"{host} resolves to a link-local or cloud-metadata address only; refused"
+        )
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int, *, truncate: bool) -> bytes:
