@@ -139,7 +139,7 @@ async def test_a_dripping_download_ends_at_download_timeout(tmp_path: Path) -> N
     (a server that drips would drip again: not retried)."""
     async with HostileProvider(download="drip", drip_interval=0.2) as server:
         started = time.monotonic()
-        with pytest.raises(qe.DownloadError, match="download_timeout=0.5"):
+        with pytest.raises(qe.DownloadError, match=r"download_timeout=0\.5"):
             await _download(server, tmp_path, download_timeout=0.5)
         elapsed = time.monotonic() - started
     assert elapsed < 4
@@ -157,7 +157,6 @@ async def test_a_file_that_cannot_be_written_is_a_download_error(tmp_path: Path)
         with pytest.raises(qe.DownloadError, match="could not save") as info:
             await _download(server, tmp_path)
     assert info.value.task_id == "task-1"
-    assert not isinstance(info.value, BaseExceptionGroup)
 
 
 async def test_a_folder_that_cannot_be_made_is_a_download_error(tmp_path: Path) -> None:
