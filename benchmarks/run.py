@@ -122,6 +122,10 @@ def throughput_metrics(
             "fake_seen_lag_p99_ms": _ms(_pct(fake_lags, 99)),
         }
     )
+    if "completed_by_callback" in result:
+        out["completed_by_callback"] = result["completed_by_callback"]
+        out["completed_by_poll"] = result["completed_by_poll"]
+        out["callbacks_delivered"] = stats.get("callbacks_delivered")
     if "client_status_requests" in result:
         out["client_status_requests"] = result["client_status_requests"]
         out["library_file"] = result.get("library_file")
@@ -356,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--peer",
         action="append",
-        choices=["library", "baseline", "dashscope_sdk", "b64", "cli"],
+        choices=["library", "library_callbacks", "baseline", "dashscope_sdk", "b64", "cli"],
         help="run only this peer (repeatable; default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="scaled-down sizes")
@@ -395,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_flight=args.in_flight,
         latency=args.latency,
     )
-    peers = args.peer or ["library", "baseline", "dashscope_sdk", "b64", "cli"]
+    peers = args.peer or ["library", "library_callbacks", "baseline", "dashscope_sdk", "b64", "cli"]
     report: dict[str, Any] = {
         "machine": machine(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -7,6 +7,7 @@ and the measured numbers, or ``None`` when a peer it needs did not run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Union
@@ -47,6 +48,8 @@ class Throughput:
     targets: tuple[Target, ...] = ()
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     kind: str = "throughput"
+    #: Fake provider faults (``Faults`` fields), e.g. ``{"callback_drop": 0.3}``.
+    faults: Mapping[str, Any] | None = None
 
     @property
     def mean_latency(self) -> float:
@@ -66,7 +69,8 @@ class Throughput:
             timing = ["--latency-lognormal", f"{self.latency[0]},{self.latency[1]}"]
         else:
             timing = ["--latency", str(self.latency)]
-        return [*timing, "--no-estimated-time"]
+        faults = ["--faults", json.dumps(dict(self.faults))] if self.faults else []
+        return [*timing, "--no-estimated-time", *faults]
 
     def describe(self) -> str:
         if isinstance(self.latency, tuple):
@@ -152,9 +156,11 @@ def _at_most_peer(key: str, other: str, label: str) -> Callable[[Results], Any]:
     return check
 
 
-def _bound(key: str, limit: float, *, upper: bool, label: str = "") -> Callable[[Results], Any]:
+def _bound(
+    key: str, limit: float, *, upper: bool, label: str = "", peer: str = "library"
+) -> Callable[[Results], Any]:
     def check(results: Results) -> tuple[bool, str] | None:
-        mine = _get(results, "library", key)
+        mine = _get(results, peer, key)
         if mine is None:
             return None
         met = mine <= limit if upper else mine >= limit
@@ -163,8 +169,8 @@ def _bound(key: str, limit: float, *, upper: bool, label: str = "") -> Callable[
     return check
 
 
-def _all_ok(results: Results) -> tuple[bool, str] | None:
-    lib = results.get("library")
+def _all_ok(results: Results, peer: str = "library") -> tuple[bool, str] | None:
+    lib = results.get(peer)
     if lib is None:
         return None
     ok, jobs = lib.get("ok", 0), lib.get("jobs", 0)
@@ -190,6 +196,13 @@ def _flat_rss(results: Results) -> tuple[bool, str] | None:
 
 _SYNC_PEERS = ("library", "baseline", "dashscope_sdk")
 _TASK_PEERS = ("library", "baseline")
+#: The library polling and the library with callbacks, on the same fake, in the same run.
+_CALLBACK_PEERS = ("library", "library_callbacks")
+_CB = "library_callbacks"
+
+
+def _cb_all_ok(results: Results) -> tuple[bool, str] | None:
+    return _all_ok(results, _CB)
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -273,6 +286,46 @@ SCENARIOS: dict[str, Scenario] = {
                 Target("status requests/job <= 2.0", _bound("status_per_job", 2.0, upper=True)),
             ),
             quick={"jobs": 2000, "in_flight": 500, "latency": (2.0, 0.3)},
+        ),
+        Throughput(
+            name="callbacks",
+            title="6. Completion callbacks (Evolink) beside polling",
+            provider="evolink",
+            jobs=2000,
+            in_flight=200,
+            latency=(0.5, 0.3),
+            peers=_CALLBACK_PEERS,
+            targets=(
+                Target("lag p50 <= 20 ms", _bound("lag_p50_ms", 20.0, upper=True, peer=_CB)),
+                Target("lag p99 <= 100 ms", _bound("lag_p99_ms", 100.0, upper=True, peer=_CB)),
+                Target(
+                    ">= 97% of the zero-lag client",
+                    _bound("pct_ideal_makespan", 97.0, upper=False, label="%", peer=_CB),
+                ),
+                Target(
+                    "status requests/job <= 0.2",
+                    _bound("status_per_job", 0.2, upper=True, peer=_CB),
+                ),
+            ),
+            quick={"jobs": 400, "in_flight": 100},
+        ),
+        Throughput(
+            name="callbacks-drop30",
+            title="6b. Completion callbacks, 30% of them lost",
+            provider="evolink",
+            jobs=2000,
+            in_flight=200,
+            latency=(0.5, 0.3),
+            peers=_CALLBACK_PEERS,
+            faults={"callback_drop": 0.3},
+            targets=(
+                Target("every job completes", _cb_all_ok),
+                Target(
+                    "status requests/job <= 1.0",
+                    _bound("status_per_job", 1.0, upper=True, peer=_CB),
+                ),
+            ),
+            quick={"jobs": 400, "in_flight": 100},
         ),
         Memory(
             name="memory",

@@ -34,6 +34,7 @@ __all__ = [
     "HttpError",
     "JobRegistry",
     "Settings",
+    "callback_receiver",
     "check_upload_count",
     "check_upload_size",
     "error_response",
@@ -75,11 +76,15 @@ class Settings:
     max_in_flight: int = 16
     #: Seconds per job; ``None`` keeps the library's default. Callers may only shorten it.
     job_timeout: float | None = None
+    #: The public https URL at which the provider reaches this app's callback receiver
+    #: (Evolink only), e.g. ``https://api.example.com/qe``; ``None``: jobs are polled.
+    callback_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """``QWEN_EDIT_PROVIDER``, ``QWEN_EDIT_BASE_URL``, ``QWEN_EDIT_MODEL``,
-        ``QWEN_EDIT_MAX_IN_FLIGHT``, ``QWEN_EDIT_JOB_TIMEOUT`` (all optional)."""
+        ``QWEN_EDIT_MAX_IN_FLIGHT``, ``QWEN_EDIT_JOB_TIMEOUT``, ``QWEN_EDIT_CALLBACK_URL``
+        (all optional)."""
         env = os.environ if environ is None else environ
 
         def number(name: str, kind: type[int] | type[float]) -> Any:
@@ -97,6 +102,7 @@ class Settings:
             model=env.get("QWEN_EDIT_MODEL", "").strip() or None,
             max_in_flight=_or(number("QWEN_EDIT_MAX_IN_FLIGHT", int), 16),
             job_timeout=number("QWEN_EDIT_JOB_TIMEOUT", float),
+            callback_url=_callback_url(env),
         )
 
     def client(self, **options: Any) -> qe.QwenEditClient:
@@ -112,6 +118,19 @@ class Settings:
             max_in_flight=self.max_in_flight,
             **options,
         )
+
+
+def _callback_url(environ: Mapping[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    return env.get("QWEN_EDIT_CALLBACK_URL", "").strip() or None
+
+
+def callback_receiver(settings: Settings | None) -> qe.CallbackReceiver | None:
+    """The app's callback receiver when a callback URL is set (``settings`` ``None``: from
+    ``QWEN_EDIT_CALLBACK_URL``). The app serves it at the URL's path, and the client gets
+    it as ``callbacks=``: each job then ends as soon as the provider calls back."""
+    url = settings.callback_url if settings is not None else _callback_url()
+    return qe.CallbackReceiver(url) if url else None
 
 
 def _or(value: Any, default: Any) -> Any:
@@ -376,6 +395,8 @@ def health_view(client: qe.QwenEditClient) -> dict[str, Any]:
         "polling": stats.polling,
         "completed": stats.completed,
         "failed": stats.failed,
+        "completed_by_callback": stats.completed_by_callback,
+        "completed_by_poll": stats.completed_by_poll,
     }
 
 

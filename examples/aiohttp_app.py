@@ -8,7 +8,8 @@ Run it (the key is read by the library from QWEN_EDIT_API_KEY or the provider's 
 
 The same endpoints and error answers as ``fastapi_app.py``: ``POST /edits``, ``POST /jobs``
 (202 + id), ``GET /jobs/{id}?wait=SECONDS`` (re-attaches ids it does not know, on task
-providers), ``GET /healthz``.
+providers), ``GET /healthz``. With ``QWEN_EDIT_CALLBACK_URL=https://api.example.com/qe``
+(Evolink), the app also serves ``POST /qe/{token}``: the provider's completion callbacks.
 
 Lifecycle: two ``cleanup_ctx`` entries. The first opens the app's ``ClientSession`` (which
 the app's other outgoing calls may use too); the second opens the client on it with
@@ -30,6 +31,7 @@ from _backend import (
     EditInput,
     JobRegistry,
     Settings,
+    callback_receiver,
     check_upload_count,
     check_upload_size,
     error_response,
@@ -198,6 +200,11 @@ def create_app(settings: Settings | None = None, **client_options: Any) -> web.A
     ``client_options`` go to :class:`qe.QwenEditClient` (``uploader=``, ``job_timeout=``...)."""
     app = web.Application(middlewares=[library_errors], client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings or Settings.from_env()
+    receiver = callback_receiver(app[SETTINGS])
+    if receiver is not None:
+        # Each job's end is POSTed to <path>/<its token>; the receiver completes the job.
+        app.router.add_post(receiver.path + "/{token}", receiver.aiohttp_handler)
+        client_options = {**client_options, "callbacks": receiver}
     app[CLIENT_OPTIONS] = client_options
     app.cleanup_ctx.append(http_session)
     app.cleanup_ctx.append(qwen_client)  # after the session: it is closed before it

@@ -20,6 +20,8 @@ Endpoints:
   ``GET /jobs/{id}?wait=SECONDS`` reports its status and result. An id this process does
   not know is re-attached (task providers: Evolink, Vtrix), so ids survive a restart.
 - ``GET /healthz``: the client's counters.
+- With ``QWEN_EDIT_CALLBACK_URL=https://api.example.com/qe`` (Evolink): ``POST /qe/{token}``
+  receives the provider's completion callbacks (the receiver is an ASGI app, mounted).
 
 Library errors become HTTP answers in one place, ``_backend.error_response``.
 """
@@ -38,6 +40,7 @@ from _backend import (
     HttpError,
     JobRegistry,
     Settings,
+    callback_receiver,
     check_upload_count,
     check_upload_size,
     error_response,
@@ -171,6 +174,10 @@ def create_app(settings: Settings | None = None, **client_options: Any) -> FastA
     read at startup; ``client_options`` go to :class:`qe.QwenEditClient` (``uploader=``,
     ``poll_initial=``...)."""
 
+    receiver = callback_receiver(settings)
+    if receiver is not None:
+        client_options = {**client_options, "callbacks": receiver}
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         # A missing key or unknown provider fails here, at startup, not on every request.
@@ -182,6 +189,9 @@ def create_app(settings: Settings | None = None, **client_options: Any) -> FastA
 
     app = FastAPI(title="qwen-image-edit backend", lifespan=lifespan)
     app.include_router(router)
+    if receiver is not None:
+        # Each job's end is POSTed to <path>/<its token>; the receiver completes the job.
+        app.mount(receiver.path, receiver)
     app.add_exception_handler(qe.QwenEditError, on_library_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)
     return app

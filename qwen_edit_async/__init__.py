@@ -11,6 +11,7 @@ poller for every pending task, retries that never double-charge.
 """
 
 from . import providers
+from ._callbacks import CallbackReceiver, CallbackStatistics
 from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
 from ._config import ClientConfig, set_testing
 from ._errors import (
@@ -40,6 +41,8 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "CallbackReceiver",
+    "CallbackStatistics",
     "ClientConfig",
     "ClientStatistics",
     "ConfigurationError",

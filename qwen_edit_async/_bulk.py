@@ -15,6 +15,7 @@ uncertain.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import sys
@@ -26,6 +27,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._callbacks import CallbackReceiver
 from ._client import QwenEditClient
 from ._errors import ConfigurationError, QwenEditError, SubmitUncertainError
 from ._images import Uploader
@@ -76,6 +78,9 @@ class RunOptions:
     #: Most images this invocation may ask for (the sum of ``n`` over the jobs it submits);
     #: a job that would go past it is never sent and stays queued. ``None``: no limit.
     max_images: int | None = None
+    #: Completion callbacks (Evolink): the public URL of the receiver, and where it listens.
+    callback_url: str | None = None
+    callback_listen: tuple[str, int] = ("127.0.0.1", 8080)
 
 
 @dataclasses.dataclass
@@ -146,6 +151,7 @@ class BulkRunner:
         self._client: QwenEditClient | None = None
         self._images_asked = 0
         self._over_budget = 0
+        self._receiver: CallbackReceiver | None = None
 
     # -- stopping ----------------------------------------------------------------------
 
@@ -224,6 +230,8 @@ class BulkRunner:
         if o.job_timeout is not None:
             options["job_timeout"] = o.job_timeout or None
         try:
+            if o.callback_url is not None:
+                options["callbacks"] = self._receiver = CallbackReceiver(o.callback_url)
             return QwenEditClient(
                 provider,
                 api_key=o.api_key,
@@ -233,6 +241,12 @@ class BulkRunner:
             )
         except QwenEditError as exc:
             raise RunRefused(str(exc)) from exc
+
+    def _listening(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The callback receiver served on ``--callback-listen`` for the run, if any."""
+        if self._receiver is None:
+            return contextlib.nullcontext()
+        return self._receiver.listen(*self.options.callback_listen)
 
     async def _open_journal(self, provider: Provider) -> None:
         o = self.options
@@ -287,7 +301,7 @@ class BulkRunner:
             await anyio.to_thread.run_sync(lambda: o.out.mkdir(parents=True, exist_ok=True))
             try:
                 await self._open_journal(provider)
-                async with client:
+                async with self._listening(), client:
                     self._client = client
                     await self._run_jobs()
                 if self._abandoned or not self._pass_complete:

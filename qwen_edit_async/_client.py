@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import enum
 import logging
@@ -24,6 +25,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
 from ._config import ClientConfig, resolve_api_key
 from ._download import download_result
 from ._errors import ConfigurationError, JobTimeoutError, QwenEditError, ValidationError
@@ -66,6 +68,10 @@ class ClientStatistics(msgspec.Struct, frozen=True):
     failed: int
     #: Status requests sent so far.
     status_requests: int
+    #: Tasks whose end a provider callback reported, and a status request (with
+    #: ``callbacks=``, polling only catches the callbacks that did not come).
+    completed_by_callback: int = 0
+    completed_by_poll: int = 0
 
 
 ProgressHook = Callable[[ClientStatistics], None]
@@ -89,6 +95,13 @@ class QwenEditClient:
     async ``(data, mime) -> url`` for local images on URL-only providers. ``on_progress``:
     called with :meth:`statistics` whenever a job starts or ends. Any
     :class:`ClientConfig` field may be given as a keyword (``job_timeout=120``).
+
+    ``callbacks``: a :class:`CallbackReceiver` (Evolink only: the one provider that calls
+    back). Every create then carries its own ``callback_url``, the job ends as soon as the
+    provider's callback arrives, and polling only checks, late, on tasks whose callback has
+    not come. A request with its own ``callback_url`` keeps it and is polled as usual, as
+    are jobs from :meth:`attach`. Other providers refuse ``callbacks`` with a
+    :class:`ConfigurationError`.
     """
 
     def __init__(
@@ -103,6 +116,7 @@ class QwenEditClient:
         session: aiohttp.ClientSession | None = None,
         uploader: Uploader | None = None,
         on_progress: ProgressHook | None = None,
+        callbacks: CallbackReceiver | None = None,
         **options: Any,
     ) -> None:
         if (
@@ -126,6 +140,18 @@ class QwenEditClient:
             )
         self.provider = get_provider(provider, base_url=base_url, model=model)
         self._api_key = resolve_api_key(api_key, self.provider.env_var)
+        if callbacks is not None and not isinstance(callbacks, CallbackReceiver):
+            raise ConfigurationError(
+                f"callbacks: {type(callbacks).__name__} is not a CallbackReceiver"
+            )
+        if callbacks is not None and not self.provider.supports_callback:
+            raise ConfigurationError(
+                f"callbacks: {self.provider.name} does not call back when a task ends "
+                "(only evolink takes a callback_url); leave callbacks unset and its jobs "
+                "are polled",
+                provider=self.provider.name,
+            )
+        self._callbacks = callbacks
         self.max_in_flight = max_in_flight
         cfg = self.config
         connections = max_in_flight + cfg.poll_concurrency + cfg.download_concurrency
@@ -156,6 +182,11 @@ class QwenEditClient:
             rate=rate,
             retry_base=cfg.backoff_base,
             retry_max=cfg.poll_max_interval,
+        )
+        self._safety = SafetyNet(
+            initial=cfg.poll_initial,
+            max_interval=cfg.poll_max_interval,
+            public_url=callbacks.public_url if callbacks is not None else "",
         )
         self._slots = anyio.CapacityLimiter(max_in_flight)
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
@@ -267,6 +298,8 @@ class QwenEditClient:
             completed=self._completed,
             failed=self._failed,
             status_requests=self._transport.status_requests,
+            completed_by_callback=self._poller.completed_by_callback,
+            completed_by_poll=self._poller.completed_by_poll,
         )
 
     def _progress(self) -> None:
@@ -355,10 +388,29 @@ class QwenEditClient:
         self._progress()
 
     async def _execute(self, job: Job, model: str | None) -> EditResult:
+        receiver = self._callbacks
+        if (
+            receiver is None
+            or job.task_id is not None
+            or job.request is None
+            or job.request.callback_url is not None
+        ):
+            return await self._execute_once(job, model, None)
+        ticket = receiver._issue(self.provider)
+        try:
+            return await self._execute_once(job, model, ticket)
+        finally:
+            receiver._retire(ticket)
+
+    async def _execute_once(
+        self, job: Job, model: str | None, ticket: _Ticket | None
+    ) -> EditResult:
         provider = self.provider
         if job.task_id is None:
             request = job.request
             assert request is not None
+            if ticket is not None:
+                request = _with_callback(request, ticket.url)
             job.status = JobStatus.SUBMITTING
             inputs = request.images
             images = [i for i in inputs if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
@@ -382,7 +434,16 @@ class QwenEditClient:
             job.status = JobStatus.PENDING
             job._mark_accepted()
             hint = None
-        status = await self._poller.wait(job.task_id, hint)
+        if ticket is None:
+            status = await self._poller.wait(job.task_id, hint)
+        else:
+            ticket.bind(job.task_id)
+            plan = self._safety.plan(hint)
+            status = await self._poller.wait(job.task_id, hint, plan=plan, pushed=ticket)
+            if ticket.elapsed is not None:
+                self._safety.observe_callback(ticket.elapsed)
+            else:
+                self._safety.observe_poll()
         if status.state is TaskState.SUCCEEDED and status.result is not None:
             return status.result
         if status.error is not None:
@@ -508,6 +569,17 @@ class QwenEditClient:
         return await download_result(
             self._transport, result, dest, stem=stem, config=self.config, limiter=self._downloads
         )
+
+
+def _with_callback(request: EditRequest, url: str) -> EditRequest:
+    """A copy of ``request`` carrying the job's own callback URL.
+
+    Set without re-validating: the receiver checked the URL, and a loopback ``http://`` one
+    (a local fake provider) is allowed there, not in user requests.
+    """
+    clone = copy.copy(request)
+    msgspec.structs.force_setattr(clone, "callback_url", url)
+    return clone
 
 
 #: Inputs that go to the provider as they are, whatever it accepts.

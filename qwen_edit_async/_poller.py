@@ -14,6 +14,8 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -25,9 +27,25 @@ from ._schedule import PollPlan, PollSchedule
 from ._transport import Transport
 from .providers._base import TaskStatus
 
-__all__ = ["Poller"]
+__all__ = ["Plan", "Poller", "Pushed"]
 
 logger = logging.getLogger("qwen_edit_async")
+
+
+class Plan(Protocol):
+    """When to send the status requests of one task (:class:`PollPlan` and the callback
+    safety net's plans)."""
+
+    def at(self, attempt: int) -> float: ...
+
+    def recheck(self, attempt: int, elapsed: float) -> float: ...
+
+
+class Pushed(Protocol):
+    """A task whose end may also be pushed (a provider callback)."""
+
+    def connect(self, deliver: Callable[[TaskStatus], bool]) -> None:
+        """Take ``deliver(status)``: it ends the wait with ``status`` (False: already ended)."""
 
 
 class _Watch:
@@ -43,7 +61,7 @@ class _Watch:
         "task_id",
     )
 
-    def __init__(self, task_id: str, plan: PollPlan, accepted_at: float) -> None:
+    def __init__(self, task_id: str, plan: Plan, accepted_at: float) -> None:
         self.task_id = task_id
         self.plan = plan
         self.accepted_at = accepted_at
@@ -98,15 +116,31 @@ class Poller:
         self._wakeup = anyio.Event()
         self._broken: BaseException | None = None
         self.pending = 0
+        #: Tasks whose end came by callback, and by a status request.
+        self.completed_by_callback = 0
+        self.completed_by_poll = 0
 
-    async def wait(self, task_id: str, hint: float | None = None) -> TaskStatus:
-        """Wait until the task ends; return its final status or raise the poll error."""
+    async def wait(
+        self,
+        task_id: str,
+        hint: float | None = None,
+        *,
+        plan: Plan | None = None,
+        pushed: Pushed | None = None,
+    ) -> TaskStatus:
+        """Wait until the task ends; return its final status or raise the poll error.
+
+        ``plan`` replaces the learned schedule (a callback's safety net); ``pushed`` may
+        end the wait before any poll does.
+        """
         if self._broken is not None:
             raise self._broken
-        watch = _Watch(task_id, self._schedule.plan(hint), time.monotonic())
+        watch = _Watch(task_id, plan or self._schedule.plan(hint), time.monotonic())
         self.pending += 1
         try:
             self._push(watch)
+            if pushed is not None:
+                pushed.connect(lambda status: self._pushed(watch, status))
             await watch.event.wait()
         finally:
             self.pending -= 1
@@ -115,6 +149,15 @@ class Poller:
             raise watch.error
         assert watch.status is not None
         return watch.status
+
+    def _pushed(self, watch: _Watch, status: TaskStatus) -> bool:
+        if watch.cancelled or watch.event.is_set():
+            return False
+        watch.status = status
+        watch.cancelled = True  # no more polls
+        self.completed_by_callback += 1
+        watch.event.set()
+        return True
 
     def _push(self, watch: _Watch, not_before: float = 0.0, keep_plan: bool = False) -> None:
         planned = watch.accepted_at + watch.plan.at(watch.attempt)
@@ -180,6 +223,8 @@ class Poller:
         try:
             status = await self._transport.status(watch.task_id, attempts=1)
         except QwenEditError as exc:
+            if watch.event.is_set():
+                return  # a callback ended it meanwhile
             if exc.retryable and not watch.cancelled:
                 # The task exists; an outage of the status endpoint is waited out (the
                 # job's deadline bounds it), without holding a worker through the wait.
@@ -204,10 +249,14 @@ class Poller:
             watch.error = exc
             watch.event.set()
             return
+        if watch.event.is_set():
+            return  # a callback ended it meanwhile
         watch.failures = 0
         done = status.state.done
-        self._schedule.observe(watch.plan, watch.attempt, done, elapsed=sent)
+        if isinstance(watch.plan, PollPlan):
+            self._schedule.observe(watch.plan, watch.attempt, done, elapsed=sent)
         if done:
+            self.completed_by_poll += 1
             watch.status = status
             watch.event.set()
             return

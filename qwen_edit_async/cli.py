@@ -135,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
         "/_fake/upload route is used by default",
     )
     run.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="Evolink: have each task POST its end to URL/<token> (a public https URL that "
+        "reaches --callback-listen); jobs end at once, polling only catches lost callbacks",
+    )
+    run.add_argument(
+        "--callback-listen",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="where the callback receiver listens, behind the proxy or tunnel serving "
+        "--callback-url (default: 127.0.0.1:8080)",
+    )
+    run.add_argument(
         "--progress",
         choices=("auto", "bar", "lines", "none"),
         default="auto",
@@ -245,6 +258,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host.strip("[]"), int(port)
 
 
 def _positive_float(text: str) -> float:
@@ -381,7 +401,12 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         grace=args.grace,
         resume_hint=resume_hint(argv),
         max_images=args.max_images,
+        callback_url=args.callback_url,
+        **({"callback_listen": args.callback_listen} if args.callback_listen else {}),
     )
+    if args.callback_listen and not args.callback_url:
+        print("qwen-edit: --callback-listen needs --callback-url", file=sys.stderr)
+        return 2
     if args.retry_uncertain and not args.resume:
         print("qwen-edit: --retry-uncertain only applies with --resume", file=sys.stderr)
         return 2

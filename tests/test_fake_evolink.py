@@ -165,8 +165,9 @@ ERRORS = {
         "invalid_parameters",
         "callback_url",
     ),
-    "loopback callback": (
-        flat(callback_url="https://127.0.0.1/hook"),
+    # Loopback is the one private address the fake allows (it calls nothing else).
+    "private callback": (
+        flat(callback_url="https://10.1.2.3/hook"),
         400,
         "invalid_parameters",
         "callback_url",

@@ -1,14 +1,17 @@
 """Peer: this library, ``QwenEditClient.edit_many`` over a generator of requests.
 
 Spec keys: ``url``, ``provider``, ``jobs``, ``in_flight``, ``record`` (per-job receive
-times), ``poll_rate``, ``poll_concurrency``; and for local inputs ``files``:
+times), ``poll_rate``, ``poll_concurrency``, ``callbacks`` (a ``CallbackReceiver`` served on
+a free loopback port, given to the client); and for local inputs ``files``:
 ``{"dir": ..., "distinct": N}`` (job ``i`` sends ``dir/img-{i % N}.png``) plus
 ``rss_checkpoints`` (job counts at which to sample the RSS).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,6 +35,27 @@ def _requests(spec: dict[str, Any]) -> Iterator[qe.EditRequest]:
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     meter = Meter()
+    receiver = None
+    async with contextlib.AsyncExitStack() as stack:
+        if spec.get("callbacks"):
+            # The receiver served standalone in this process, where the fake can POST.
+            port = _free_port()
+            receiver = qe.CallbackReceiver(f"http://127.0.0.1:{port}/qe")
+            await stack.enter_async_context(receiver.listen("127.0.0.1", port))
+        result = await _run(spec, meter, receiver)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _run(
+    spec: dict[str, Any], meter: Meter, receiver: qe.CallbackReceiver | None
+) -> dict[str, Any]:
     checkpoints = sorted(spec.get("rss_checkpoints", ()))
     rss_samples: list[tuple[int, float]] = []
     records: list[tuple[str | None, float]] = []
@@ -46,6 +70,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         poll_rate=spec.get("poll_rate", 5000.0),
         poll_concurrency=spec.get("poll_concurrency", 256),
         job_timeout=None,
+        callbacks=receiver,
     ) as client:
         sync = not client.provider.is_task
         meter.start()
@@ -69,6 +94,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "first_error": first_error,
         "client_status_requests": statistics.status_requests,
+        "completed_by_callback": statistics.completed_by_callback,
+        "completed_by_poll": statistics.completed_by_poll,
         "library_file": qe.__file__,
         "records": records,
         "rss_samples": rss_samples,

@@ -42,6 +42,16 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - ``vtrix_error_form``: which of Vtrix's three documented ``error`` forms failed tasks use.
     - ``evolink_int_codes``: Evolink HTTP errors carry the integer status as ``code``
       (as in its older docs) instead of a string.
+
+    Completion callbacks (Evolink tasks with a loopback ``callback_url``):
+
+    - ``callback_drop``: the callback is never sent (probability).
+    - ``callback_delay``: seconds between the task's end and the first attempt.
+    - ``callback_duplicate``: the callback is delivered twice (probability).
+    - ``callback_out_of_order``: held back until the next callback has gone (probability).
+    - ``callback_timeout``, ``callback_retries``, ``callback_retry_base``: each attempt's
+      timeout, and the retries after a non-2xx answer or a failed connection, waiting
+      ``callback_retry_base`` seconds and doubling (Evolink: 10 s, 3, 1 s: 1/2/4 s).
     """
 
     rate_limit: float = 0.0
@@ -59,6 +69,13 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     poll_error: float = 0.0
     vtrix_error_form: Literal["str_code", "int_code", "string"] = "str_code"
     evolink_int_codes: bool = False
+    callback_drop: float = 0.0
+    callback_delay: float = 0.0
+    callback_duplicate: float = 0.0
+    callback_out_of_order: float = 0.0
+    callback_timeout: float = 10.0
+    callback_retries: int = 3
+    callback_retry_base: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -69,6 +86,11 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ValueError(f"Faults.server_status must be 5xx, got {self.server_status!r}")
         if self.retry_after < 0:
             raise ValueError("Faults.retry_after must be >= 0")
+        for name in ("callback_delay", "callback_retry_base", "callback_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Faults.{name} must be >= 0")
+        if self.callback_timeout <= 0:
+            raise ValueError("Faults.callback_timeout must be > 0")
 
 
 class Decision(NamedTuple):
@@ -100,7 +122,13 @@ _DRAW_ORDER: tuple[tuple[str, str], ...] = (
     ("fail_task", "fail"),
     ("stuck", "stuck"),
 )
-_PROBABILITIES = (*(field for field, _ in _DRAW_ORDER), "poll_error")
+_PROBABILITIES = (
+    *(field for field, _ in _DRAW_ORDER),
+    "poll_error",
+    "callback_drop",
+    "callback_duplicate",
+    "callback_out_of_order",
+)
 
 OK = Decision("ok")
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from ._callbacks import CallbackSender
 from ._dialects import (
     FAILURE_MESSAGES,
     dashscope_success,
@@ -93,6 +94,12 @@ class _Routes:
     def __init__(self, fake: FakeProvider) -> None:
         self.fake = fake
         self.stats = fake.stats
+        self.callbacks = CallbackSender(fake, self._callback_body)
+
+    def _callback_body(self, job: Job, now: float) -> dict[str, Any]:
+        """What Evolink POSTs to a callback: the status answer of the ended task."""
+        body, _ = evolink_task(job, now, self._urls, self.fake.evolink_estimated_time)
+        return body
 
     # -- shared steps ------------------------------------------------------------------
 
@@ -232,6 +239,9 @@ class _Routes:
         if sync:
             return await self._run_sync(request, job, kind)
         stats.task_started(job)
+        callback_url = body.get("callback_url") if dialect == "evolink" else None
+        if isinstance(callback_url, str):
+            self.callbacks.schedule(job, callback_url)
         if kind == "drop_after_accept":
             stats.dropped += 1
             return drop_connection(request)
@@ -398,9 +408,11 @@ def _oss_error(status: int, code: str, message: str, request_id: str) -> web.Res
 def build_app(fake: FakeProvider) -> web.Application:
     """The aiohttp application serving every dialect, the file host and ``/_fake/*``."""
     from ._control import add_control_routes
+    from ._server import CALLBACKS
 
     routes = _Routes(fake)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app[CALLBACKS] = routes.callbacks
     add = app.router
     add.add_post(DASHSCOPE_PATH, routes.dashscope)
     add.add_post("/v1/images/generations", routes.generations)

@@ -22,6 +22,8 @@ class Job:
     """A job the fake accepted: its request, its fate, and what was observed of it."""
 
     __slots__ = (
+        "callback_delivered_at",
+        "callback_url",
         "created_at",
         "created_mono",
         "dialect",
@@ -78,6 +80,10 @@ class Job:
         self.polls = 0
         #: Wall-clock time of the first status answer that reported the job finished.
         self.first_seen_completed_at: float | None = None
+        #: Where the task's completion is POSTed (Evolink ``callback_url``), if anywhere.
+        self.callback_url: str | None = None
+        #: Wall-clock time a completion callback was first answered 2xx.
+        self.callback_delivered_at: float | None = None
         #: Wall-clock time a sync answer was sent (sync dialects only).
         self.sync_finished_at: float | None = None
 

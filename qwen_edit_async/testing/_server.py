@@ -13,12 +13,16 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from ._callbacks import CallbackSender
 from ._faults import Decision, Faults, draw, parse_script
 from ._files import FileStore
 from ._latency import Latency, LatencyLike, as_latency
 from ._stats import FakeStats
 
-__all__ = ["FakeProvider"]
+__all__ = ["CALLBACKS", "FakeProvider"]
+
+#: The app key of the fake's :class:`CallbackSender`.
+CALLBACKS = web.AppKey("callbacks", CallbackSender)
 
 _Uploader = Callable[[bytes, str], Awaitable[str]]
 
@@ -85,6 +89,7 @@ class FakeProvider:
         from ._handlers import build_app  # late import: the handlers use this class
 
         self.app = build_app(self)
+        self.callbacks = self.app[CALLBACKS]
 
     # -- configuration -----------------------------------------------------------------
 
@@ -190,6 +195,7 @@ class FakeProvider:
     async def close(self) -> None:
         """Stop serving: held (stuck) requests are dropped, connections closed."""
         self.closing.set()
+        await self.callbacks.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -22,6 +22,12 @@ _COUNTERS = (
     "server_errors",
     "dropped",
     "malformed",
+    "callbacks_sent",
+    "callbacks_delivered",
+    "callbacks_refused",
+    "callbacks_failed",
+    "callbacks_dropped",
+    "callbacks_undeliverable",
 )
 
 
@@ -41,7 +47,11 @@ class FakeStats:
     that said "not finished yet"), ``downloads`` (result images served), ``uploads``,
     ``rate_limited`` (429 answers, injected or from ``max_running``), ``rejected`` (other 4xx
     answers to creates), ``server_errors`` (5xx answers), ``dropped`` (connections closed
-    without an answer), ``malformed`` (invalid JSON bodies sent). ``running`` is the number
+    without an answer), ``malformed`` (invalid JSON bodies sent); completion callbacks:
+    ``callbacks_sent`` (POST attempts), ``callbacks_delivered`` (answered 2xx),
+    ``callbacks_refused`` (answered otherwise), ``callbacks_failed`` (no answer),
+    ``callbacks_dropped`` (by the ``callback_drop`` fault), ``callbacks_undeliverable``
+    (a callback URL off loopback: accepted, never called). ``running`` is the number
     of jobs running now, ``peak_running`` its maximum. ``jobs`` maps job id to its record;
     times in records are wall-clock (``time.time()``) so another process can compare them.
     """
@@ -73,6 +83,12 @@ class FakeStats:
     server_errors: int
     dropped: int
     malformed: int
+    callbacks_sent: int
+    callbacks_delivered: int
+    callbacks_refused: int
+    callbacks_failed: int
+    callbacks_dropped: int
+    callbacks_undeliverable: int
 
     @property
     def running(self) -> int:
@@ -136,5 +152,7 @@ def _record(job: Job, now: float) -> dict[str, Any]:
         "created_at": job.created_at,
         "completed_at": job.completed_at,
         "first_seen_completed_at": job.first_seen_completed_at,
+        "callback_url": job.callback_url,
+        "callback_delivered_at": job.callback_delivered_at,
         "request_id": job.request_id,
     }
