@@ -402,3 +402,54 @@ def test_ten_thousand_jobs_draw_one_page_with_lazy_images(tmp_path: Path, browse
     )
     assert statuses == 1
     assert browser.console_errors() == []
+
+
+def test_without_chromium_the_browser_tests_skip_with_the_install_command_but_fail_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No chromium on PATH: outside CI the report's browser tests are skipped with the
+    command that installs it; with CI=true they fail instead (CI must install it)."""
+    from tests._chromium import chromium_path
+
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium"):
+        chromium_path()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"CI must install it"):
+        chromium_path()
+
+
+def test_a_symlink_planted_at_the_reports_temporary_file_is_not_followed(
+    tmp_path: Path, server: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A symlink at DIR/.report.html.part pointing outside DIR: the report is not written
+    through it (the outside file is untouched) and the command says so in one line."""
+    server.reset(latency=0.05)
+    inputs = colourful_inputs(tmp_path)
+    manifest = write_manifest(
+        tmp_path / "m.jsonl", [{"id": "a", "images": inputs[:1], "prompt": "x"}]
+    )
+    out = tmp_path / "out"
+    run = run_cli(
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--provider",
+        "vtrix",
+        "--base-url",
+        server.url,
+        "--progress",
+        "none",
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    (out / ".report.html.part").symlink_to(outside)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "report not written" in err and ".report.html.part" in err
+    assert outside.read_text() == "keep me"
