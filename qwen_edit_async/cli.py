@@ -339,14 +339,32 @@ def print_report(report: RunReport, options: RunOptions, out: IO[str]) -> None:
     if report.over_budget:
         print(
             f"{report.over_budget} job(s) left queued, not sent: they would have taken this "
-            f"run past --max-images {options.max_images}; to send them: {options.resume_hint} "
-            "(with a higher --max-images, or none)",
+            f"run past --max-images {options.max_images}; to send them: "
+            f"{_without_budget(options.resume_hint)} (add a new --max-images N to cap them)",
             file=out,
         )
     if report.interrupted:
         print(f"interrupted; to resume: {options.resume_hint}", file=out)
     write_report_line(options.out, out)
     out.flush()
+
+
+def _without_budget(command: str) -> str:
+    """``command`` without its ``--max-images`` option."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--max-images":
+            skip = True
+        elif not word.startswith("--max-images="):
+            kept.append(word)
+    return shlex.join(kept)
 
 
 def write_report_line(folder: Path, out: IO[str]) -> None:

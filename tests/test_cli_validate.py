@@ -229,7 +229,9 @@ def test_max_images_never_sends_a_job_past_the_budget_and_resume_sends_the_rest(
     }
     assert all(rows[i]["attempts"] == 0 for i in ("job-0002", "job-0004", "job-0005"))
     assert "3 job(s) left queued, not sent" in first.stdout
-    assert "--max-images 5" in first.stdout
+    assert "past --max-images 5; to send them: qwen-edit run " in first.stdout
+    hint = first.stdout.split("to send them: ", 1)[1].split(" (add a new", 1)[0]
+    assert hint.endswith(" --resume") and "--max-images" not in hint
     second = run_cli(*args, "--resume")
     assert second.returncode == 0, second.stdout + second.stderr
     assert fake.stats()["creates"] == 6
