@@ -95,3 +95,21 @@ async def test_the_example_apps_receive_callbacks(framework: str) -> None:
     assert (health["completed_by_callback"], health["completed_by_poll"]) == (1, 0)
     assert fake.stats.polls == 0 and fake.stats.callbacks_delivered == 1
     assert forged == 404
+
+
+async def test_the_receiver_alone_is_an_asgi_app() -> None:
+    """Served by uvicorn as the whole app (lifespan on): it answers its own POSTs, refuses
+    other methods, unknown tokens and oversized bodies."""
+    from qwen_edit_async import CallbackReceiver
+
+    port = unused_port()
+    receiver = CallbackReceiver(f"http://127.0.0.1:{port}/qe", max_body=2048)
+    async with serve_asgi(receiver, port), aiohttp.ClientSession() as http:
+        answers = []
+        for method, data in (("POST", b"{}"), ("GET", None), ("POST", b"x" * 5000)):
+            async with http.request(
+                method, f"http://127.0.0.1:{port}/qe/{'a' * 43}", data=data
+            ) as r:
+                answers.append(r.status)
+    assert answers == [404, 405, 413]
+    assert receiver.statistics().refused == 2
