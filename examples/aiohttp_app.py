@@ -62,7 +62,8 @@ async def http_session(app: web.Application) -> AsyncIterator[None]:
     # Sized for the client's own needs: jobs in flight + status requests + downloads
     # (aiohttp's default of 100 would quietly cap them), plus room for the app's calls.
     defaults = qe.ClientConfig()
-    limit = app[SETTINGS].max_in_flight + defaults.poll_concurrency
+    # Status requests: up to max_in_flight at once unless poll_concurrency is set.
+    limit = 2 * app[SETTINGS].max_in_flight
     limit += defaults.download_concurrency + 32
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as session:
         app[SESSION] = session

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import enum
 import logging
+import math
 import os
 import pathlib
 import random
@@ -33,6 +34,7 @@ from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
 from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome
+from ._pacing import AdaptiveRate
 from ._poller import Poller
 from ._prepare import ImagePreparer
 from ._schedule import PollSchedule
@@ -154,7 +156,10 @@ class QwenEditClient:
         self._callbacks = callbacks
         self.max_in_flight = max_in_flight
         cfg = self.config
-        connections = max_in_flight + cfg.poll_concurrency + cfg.download_concurrency
+        poll_concurrency = min(cfg.poll_concurrency or max_in_flight, max_in_flight)
+        connections = max_in_flight + cfg.download_concurrency
+        if self.provider.is_task:
+            connections += poll_concurrency
         self._transport = Transport(
             self.provider, self._api_key, cfg, session=session, connections=connections
         )
@@ -172,14 +177,14 @@ class QwenEditClient:
             rng=random.Random(),
             recheck=True,  # the poller asks again when an entry comes due
         )
-        rate = cfg.poll_rate
+        ceiling = cfg.poll_rate
         if self.provider.poll_rate_limit is not None:
-            rate = min(rate, self.provider.poll_rate_limit)
+            ceiling = min(ceiling or math.inf, self.provider.poll_rate_limit)
         self._poller = Poller(
             self._transport,
             self._schedule,
-            concurrency=cfg.poll_concurrency,
-            rate=rate,
+            concurrency=poll_concurrency,
+            rate=AdaptiveRate(ceiling=ceiling),
             retry_base=cfg.backoff_base,
             retry_max=cfg.poll_max_interval,
         )

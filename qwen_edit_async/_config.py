@@ -105,9 +105,13 @@ class ClientConfig:
     poll_max_interval: float = 10.0
     #: Fraction of random spread applied to every poll time.
     poll_jitter: float = 0.1
-    #: Status requests at once, and per second.
-    poll_concurrency: int = 64
-    poll_rate: float = 200.0
+    #: Status requests at once (``None``: as many as the due checks need, up to
+    #: ``max_in_flight``; workers start only when needed).
+    poll_concurrency: int | None = None
+    #: A hard cap on status requests per second. Below it (or with ``None``) the pace follows
+    #: the provider: it starts at 1,000/s, halves when a status request is answered 429
+    #: (waiting out any ``Retry-After``), and grows back while none is.
+    poll_rate: float | None = None
 
     #: Submissions per second (``None``: no cap besides ``max_in_flight``).
     submit_rate: float | None = None

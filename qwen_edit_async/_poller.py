@@ -1,28 +1,33 @@
 """One coroutine per client that watches every pending task.
 
-A heap of due times feeds a fixed pool of status workers through a zero-buffer stream, so
-status requests are bounded in concurrency (the pool) and in rate (a token bucket in the
-dispatcher). A job waiting for its task sleeps on an :class:`anyio.Event`; nothing loops on
-``sleep``. A poll error that retries could not cure ends that job; an unexpected error in the
-poller itself is handed to every waiting job and to every later one: never swallowed.
+A heap of due times feeds status workers, so status requests are bounded in concurrency (at
+most ``concurrency`` workers, started only as the due checks need them, each handed its next
+check directly, without a stream) and in rate (an :class:`~._pacing.AdaptiveRate` in the
+dispatcher: generous at first, halved when the provider answers a status request with 429,
+recovering when it stops). A job waiting for its task sleeps on an :class:`anyio.Event`;
+nothing loops on ``sleep``. A poll error that retries could not cure ends that job; an
+unexpected error in the poller itself is handed to every waiting job and to every later one:
+never swallowed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._config import testing_enabled
-from ._errors import QwenEditError
+from ._errors import QwenEditError, RateLimitError
+from ._pacing import AdaptiveRate
 from ._schedule import PollPlan, PollSchedule
 from ._transport import Transport
 from .providers._base import TaskStatus
@@ -74,24 +79,6 @@ class _Watch:
         self.error: BaseException | None = None
 
 
-class _TokenBucket:
-    """At most ``rate`` per second, with bursts of up to one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.stamp = time.monotonic()
-
-    def delay(self) -> float:
-        """Take a token; the seconds to wait before using it."""
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
 class Poller:
     """Polls the tasks of one client. Start :meth:`run` in the client's task group."""
 
@@ -101,7 +88,7 @@ class Poller:
         schedule: PollSchedule,
         *,
         concurrency: int,
-        rate: float,
+        rate: AdaptiveRate | None = None,
         retry_base: float = 0.5,
         retry_max: float = 10.0,
     ) -> None:
@@ -110,11 +97,17 @@ class Poller:
         self._transport = transport
         self._schedule = schedule
         self._concurrency = concurrency
-        self._bucket = _TokenBucket(rate)
+        #: The pace of status requests (``rate.rate`` is the current requests per second).
+        self.rate = rate or AdaptiveRate()
+        self._workers = 0
+        #: Workers waiting for their next check (each on its own future).
+        self._idle: deque[asyncio.Future[_Watch]] = deque()
+        self._task_group: TaskGroup | None = None
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._broken: BaseException | None = None
+        self._free: asyncio.Future[None] | None = None
         self.pending = 0
         #: Tasks whose end came by callback, and by a status request.
         self.completed_by_callback = 0
@@ -167,22 +160,23 @@ class Poller:
             self._wakeup.set()
 
     async def run(self, task_group: TaskGroup) -> None:
-        """Dispatch due status requests to a pool of workers until cancelled."""
-        send, receive = anyio.create_memory_object_stream[_Watch](0)
+        """Dispatch due status requests to workers until cancelled."""
+        self._task_group = task_group
         try:
-            async with receive:
-                for _ in range(self._concurrency):
-                    task_group.start_soon(self._worker, receive.clone())
-                async with send:
-                    await self._dispatch(send)
+            await self._dispatch()
         except BaseException as exc:
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 logger.exception("the poller failed; failing the tasks it watched")
                 self._fail_all(exc)
             raise
+        finally:
+            for idle in self._idle:
+                idle.cancel()
+            self._idle.clear()
 
-    async def _dispatch(self, send: MemoryObjectSendStream[_Watch]) -> None:
+    async def _dispatch(self) -> None:
         heap = self._heap
+        loop = asyncio.get_running_loop()
         while True:
             if not heap:
                 await self._wakeup.wait()
@@ -199,6 +193,11 @@ class Poller:
                 if self._wakeup.is_set():
                     self._wakeup = anyio.Event()
                 continue
+            if not self._idle and self._workers >= self._concurrency:
+                # Every worker is busy: the next one to finish asks for work.
+                self._free = loop.create_future()
+                await self._free
+                continue
             heapq.heappop(heap)
             if not watch.failures:
                 # The schedule may have learned since this time was planned: ask again.
@@ -207,22 +206,43 @@ class Poller:
                 if later > elapsed + 1e-3:
                     heapq.heappush(heap, (watch.accepted_at + later, next(self._seq), watch))
                     continue
-            wait = self._bucket.delay()
+            wait = self.rate.delay()
             if wait > 0:
                 await anyio.sleep(wait)
-            await send.send(watch)
+            self._hand_over(watch)
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[_Watch]) -> None:
-        async with receive:
-            async for watch in receive:
+    def _hand_over(self, watch: _Watch) -> None:
+        while self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():
+                idle.set_result(watch)
+                return
+        self._workers += 1
+        assert self._task_group is not None
+        self._task_group.start_soon(self._worker, watch)
+
+    async def _worker(self, watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
                 if not watch.cancelled:
                     await self._poll(watch)
+                free = self._free
+                if free is not None and not free.done():
+                    free.set_result(None)
+                idle: asyncio.Future[_Watch] = loop.create_future()
+                self._idle.append(idle)
+                watch = await idle
+        finally:
+            self._workers -= 1
 
     async def _poll(self, watch: _Watch) -> None:
         sent = time.monotonic() - watch.accepted_at
         try:
             status = await self._transport.status(watch.task_id, attempts=1)
         except QwenEditError as exc:
+            if isinstance(exc, RateLimitError):
+                self.rate.limited(None if testing_enabled() else exc.retry_after)
             if watch.event.is_set():
                 return  # a callback ended it meanwhile
             if exc.retryable and not watch.cancelled:
@@ -252,6 +272,7 @@ class Poller:
         if watch.event.is_set():
             return  # a callback ended it meanwhile
         watch.failures = 0
+        self.rate.accepted()
         done = status.state.done
         if isinstance(watch.plan, PollPlan):
             self._schedule.observe(watch.plan, watch.attempt, done, elapsed=sent)
