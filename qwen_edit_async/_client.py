@@ -26,6 +26,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._body import StreamedBody, split_body
 from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
 from ._config import ClientConfig, resolve_api_key
 from ._download import download_result
@@ -40,7 +41,7 @@ from ._prepare import ImagePreparer
 from ._schedule import PollSchedule
 from ._transport import Transport
 from .providers import Provider, get_provider
-from .providers._base import TaskState
+from .providers._base import HttpRequest, TaskState
 
 __all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
 
@@ -417,16 +418,12 @@ class QwenEditClient:
             if ticket is not None:
                 request = _with_callback(request, ticket.url)
             job.status = JobStatus.SUBMITTING
-            inputs = request.images
-            images = [i for i in inputs if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
-            if len(images) != len(inputs):
-                images = await self._preparer.prepare(inputs)
-            http = provider.build_create(request, images, model=model)
+            http, body = await self._build_create(request, model)
             if self._submit_gate is not None:
                 await self._submit_gate.wait()
             if provider.mode == "sync":
                 job._mark_accepted()  # the request is on its way
-            answer = await self._transport.create(http)
+            answer = await self._transport.create(http, body=body)
             if isinstance(answer, EditResult):
                 if answer.model is None:
                     answer.model = model or provider.model
@@ -458,6 +455,26 @@ class QwenEditClient:
             provider=provider.name,
             task_id=job.task_id,
         )
+
+    async def _build_create(
+        self, request: EditRequest, model: str | None
+    ) -> tuple[HttpRequest, StreamedBody | None]:
+        """The create request; local images as a body streamed while it is sent."""
+        images = request.images
+        urls = [i for i in images if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
+        if len(urls) == len(images):
+            return self.provider.build_create(request, urls, model=model), None
+        prepared, sources = await self._preparer.prepare_parts(images)
+        http = self.provider.build_create(request, prepared, model=model)
+        if not sources:
+            return http, None
+        assert http.body is not None
+        body = split_body(http.body, sources)
+        if body is not None:
+            return http, body
+        # A dialect that does not carry the data URI verbatim: build the body whole.
+        prepared = await self._preparer.prepare(images)
+        return self.provider.build_create(request, prepared, model=model), None
 
     def _new_job(self, request: EditRequest, model: str | None) -> Job:
         if not isinstance(request, EditRequest):

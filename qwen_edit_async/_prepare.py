@@ -3,6 +3,11 @@
 Files are read in a worker thread, encoded as data URIs or handed to the user's uploader,
 and shared: concurrent jobs naming the same input wait for one piece of work, and results
 are kept in an LRU bounded in bytes, so memory follows concurrency, not batch size.
+
+For providers that take data URIs, :meth:`ImagePreparer.prepare_parts` goes further: a file
+or bytes input used once is not encoded at all here, but streamed into the request body
+while it is sent (:mod:`._body`), so memory per job does not follow image size. Only an
+input seen again (shared by several jobs) is encoded once and kept in the cache.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from ._body import BytesSource, FileSource, Source, placeholder
 from ._errors import ConfigurationError, ValidationError
 from ._images import (
     _FORMS,
@@ -64,6 +70,25 @@ def _read_file(path: Path) -> tuple[bytes, ImageInfo, tuple[Any, ...]]:
         raise _Invalid(f"{subject} changed while it was read; images must not change")
     info = _inspect(io.BytesIO(data), len(data), subject)
     return data, info, _file_key(path, st)
+
+
+def _probe_file(path: Path, field: str) -> tuple[FileSource, tuple[Any, ...]]:
+    """Check a file by its header only (in a worker thread); the body streams it later."""
+    subject = f"file {_show(str(path))}"
+    try:
+        with open_regular(path, subject) as fh:
+            st = os.fstat(fh.fileno())
+            info = _inspect(fh, st.st_size, subject)
+    except FileNotFoundError:
+        raise _Invalid(f"{subject} no longer exists; {_FORMS}") from None
+    except OSError as exc:
+        raise _Invalid(f"{subject} cannot be read ({_reason(exc)}); {_FORMS}") from exc
+    source = FileSource(path, info.mime, st.st_size, (st.st_dev, st.st_ino), st.st_mtime_ns, field)
+    return source, _file_key(path, st)
+
+
+#: Distinct inputs remembered as seen (keys only), to tell shared inputs from single ones.
+_SEEN_KEYS = 65536
 
 
 @dataclass
@@ -123,11 +148,16 @@ class ImagePreparer:
         self._hits = 0
         self._misses = 0
         self._shared = 0
+        self._streamed = 0
+        #: Keys of inputs streamed once: seen again, an input is shared and worth caching.
+        self._seen: OrderedDict[Hashable, None] = OrderedDict()
 
     def stats(self) -> dict[str, int]:
         """Counters: ``hits`` (served from the cache), ``shared`` (joined work in flight),
-        ``misses`` (work done), ``entries``, ``bytes_cached``, ``in_flight``."""
+        ``misses`` (work done), ``streamed`` (inputs left to stream into the body),
+        ``entries``, ``bytes_cached``, ``in_flight``."""
         return {
+            "streamed": self._streamed,
             "hits": self._hits,
             "shared": self._shared,
             "misses": self._misses,
@@ -152,6 +182,64 @@ class ImagePreparer:
                     provider=self._provider,
                 ) from None
         return out
+
+    async def prepare_parts(
+        self, images: Sequence[str | bytes | Path], *, field: str = "images"
+    ) -> tuple[list[str], list[Source]]:
+        """Like :meth:`prepare`, but a local input used once becomes a placeholder data URI
+        (:func:`~._body.placeholder`) and a source to stream into the body; returns both.
+
+        Only for providers that take data URIs (else this is :meth:`prepare`).
+        """
+        if not self._accepts_data_uri:
+            return await self.prepare(images, field=field), []
+        out: list[str] = []
+        sources: list[Source] = []
+        for index, image in enumerate(images):
+            name = f"{field}[{index}]"
+            try:
+                source = await self._source(image, name)
+                if source is None:
+                    out.append(await self._prepare_one(image))
+                else:
+                    out.append(placeholder(len(sources), source.mime))
+                    sources.append(source)
+            except _Invalid as exc:
+                raise ValidationError(f"{name}: {exc}", field=name) from exc.__cause__
+        return out, sources
+
+    async def _source(self, image: str | bytes | Path, field: str) -> Source | None:
+        """A source to stream for bytes and for a file seen for the first time, else
+        ``None`` (the input is prepared whole, and a shared file is cached)."""
+        if isinstance(image, bytes):
+            # Always streamed: the caller holds the bytes already, and object ids are reused
+            # too soon to tell a shared object from a new one at the same address.
+            info = _inspect(io.BytesIO(image), len(image), f"the image data ({len(image)} bytes)")
+            self._streamed += 1
+            return BytesSource(image, info.mime)
+        if not isinstance(image, Path):
+            return None
+        try:
+            st = os.stat(image)
+        except (OSError, ValueError):
+            return None  # the usual path says why
+        if not self._first_use(_file_key(image, st)):
+            return None
+        source, _ = await anyio.to_thread.run_sync(
+            _probe_file, image, field, abandon_on_cancel=True
+        )
+        self._streamed += 1
+        return source
+
+    def _first_use(self, key: Hashable) -> bool:
+        if key in self._cache or key in self._pending:
+            return False
+        if key in self._seen:
+            return False  # shared: encode once and keep it
+        self._seen[key] = None
+        if len(self._seen) > _SEEN_KEYS:
+            self._seen.popitem(last=False)
+        return True
 
     async def _prepare_one(self, image: ImageInput) -> str:
         kind = image_kind(image)

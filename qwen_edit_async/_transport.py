@@ -37,6 +37,7 @@ import anyio
 import backoff
 
 from ._addresses import ForbiddenAddress, GuardedResolver, forbidden_address
+from ._body import SourceChanged, StreamedBody
 from ._config import ClientConfig, Secret, testing_enabled
 from ._errors import (
     APIError,
@@ -212,25 +213,32 @@ class Transport:
         *,
         cap: int,
         total: float | None = None,
+        stream: StreamedBody | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send once; classify a failure as not received or lost. ``total`` bounds it all."""
         try:
             with anyio.fail_after(total) if total is not None else nullcontext():
-                return await self._exchange_once(request, read_timeout, cap)
+                return await self._exchange_once(request, read_timeout, cap, stream)
         except TimeoutError as exc:
             # Only the deadline lands here: a read timeout inside is already classified.
             raise _Lost(f"no complete answer within {total:g} s") from exc
 
     async def _exchange_once(
-        self, request: HttpRequest, read_timeout: float, cap: int
+        self, request: HttpRequest, read_timeout: float, cap: int, stream: StreamedBody | None
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """``stream``: the body as parts, produced anew for this attempt while it is sent."""
         start = time.perf_counter()
+        request_headers = self._headers(request)
+        data: bytes | AsyncIterator[bytes] | None = request.body
+        if stream is not None:
+            data = stream.chunks()
+            request_headers["Content-Length"] = str(stream.length)
         try:
             async with self.session.request(
                 request.method,
                 request.url,
-                data=request.body,
-                headers=self._headers(request),
+                data=data,
+                headers=request_headers,
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
             ) as response:
@@ -272,8 +280,16 @@ class Transport:
     def _describe(self, exc: BaseException) -> str:
         return self._redact.text(str(exc) or type(exc).__name__)
 
-    async def create(self, request: HttpRequest) -> EditResult | TaskAccepted:
-        """Send a job-creating request; retry only what the provider certainly refused."""
+    async def create(
+        self, request: HttpRequest, *, body: StreamedBody | None = None
+    ) -> EditResult | TaskAccepted:
+        """Send a job-creating request; retry only what the provider certainly refused.
+
+        ``body``: the request body as parts streamed while sent (in place of
+        ``request.body``); each attempt streams it anew. A local image that changed while
+        it was streamed ends the job with :class:`~._body.SourceChanged` (the provider got
+        an incomplete request, so nothing was created).
+        """
         provider = self.provider
         read_timeout = (
             self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
@@ -284,22 +300,24 @@ class Transport:
             attempt += 1
             await self._wait_cooldown()
             try:
-                status, headers, body = await self._exchange(
-                    request, read_timeout, cap=self._answer_cap(creates=True)
+                status, headers, answer = await self._exchange(
+                    request, read_timeout, cap=self._answer_cap(creates=True), stream=body
                 )
                 if 200 <= status < 300:
                     try:
-                        return _parse(provider.parse_create, status, headers, body)
+                        return _parse(provider.parse_create, status, headers, answer)
                     except ProtocolError as exc:
                         raise _Lost(f"the answer could not be read: {exc.message}") from exc
-                raise _parse(provider.parse_error, status, headers, body)
+                raise _parse(provider.parse_error, status, headers, answer)
             except _NotReceived as exc:
+                _raise_if_source_changed(exc)
                 error: QwenEditError = TransportError(str(exc), provider=provider.name)
                 error.__cause__ = exc.__cause__
                 if isinstance(exc, _Unusable):
                     error.retryable = False  # the same URL again cannot help
                     raise error from exc.__cause__
             except _Lost as exc:
+                _raise_if_source_changed(exc)
                 error = SubmitUncertainError(
                     f"{exc}; the job may have been created (and billed) anyway",
                     provider=provider.name,
@@ -448,6 +466,18 @@ def _parse(parse: Callable[..., T], *args: object, **kwargs: object) -> T:
         return parse(*args, **kwargs)
     except RecursionError as exc:
         raise ProtocolError("unreadable answer: JSON nested too deeply") from exc
+
+
+def _raise_if_source_changed(exc: BaseException) -> None:
+    """Raise the :class:`SourceChanged` behind a failed send, if that is what ended it: the
+    body was aborted on purpose (the provider got an incomplete request), it was not lost."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # aiohttp wraps it once or twice
+        if seen is None:
+            return
+        if isinstance(seen, SourceChanged):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
 
 
 def _path(url: str) -> str:

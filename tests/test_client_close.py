@@ -58,6 +58,8 @@ async def test_close_does_not_wait_for_a_stuck_file_read(
         raise OSError("released")
 
     monkeypatch.setattr(prepare_module, "_read_file", stuck_read)
+    # A file used once is checked by its header, then streamed: stuck there too.
+    monkeypatch.setattr(prepare_module, "_probe_file", stuck_read)
     try:
         with anyio.fail_after(10):
             async with qe.QwenEditClient(
