@@ -77,6 +77,23 @@ overflow-wrap:anywhere;white-space:pre-wrap}
 .err{color:var(--bad);font-size:12px;overflow-wrap:anywhere;display:-webkit-box;
 -webkit-line-clamp:3;-webkit-box-orient:vertical;overflow:hidden}
 .empty{color:var(--mute);padding:20px}
+#viewer{position:fixed;inset:0;background:rgba(12,16,24,.86);z-index:10;overflow:auto}
+#viewer[hidden]{display:none}
+.vbox{max-width:1500px;margin:2vh auto;background:var(--card);border-radius:10px;
+padding:14px 18px;display:flex;flex-direction:column;gap:10px}
+.vhead{display:flex;gap:10px;align-items:center}.vhead .jid{font-size:16px}
+.vhead button{border:1px solid var(--line);background:#fff;border-radius:4px;
+padding:3px 10px;cursor:pointer}
+.vpics{display:flex;gap:14px;align-items:center}
+.vins,.vouts{display:flex;gap:10px;flex-wrap:wrap;align-items:flex-start}
+.vins{flex:0 1 30%}.vouts{flex:1 1 70%}
+.vpics figure{margin:0;display:flex;flex-direction:column;gap:3px;min-width:0}
+.vpics figcaption{color:var(--mute);font-size:12px}
+.vins img{max-width:100%;max-height:28vh;object-fit:contain;background:#e9ecf1}
+.vouts img{max-width:100%;max-height:70vh;object-fit:contain;background:#e9ecf1}
+.vouts figure{flex:1 1 300px}.vins figure{flex:1 1 120px}
+.vprompt{white-space:pre-wrap;overflow-wrap:anywhere}
+.hint{color:var(--mute);font-size:12px}
 """
 
 PAGE_SCRIPT = r"""
@@ -198,9 +215,16 @@ PAGE_SCRIPT = r"""
     return node;
   }
 
-  function card(job) {
+  function card(job, index) {
     var node = el('article', 'card ' + job[1]);
     node.dataset.status = job[1];
+    node.addEventListener('click', function (event) {
+      var link = event.target.closest ? event.target.closest('a.thumb') : null;
+      if (!link || link.classList.contains('ph') || event.button !== 0 ||
+          event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) { return; }
+      event.preventDefault();
+      openViewer(index);
+    });
     var head = el('div', 'head');
     head.appendChild(el('span', 'badge ' + job[1], job[1]));
     var id = el('span', 'jid', job[0]);
@@ -273,7 +297,7 @@ PAGE_SCRIPT = r"""
     var fragment = document.createDocumentFragment();
     var start = st.page * st.size;
     var end = Math.min(view.length, start + st.size);
-    for (var i = start; i < end; i++) { fragment.appendChild(card(view[i])); }
+    for (var i = start; i < end; i++) { fragment.appendChild(card(view[i], i)); }
     if (!view.length) { fragment.appendChild(el('p', 'empty', 'No job matches.')); }
     grid.textContent = '';
     grid.appendChild(fragment);
@@ -282,7 +306,96 @@ PAGE_SCRIPT = r"""
     document.body.dataset.rendered = String(end - start);
   }
 
+  // One job at full size: inputs beside outputs; arrows walk the filtered jobs.
+  var viewer = el('div');
+  viewer.id = 'viewer';
+  viewer.hidden = true;
+  viewer.setAttribute('role', 'dialog');
+  viewer.setAttribute('aria-modal', 'true');
+  document.body.appendChild(viewer);
+  var shown = -1;
+  viewer.addEventListener('click', function (event) {
+    if (event.target === viewer) { closeViewer(); }
+  });
+
+  function figure(pair, label) {
+    var box = el('figure');
+    if (pair[0] !== 'img') {
+      box.appendChild(thumb(pair, 'in', label));
+      box.appendChild(el('figcaption', null, label));
+      return box;
+    }
+    var link = el('a');
+    link.href = pair[1];
+    link.target = '_blank';
+    link.rel = 'noopener';
+    var img = el('img');
+    img.alt = label;
+    img.decoding = 'async';
+    var caption = el('figcaption', null, label);
+    img.addEventListener('load', function () {
+      caption.textContent = label + ' \u00b7 ' + img.naturalWidth + '\u00d7' + img.naturalHeight;
+    });
+    img.addEventListener('error', function () { caption.textContent = label + ' \u00b7 missing'; });
+    img.src = pair[1];
+    link.appendChild(img);
+    box.appendChild(link);
+    box.appendChild(caption);
+    return box;
+  }
+
+  function openViewer(index) {
+    if (index < 0 || index >= view.length) { return; }
+    shown = index;
+    var job = view[index];
+    viewer.textContent = '';
+    var box = el('div', 'vbox');
+    var head = el('div', 'vhead');
+    head.appendChild(el('span', 'badge ' + job[1], job[1]));
+    head.appendChild(el('span', 'jid', job[0]));
+    var where = (index + 1) + ' of ' + view.length + ' \u00b7 line ' + job[9];
+    head.appendChild(el('span', 'line', where));
+    var close = el('button', null, 'close \u2715');
+    close.type = 'button';
+    close.addEventListener('click', closeViewer);
+    head.appendChild(close);
+    box.appendChild(head);
+    var pics = el('div', 'vpics');
+    var ins = el('div', 'vins');
+    var outs = el('div', 'vouts');
+    job[5].forEach(function (pair, i) { ins.appendChild(figure(pair, 'input ' + (i + 1))); });
+    job[6].forEach(function (pair, i) { outs.appendChild(figure(pair, 'output ' + (i + 1))); });
+    if (!job[6].length) { outs.appendChild(el('span', 'noout', 'no output')); }
+    pics.appendChild(ins);
+    pics.appendChild(el('span', 'arrow', '\u2192'));
+    pics.appendChild(outs);
+    box.appendChild(pics);
+    box.appendChild(el('div', 'vprompt', job[2] || '(prompt not available)'));
+    box.appendChild(el('div', 'meta', 'size ' + (job[3] || 'auto') + ' \u00b7 n ' + job[4]));
+    if (job[7] || job[8]) {
+      box.appendChild(el('div', 'err', (job[7] || 'Error') + ': ' + job[8]));
+    }
+    box.appendChild(el('div', 'hint', '\u2190 \u2192 previous / next job \u00b7 Esc closes'));
+    viewer.appendChild(box);
+    viewer.hidden = false;
+    close.focus();
+  }
+
+  function closeViewer() {
+    if (viewer.hidden) { return; }
+    viewer.hidden = true;
+    viewer.textContent = '';
+    var page = Math.floor(shown / st.size);
+    if (page !== st.page) { go(page); }
+  }
+
   document.addEventListener('keydown', function (event) {
+    if (!viewer.hidden) {
+      if (event.key === 'Escape') { closeViewer(); }
+      if (event.key === 'ArrowRight') { openViewer(shown + 1); }
+      if (event.key === 'ArrowLeft') { openViewer(shown - 1); }
+      return;
+    }
     if (event.target && /INPUT|SELECT|TEXTAREA/.test(event.target.tagName)) { return; }
     if (event.key === 'ArrowRight') { go(st.page + 1); }
     if (event.key === 'ArrowLeft') { go(st.page - 1); }

@@ -168,6 +168,26 @@ def test_run_writes_a_report_that_shows_every_job_and_its_thumbnails(
     browser.wait_until(f"{cards}.length === 1")
     assert browser.evaluate(f"{cards}[0].querySelector('.jid').textContent") == "job-5"
 
+    # A click on a thumbnail shows that job at full size; arrows walk the filtered jobs.
+    browser.evaluate("document.querySelector('.error-filter').click()")
+    browser.evaluate(f"{cards}[1].querySelector('a.thumb.out').click()")
+    viewer = "document.getElementById('viewer')"
+    assert browser.evaluate(f"!{viewer}.hidden && {viewer}.querySelector('.jid').textContent")
+    assert browser.evaluate(f"{viewer}.querySelector('.jid').textContent") == "job-1"
+    browser.wait_until(
+        f"Array.from({viewer}.querySelectorAll('.vouts img')).every(i => i.naturalWidth > 0)"
+    )
+    files = json.loads(rows["job-1"]["files"])
+    shown = browser.evaluate(
+        f"Array.from({viewer}.querySelectorAll('.vouts img')).map(i => i.getAttribute('src'))"
+    )
+    assert shown == files
+    key = "document.dispatchEvent(new KeyboardEvent('keydown', {key: '%s'}))"
+    browser.evaluate(key % "ArrowRight")
+    assert browser.evaluate(f"{viewer}.querySelector('.jid').textContent") == "job-2"
+    browser.evaluate(key % "Escape")
+    assert browser.evaluate(f"{viewer}.hidden")
+
     assert browser.console_errors() == []
     remote = [url for url in browser.requests() if not url.startswith(("file:", "data:"))]
     assert remote == []
