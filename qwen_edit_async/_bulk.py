@@ -69,6 +69,8 @@ class RunOptions:
     #: Seconds per job; ``None``: the client's default; ``0``: no limit.
     job_timeout: float | None = None
     upload_url: str | None = None
+    #: A ``redis://`` URL: share the account's limits with every run and process on it.
+    shared: str | None = None
     progress: ProgressMode = "auto"
     progress_interval: float = 5.0
     #: Seconds that creates, sync requests and downloads in flight get after Ctrl-C.
@@ -237,6 +239,7 @@ class BulkRunner:
                 api_key=o.api_key,
                 max_in_flight=o.concurrency,
                 uploader=uploader,
+                shared=o.shared,
                 **options,
             )
         except QwenEditError as exc:

@@ -33,6 +33,7 @@ from ._download import download_result
 from ._errors import ConfigurationError, JobTimeoutError, QwenEditError, ValidationError
 from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
+from ._limits import Limits, LocalLimits
 from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome
 from ._pacing import AdaptiveRate
@@ -75,6 +76,11 @@ class ClientStatistics(msgspec.Struct, frozen=True):
     #: ``callbacks=``, polling only catches the callbacks that did not come).
     completed_by_callback: int = 0
     completed_by_poll: int = 0
+    #: The limits in force: jobs in flight and creates per second (``None``: unpaced),
+    #: learned from the provider unless ``adaptive_limits=False``; and 429s received.
+    in_flight_limit: int = 0
+    submit_rate_limit: float | None = None
+    rate_limited: int = 0
 
 
 ProgressHook = Callable[[ClientStatistics], None]
@@ -93,10 +99,13 @@ class QwenEditClient:
     ``provider``: a name (``"dashscope"``, ``"dashscope-intl"``, ``"modelstream"``,
     ``"onetoken"``, ``"evolink"``, ``"vtrix"``) or a provider object. ``api_key``: else
     ``QWEN_EDIT_API_KEY``, else the provider's own variable. ``base_url``: the root URL
-    (``"http://127.0.0.1:8000"``). ``max_in_flight``: jobs between taking a slot and their
-    end. ``session``: an ``aiohttp.ClientSession`` to use and leave open. ``uploader``: an
+    (``"http://127.0.0.1:8000"``). ``max_in_flight``: the most jobs between taking a slot
+    and their end (the client learns how many the provider allows, up to this).
+    ``session``: an ``aiohttp.ClientSession`` to use and leave open. ``uploader``: an
     async ``(data, mime) -> url`` for local images on URL-only providers. ``on_progress``:
-    called with :meth:`statistics` whenever a job starts or ends. Any
+    called with :meth:`statistics` whenever a job starts or ends. ``shared``: a
+    ``redis://`` URL; every client with the same provider, base URL and key then shares one
+    set of limits (needs the ``redis`` extra). Any
     :class:`ClientConfig` field may be given as a keyword (``job_timeout=120``).
 
     ``callbacks``: a :class:`CallbackReceiver` (Evolink only: the one provider that calls
@@ -120,6 +129,7 @@ class QwenEditClient:
         uploader: Uploader | None = None,
         on_progress: ProgressHook | None = None,
         callbacks: CallbackReceiver | None = None,
+        shared: str | None = None,
         **options: Any,
     ) -> None:
         if (
@@ -161,8 +171,14 @@ class QwenEditClient:
         connections = max_in_flight + cfg.download_concurrency
         if self.provider.is_task:
             connections += poll_concurrency
+        self._limits = self._make_limits(shared)
         self._transport = Transport(
-            self.provider, self._api_key, cfg, session=session, connections=connections
+            self.provider,
+            self._api_key,
+            cfg,
+            session=session,
+            connections=connections,
+            limits=self._limits,
         )
         self._preparer = ImagePreparer(
             accepts_data_uri=self.provider.accepts_data_uri,
@@ -194,9 +210,7 @@ class QwenEditClient:
             max_interval=cfg.poll_max_interval,
             public_url=callbacks.public_url if callbacks is not None else "",
         )
-        self._slots = anyio.CapacityLimiter(max_in_flight)
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
-        self._submit_gate = _RateGate(cfg.submit_rate) if cfg.submit_rate else None
         self._on_progress = on_progress
         self._state: Literal["new", "open", "closed"] = "new"
         self._task_group: TaskGroup | None = None
@@ -205,6 +219,26 @@ class QwenEditClient:
         self._waiting = 0
         self._completed = 0
         self._failed = 0
+
+    def _make_limits(self, shared: str | None) -> Limits:
+        cfg = self.config
+        local = LocalLimits(
+            max_in_flight=self.max_in_flight,
+            submit_rate=cfg.submit_rate,
+            adaptive=cfg.adaptive_limits,
+        )
+        if shared is None:
+            return local
+        from ._shared import RedisLimits  # the redis package is an optional extra
+
+        return RedisLimits(
+            shared,
+            local,
+            provider=self.provider.name,
+            base_url=self.provider.base_url,
+            api_key=self._api_key,
+            lease_ttl=cfg.lease_ttl,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -241,6 +275,7 @@ class QwenEditClient:
             self._state = "closed"
             raise
         self._task_group = started.result()
+        await self._limits.open(self._task_group)
         self._state = "open"
         return self
 
@@ -279,7 +314,10 @@ class QwenEditClient:
                     logger.error("the client's task group failed", exc_info=outcome)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._transport.aclose()
+                try:
+                    await self._limits.aclose()
+                finally:
+                    await self._transport.aclose()
 
     @property
     def closed(self) -> bool:
@@ -296,9 +334,10 @@ class QwenEditClient:
         return self._task_group
 
     def statistics(self) -> ClientStatistics:
-        """A frozen snapshot of the client's counters."""
+        """A frozen snapshot of the client's counters and of the limits in force."""
+        limits = self._limits.snapshot()
         return ClientStatistics(
-            in_flight=self._slots.borrowed_tokens,
+            in_flight=self._limits.in_flight,
             waiting=self._waiting,
             polling=self._poller.pending,
             completed=self._completed,
@@ -306,6 +345,9 @@ class QwenEditClient:
             status_requests=self._transport.status_requests,
             completed_by_callback=self._poller.completed_by_callback,
             completed_by_poll=self._poller.completed_by_poll,
+            in_flight_limit=limits.in_flight,
+            submit_rate_limit=limits.rate,
+            rate_limited=limits.rate_limited,
         )
 
     def _progress(self) -> None:
@@ -342,11 +384,9 @@ class QwenEditClient:
                         scope.cancel()
                 self._waiting += 1
                 try:
-                    try:
-                        # A free slot needs no trip through the event loop.
-                        self._slots.acquire_on_behalf_of_nowait(job)
-                    except anyio.WouldBlock:
-                        await self._slots.acquire_on_behalf_of(job)
+                    # A free slot needs no trip through the event loop.
+                    if not self._limits.try_acquire(job):
+                        await self._limits.acquire(job)
                 finally:
                     self._waiting -= 1
                 try:
@@ -366,7 +406,7 @@ class QwenEditClient:
                                 task_id=job.task_id,
                             )
                 finally:
-                    self._slots.release_on_behalf_of(job)
+                    self._limits.release(job)
             if scope is not None and scope.cancelled_caught:
                 error = JobCancelledError(
                     "the job was cancelled", provider=self.provider.name, task_id=job.task_id
@@ -419,11 +459,9 @@ class QwenEditClient:
                 request = _with_callback(request, ticket.url)
             job.status = JobStatus.SUBMITTING
             http, body = await self._build_create(request, model)
-            if self._submit_gate is not None:
-                await self._submit_gate.wait()
             if provider.mode == "sync":
                 job._mark_accepted()  # the request is on its way
-            answer = await self._transport.create(http, body=body)
+            answer = await self._transport.create(http, job, body=body)
             if isinstance(answer, EditResult):
                 if answer.model is None:
                     answer.model = model or provider.model
@@ -607,19 +645,3 @@ def _with_callback(request: EditRequest, url: str) -> EditRequest:
 #: Inputs that go to the provider as they are, whatever it accepts.
 _URL_PREFIXES = ("https://", "http://")
 
-
-class _RateGate:
-    """Spaces submissions at most ``rate`` per second (``None``: no cap)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        if not self._interval:
-            return
-        now = anyio.current_time()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await anyio.sleep(slot - now)

@@ -113,12 +113,19 @@ class ClientConfig:
     #: (waiting out any ``Retry-After``), and grows back while none is.
     poll_rate: float | None = None
 
-    #: Submissions per second (``None``: no cap besides ``max_in_flight``).
+    #: Submissions per second at most (``None``: no cap besides ``max_in_flight``).
     submit_rate: float | None = None
     #: Largest API answer read, in bytes (task, status and error answers). A synchronous
     #: answer may carry its images inline: it may be larger by ``8 * download_max_bytes``
     #: (up to 6 images, base64-encoded).
     max_response_bytes: int = 8 * 1024 * 1024
+    #: Learn the provider's limits: concurrency and submissions per second start low and
+    #: grow while creates are accepted, shrink on 429, never above ``max_in_flight`` and
+    #: ``submit_rate``. ``False``: exactly ``max_in_flight`` and ``submit_rate``.
+    adaptive_limits: bool = True
+    #: Seconds a slot shared through Redis stays taken if its process dies without
+    #: giving it back; held slots are renewed well before.
+    lease_ttl: float = 15.0
     #: Largest image a download may write, in bytes.
     download_max_bytes: int = 64 * 1024 * 1024
     #: Downloads at once per client.

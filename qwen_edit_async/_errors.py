@@ -48,6 +48,7 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "api_error",
+    "limit_kind",
     "task_error",
 ]
 
@@ -169,9 +170,15 @@ class PermissionDeniedError(APIError):
 
 
 class RateLimitError(APIError):
-    """Throttled (HTTP 429). ``retry_after`` is the wait the provider asked for, in seconds."""
+    """Throttled (HTTP 429). ``retry_after`` is the wait the provider asked for, in seconds.
+
+    ``limit`` says which limit refused the request where the provider's message says so:
+    ``"concurrency"`` (too many tasks running), ``"rate"`` (too many requests per second,
+    or a burst), or ``None``.
+    """
 
     retryable = True
+    limit: str | None = None
 
 
 class InsufficientQuotaError(APIError):
@@ -262,6 +269,23 @@ def _class_for(status: int | None, code: str | None, message: str) -> type[APIEr
     return BadRequestError
 
 
+_RATE_WORDS = ("rate", "too quickly", "per second", "per minute", "qps", "rpm", "too many requests")
+
+
+def limit_kind(message: str | None) -> str | None:
+    """``"concurrency"``, ``"rate"`` or ``None``: which limit a 429's message names.
+
+    >>> limit_kind("Request rate increased too quickly")
+    'rate'
+    """
+    text = (message or "").lower()
+    if "concurren" in text:
+        return "concurrency"
+    if any(word in text for word in _RATE_WORDS):
+        return "rate"
+    return None
+
+
 def api_error(
     *,
     provider: str,
@@ -292,7 +316,10 @@ def api_error(
         "task_id": task_id,
         "body": body,
     }
-    return cls(text, retry_after=retry_after, **context)
+    error = cls(text, retry_after=retry_after, **context)
+    if isinstance(error, RateLimitError):
+        error.limit = limit_kind(message)
+    return error
 
 
 def task_error(

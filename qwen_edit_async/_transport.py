@@ -3,8 +3,9 @@
 Retry rules (DESIGN.md, "Retries that never double-charge"):
 
 - An answer that says the request was refused (429, 408, 5xx) is retried after a full-jitter
-  exponential wait, or the ``Retry-After`` the provider asked for. A 429 on a create starts
-  one client-wide cooldown that every submission waits out (no stampede of N loops).
+  exponential wait, or the ``Retry-After`` the provider asked for. A 429 on a create goes to
+  the client's limits (``_limits``): they learn from it, and a ``Retry-After`` becomes one
+  client-wide cooldown that every submission waits out (no stampede of N loops).
 - A connection that was refused, or reset by the peer (RST), was not received: retried.
 - A create whose connection closed cleanly, timed out, or answered with an unreadable body
   after the request was written may have created (and billed) a job: it raises
@@ -25,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import random
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -46,6 +46,7 @@ from ._errors import (
     SubmitUncertainError,
     TransportError,
 )
+from ._limits import Limits, LocalLimits
 from ._models import EditResult
 from ._redact import Redactor
 from ._version import __version__
@@ -103,6 +104,7 @@ class Transport:
         *,
         session: aiohttp.ClientSession | None = None,
         connections: int = 100,
+        limits: Limits | None = None,
     ) -> None:
         self.provider = provider
         self._key = api_key
@@ -111,7 +113,10 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._connections = connections
-        self._cooldown_until = 0.0
+        #: Slots, pacing and the 429 cooldown of creates (fixed ones when not given).
+        self.limits = limits or LocalLimits(
+            max_in_flight=connections, submit_rate=None, adaptive=False
+        )
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self.status_requests = 0
 
@@ -156,22 +161,6 @@ class Transport:
             return float(backoff.full_jitter(gen.send(None)))
 
         return wait
-
-    def cooldown_remaining(self) -> float:
-        """Seconds left in the client-wide 429 cooldown."""
-        return max(0.0, self._cooldown_until - time.monotonic())
-
-    def _start_cooldown(self, seconds: float) -> None:
-        until = time.monotonic() + seconds
-        if until > self._cooldown_until:
-            self._cooldown_until = until
-            logger.info("rate limited: pausing submissions for %.2f s", seconds)
-
-    async def _wait_cooldown(self) -> None:
-        remaining = self.cooldown_remaining()
-        if remaining > 0 and not testing_enabled():
-            # Spread the restart a little so the paused submissions do not land at once.
-            await anyio.sleep(remaining + random.uniform(0, min(1.0, remaining * 0.1)))
 
     def _retry_wait(self, exc: QwenEditError, next_wait: Callable[[], float]) -> float | None:
         """Seconds to wait before retrying after ``exc``, or None to give up."""
@@ -281,15 +270,18 @@ class Transport:
         return self._redact.text(str(exc) or type(exc).__name__)
 
     async def create(
-        self, request: HttpRequest, *, body: StreamedBody | None = None
+        self, request: HttpRequest, holder: object = None, *, body: StreamedBody | None = None
     ) -> EditResult | TaskAccepted:
         """Send a job-creating request; retry only what the provider certainly refused.
 
-        ``body``: the request body as parts streamed while sent (in place of
-        ``request.body``); each attempt streams it anew. A local image that changed while
-        it was streamed ends the job with :class:`~._body.SourceChanged` (the provider got
-        an incomplete request, so nothing was created).
+        ``holder`` is the job whose slot the create uses: the limits may send it back to
+        the queue for a slot after a concurrency refusal. ``body``: the request body as
+        parts streamed while sent (in place of ``request.body``); each attempt streams it
+        anew. A local image that changed while it was streamed ends the job with
+        :class:`~._body.SourceChanged` (the provider got an incomplete request, so nothing
+        was created).
         """
+        limits = self.limits
         provider = self.provider
         read_timeout = (
             self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
@@ -298,16 +290,18 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
-            await self._wait_cooldown()
+            await limits.pace()
             try:
                 status, headers, answer = await self._exchange(
                     request, read_timeout, cap=self._answer_cap(creates=True), stream=body
                 )
                 if 200 <= status < 300:
                     try:
-                        return _parse(provider.parse_create, status, headers, answer)
+                        parsed = _parse(provider.parse_create, status, headers, answer)
                     except ProtocolError as exc:
                         raise _Lost(f"the answer could not be read: {exc.message}") from exc
+                    limits.accepted(holder)
+                    return parsed
                 raise _parse(provider.parse_error, status, headers, answer)
             except _NotReceived as exc:
                 _raise_if_source_changed(exc)
@@ -328,8 +322,16 @@ class Transport:
             except QwenEditError as exc:
                 error = exc
                 if isinstance(exc, RateLimitError):
-                    pause = exc.retry_after if exc.retry_after is not None else next_wait()
-                    self._start_cooldown(min(pause, self._config.retry_after_max))
+                    cap = self._config.retry_after_max
+                    after = exc.retry_after
+                    await limits.refused(
+                        holder,
+                        exc.limit if exc.limit in ("concurrency", "rate") else None,  # type: ignore[arg-type]
+                        None if after is None else min(after, cap),
+                        next_wait(),
+                        retrying=attempt < self._config.max_attempts
+                        and (after is None or after <= cap),
+                    )
             if not error.retryable and not isinstance(error, SubmitUncertainError):
                 raise error
             wait = (

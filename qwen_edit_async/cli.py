@@ -99,8 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=16,
         metavar="N",
-        help="edits in flight at once (default: 16); keep it within your provider's "
-        "concurrent-task quota, e.g. --concurrency 4",
+        help="most edits in flight at once (default: 16); the client learns your "
+        "provider's concurrent-task quota below it, e.g. --concurrency 64",
+    )
+    run.add_argument(
+        "--shared",
+        metavar="URL",
+        help="share the key's limits (jobs in flight, creates per second, 429 pauses) with "
+        "every run and process using this Redis, e.g. --shared redis://10.0.0.5:6379/0 "
+        "(needs the redis extra)",
     )
     run.add_argument(
         "--resume",
@@ -414,6 +421,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         download=args.download,
         job_timeout=args.job_timeout,
         upload_url=args.upload_url,
+        shared=args.shared,
         progress=args.progress,
         progress_interval=args.progress_interval,
         grace=args.grace,

@@ -269,10 +269,12 @@ async def test_per_call_model_override(fake: FakeProvider) -> None:
 
 async def test_connections_are_sized_for_max_in_flight() -> None:
     """With 150 jobs allowed in flight on a synchronous provider, 150 requests are open at
-    once: the connection pool does not cap them at aiohttp's default of 100."""
+    once: the connection pool does not cap them at aiohttp's default of 100. (Fixed limits:
+    learned ones would not grow while no job ends.)"""
     async with FakeProvider(api_key=API_KEY, latency=60) as fake:
         requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(150)]
-        async with client_for(fake, "dashscope", max_in_flight=150) as client:
+        client = client_for(fake, "dashscope", max_in_flight=150, adaptive_limits=False)
+        async with client:
 
             async def consume() -> None:
                 async for _ in client.edit_many(requests):

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from _imagegen import make_image
 
 from qwen_edit_async.testing import FakeProvider
@@ -83,13 +84,16 @@ async def test_bulk_script_edits_a_folder_with_a_plain_progress_bar(tmp_path: Pa
     ]
 
 
+@pytest.mark.slow
 async def test_bulk_script_obeys_base_url_provider_and_concurrency(tmp_path: Path) -> None:
     """Pointed at a provider with --base-url/--provider/--concurrency 4, the script (rich
     bar by default) sends every image there, never runs more than 4 jobs at once and
-    reaches 4; a file the API would refuse is reported as skipped and the exit code is 1."""
+    reaches 4; a file the API would refuse is reported as skipped and the exit code is 1.
+    (Jobs last 0.8 s: the client's slow start sends its first creates a quarter of a
+    second apart, so shorter jobs would end before four run at once.)"""
     photos = folder(tmp_path / "photos", 12)
     (photos / "tiny.png").write_bytes(make_image("png", 100, 100))
-    async with FakeProvider(api_key="sk-bulk", latency=0.1) as fake:
+    async with FakeProvider(api_key="sk-bulk", latency=0.8) as fake:
         code, out = await run(
             str(EXAMPLES / "bulk_script.py"),
             str(photos),

@@ -62,6 +62,14 @@ def build_parser(prog: str = "python -m qwen_edit_async.testing") -> argparse.Ar
         "--url-lifetime", type=float, default=3600.0, help="seconds result URLs stay valid (3600)"
     )
     parser.add_argument("--max-running", type=int, help="429 when this many jobs are running")
+    parser.add_argument(
+        "--max-rate", type=float, help="429 beyond this many requests in any second"
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        help="with --max-rate: 429 when a rate rises too quickly (token bucket of this many)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(
         "--faults",
@@ -94,6 +102,8 @@ def fake_from_args(args: argparse.Namespace) -> FakeProvider:
         estimated_time=estimated,  # type: ignore[arg-type]
         faults=args.faults,
         max_running=args.max_running,
+        max_rate=args.max_rate,
+        burst=args.burst,
         seed=args.seed,
         b64_json=args.b64_json,
     )

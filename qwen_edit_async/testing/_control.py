@@ -6,7 +6,8 @@
 ``GET /_fake/faults``    the current :class:`Faults` as JSON
 ``POST /_fake/faults``   replace the faults: a JSON object of ``Faults`` fields
 ``POST /_fake/script``   queue script words: ``{"script": ["rate_limit", "ok"]}`` or a list
-``GET /_fake/config``    latency, max_running, url_lifetime, estimated_time, b64_json
+``GET /_fake/config``    latency, max_running, max_rate, burst, url_lifetime, estimated_time,
+                         b64_json
 ``POST /_fake/config``   change any of those (``latency`` seconds or ``latency_lognormal``
                          ``[median, sigma]``; ``estimated_time`` an int, ``null`` or ``"auto"``)
 ``POST /_fake/upload``   raw bytes with their Content-Type -> ``{"url": ".../files/uploads/..."}``
@@ -17,7 +18,7 @@ These routes need no API key: the fake only ever listens on loopback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -38,6 +39,8 @@ class _ConfigChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     latency: float | msgspec.UnsetType = msgspec.UNSET
     latency_lognormal: tuple[float, float] | msgspec.UnsetType = msgspec.UNSET
     max_running: int | msgspec.UnsetType | None = msgspec.UNSET
+    max_rate: Annotated[float, msgspec.Meta(gt=0)] | msgspec.UnsetType | None = msgspec.UNSET
+    burst: Annotated[int, msgspec.Meta(ge=1)] | msgspec.UnsetType | None = msgspec.UNSET
     url_lifetime: float | msgspec.UnsetType = msgspec.UNSET
     estimated_time: int | Literal["auto"] | msgspec.UnsetType | None = msgspec.UNSET
     b64_json: bool | msgspec.UnsetType = msgspec.UNSET
@@ -60,6 +63,8 @@ def _config(fake: FakeProvider) -> dict[str, Any]:
         "latency": repr(fake.latency),
         "latency_typical": fake.latency.typical,
         "max_running": fake.max_running,
+        "max_rate": fake.max_rate,
+        "burst": fake.burst,
         "url_lifetime": fake.url_lifetime,
         "estimated_time": fake.estimated_time,
         "b64_json": fake.b64_json,
@@ -112,6 +117,10 @@ def add_control_routes(app: web.Application, fake: FakeProvider) -> None:
                 fake.latency = Latency.lognormal(*change.latency_lognormal)
             if change.max_running is not msgspec.UNSET:
                 fake.max_running = change.max_running
+            if change.max_rate is not msgspec.UNSET:
+                fake.max_rate = change.max_rate
+            if change.burst is not msgspec.UNSET:
+                fake.burst = change.burst
             if change.url_lifetime is not msgspec.UNSET:
                 fake.url_lifetime = change.url_lifetime
             if change.estimated_time is not msgspec.UNSET:

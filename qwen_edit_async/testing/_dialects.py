@@ -49,6 +49,7 @@ _DASHSCOPE: dict[Kind, tuple[int, str]] = {
     "async_refused": (403, "AccessDenied"),
     "rate_limit": (429, "Throttling"),
     "concurrency": (429, "Throttling.RateQuota"),
+    "rate_quota": (429, "Throttling.RateQuota"),
     "server_error": (500, "InternalError"),
     "content_filter": (400, "DataInspectionFailed"),
     "quota": (400, "Arrearage"),
@@ -65,6 +66,7 @@ _GATEWAY_CODES: dict[Kind, str] = {
     "empty_model": "model_not_found",
     "rate_limit": "rate_limit_exceeded",
     "concurrency": "rate_limit_exceeded",
+    "rate_quota": "rate_limit_exceeded",
 }
 
 _EVOLINK: dict[Kind, tuple[int, str]] = {
@@ -81,6 +83,7 @@ _EVOLINK: dict[Kind, tuple[int, str]] = {
     "async_refused": (403, "forbidden"),
     "rate_limit": (429, "rate_limit_exceeded"),
     "concurrency": (429, "rate_limit_exceeded"),
+    "rate_quota": (429, "rate_limit_exceeded"),
     "server_error": (500, "internal_error"),
     "content_filter": (400, "content_policy_violation"),
     "quota": (402, "insufficient_quota"),
@@ -95,6 +98,7 @@ _VTRIX_STATUS: dict[Kind, int] = {
     "async_refused": 403,
     "rate_limit": 429,
     "concurrency": 429,
+    "rate_quota": 429,
     "not_found": 404,
     "too_large": 413,
     "download_failed": 400,

@@ -1,8 +1,9 @@
 """The aiohttp routes of the provider dialects and the file host.
 
-A create goes: read body -> API key -> fault decision (script or draw) -> transport
-faults -> validation -> concurrency quota -> job created and billed -> answer (sync:
-after the latency; task: at once, status computed from the clock at each poll).
+A create goes: read body -> API key -> rate limit and burst guard -> fault decision
+(script or draw) -> transport faults -> validation -> concurrency quota -> job created and
+billed -> answer (sync: after the latency; task: at once, status computed from the clock
+at each poll).
 """
 
 from __future__ import annotations
@@ -184,6 +185,12 @@ class _Routes:
         sync = dialect in SYNC_DIALECTS
         try:
             self._check_auth(request)
+            refusal = fake.rate_guard.check(
+                now=time.monotonic(), max_rate=fake.max_rate, burst=fake.burst
+            )
+            if refusal is not None:
+                stats.refused_rate += 1
+                raise Problem("rate_quota", refusal)
             if dialect == "dashscope" and request.headers.get("X-DashScope-Async") == "enable":
                 raise Problem(
                     "async_refused", "current user api does not support asynchronous calls"
@@ -220,6 +227,7 @@ class _Routes:
                 outcome = prompt_magic(spec.prompt) or outcome
             limit = fake.max_running
             if limit is not None and stats.running >= limit:
+                stats.refused_concurrency += 1
                 raise Problem(
                     "concurrency",
                     f"Too many concurrent tasks: at most {limit} may run at once.",

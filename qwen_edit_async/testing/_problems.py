@@ -20,6 +20,7 @@ Kind = Literal[
     "async_refused",  # DashScope: X-DashScope-Async on a sync-only model
     "rate_limit",  # injected throttling
     "concurrency",  # max_running reached
+    "rate_quota",  # max_rate or the burst guard refused the request
     "server_error",  # injected 5xx
     "content_filter",  # moderation
     "quota",  # out of funds

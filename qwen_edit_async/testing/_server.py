@@ -17,6 +17,7 @@ from ._callbacks import CallbackSender
 from ._faults import Decision, Faults, draw, parse_script
 from ._files import FileStore
 from ._latency import Latency, LatencyLike, as_latency
+from ._quota import RateGuard
 from ._stats import FakeStats
 
 __all__ = ["CALLBACKS", "FakeProvider"]
@@ -44,8 +45,13 @@ class FakeProvider:
     ``api_key=None`` accepts any non-empty ``Authorization: Bearer <key>``; a string requires
     exactly that key. ``latency`` is seconds, a :class:`Latency`, or ``rng -> seconds``.
     ``estimated_time`` is Evolink's hint in whole seconds: ``"auto"`` rounds the typical
-    latency, ``None`` leaves the hint out. ``max_running`` answers 429 to a create while
-    that many jobs run. ``b64_json=True`` makes ModelStream/OneToken return images inline.
+    latency, ``None`` leaves the hint out. The account limits a client cannot see, each
+    answered with 429 in the dialect's shape and counted in ``stats``: ``max_running``
+    refuses a create while that many jobs run (a concurrent-task quota); ``max_rate``
+    refuses requests beyond that many in any second, and ``burst`` (with ``max_rate``)
+    refuses a rate that rises too quickly: a token bucket of ``burst`` requests refilled at
+    ``max_rate`` per second. All three may be changed while the fake runs (attributes, or
+    ``POST /_fake/config``). ``b64_json=True`` makes ModelStream/OneToken return images inline.
     """
 
     def __init__(
@@ -59,11 +65,17 @@ class FakeProvider:
         estimated_time: int | Literal["auto"] | None = "auto",
         faults: Faults | None = None,
         max_running: int | None = None,
+        max_rate: float | None = None,
+        burst: int | None = None,
         seed: int = 0,
         b64_json: bool = False,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must be None (any key) or a non-empty string")
+        if max_rate is not None and not max_rate > 0:
+            raise ValueError(f"max_rate must be None or above 0, got {max_rate!r}")
+        if burst is not None and burst < 1:
+            raise ValueError(f"burst must be None or at least 1, got {burst!r}")
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -72,6 +84,9 @@ class FakeProvider:
         self.estimated_time = estimated_time
         self.faults = faults if faults is not None else Faults()
         self.max_running = max_running
+        self.max_rate = max_rate
+        self.burst = burst
+        self.rate_guard = RateGuard()
         self.b64_json = b64_json
         self.seed = seed
         self.rng = random.Random(seed)

@@ -18,6 +18,8 @@ _COUNTERS = (
     "downloads",
     "uploads",
     "rate_limited",
+    "refused_concurrency",
+    "refused_rate",
     "rejected",
     "server_errors",
     "dropped",
@@ -45,7 +47,9 @@ class FakeStats:
     Counters: ``creates`` (create requests received), ``jobs_created`` (jobs accepted and
     billed), ``polls`` (task status requests), ``polls_before_completion`` (status answers
     that said "not finished yet"), ``downloads`` (result images served), ``uploads``,
-    ``rate_limited`` (429 answers, injected or from ``max_running``), ``rejected`` (other 4xx
+    ``rate_limited`` (429 answers, injected or from the limits), ``refused_concurrency``
+    and ``refused_rate`` (429s from ``max_running``, and from ``max_rate`` or ``burst``),
+    ``rejected`` (other 4xx
     answers to creates), ``server_errors`` (5xx answers), ``dropped`` (connections closed
     without an answer), ``malformed`` (invalid JSON bodies sent); completion callbacks:
     ``callbacks_sent`` (POST attempts), ``callbacks_delivered`` (answered 2xx),
@@ -79,6 +83,8 @@ class FakeStats:
     downloads: int
     uploads: int
     rate_limited: int
+    refused_concurrency: int
+    refused_rate: int
     rejected: int
     server_errors: int
     dropped: int

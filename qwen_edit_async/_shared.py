@@ -1,0 +1,463 @@
+"""Limits shared by every process and machine using one key, kept in Redis.
+
+Providers count an account's work together, wherever it comes from, so the clients of
+one provider, base URL and key keep one set of limits in Redis (the ``redis`` package's
+asyncio client, the ``redis`` extra):
+
+- a slot is a lease in a sorted set, scored by its expiry on the Redis server's clock; a
+  process renews its leases while it holds them, so one killed with ``-9`` gives its
+  slots back within ``lease_ttl`` seconds;
+- one submission schedule and one 429 cooldown (a hash: the next send time, the end of
+  the cooldown), so N processes together send at the learned rate, not N times it;
+- the learned limits (:class:`~qwen_edit_async._limits.Learned` as JSON), updated by
+  compare-and-set so concurrent updates are never lost.
+
+The keys live under ``qwen-edit:<namespace>:``, the namespace a hash of provider, base
+URL and key: never the key itself. When Redis cannot be reached, the client says so once in
+the log and goes on with its own local limits (seeded with what it had learned), trying
+Redis again now and then; a Redis outage never stops or loses a job.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import random
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._config import Secret, testing_enabled
+from ._errors import ConfigurationError
+from ._limits import (
+    RATE_MAX,
+    Kind,
+    Learned,
+    Limits,
+    LimitsSnapshot,
+    LocalLimits,
+    accepted,
+    note_slot_time,
+    refused,
+)
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigurationError(
+        "shared=... needs the redis package: pip install 'qwen-edit-async[redis]'"
+    ) from exc
+
+__all__ = ["RedisLimits", "namespace"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+#: Seconds any one Redis call may take before the client falls back to local limits.
+CALL_TIMEOUT = 2.0
+#: Seconds of local limits after Redis failed, before trying it again.
+RETRY_REDIS = 5.0
+#: Seconds between two looks at the shared slots while waiting for one.
+POLL = 0.025
+
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE = msgspec.json.Decoder(Learned).decode
+
+# KEYS: leases, state. ARGV: lease id, ttl ms, limit when no state yet. -> 1 taken, 0 full.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[3])
+local s = redis.call('HGET', KEYS[2], 's')
+if s then limit = math.max(1, math.floor(cjson.decode(s)['in_flight'])) end
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
+  return 1
+end
+return 0
+"""
+
+# KEYS: leases. ARGV: ttl ms, lease ids... -> leases in the set now.
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 4)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: schedule. ARGV: rate (0: unpaced), cooldown seconds to start (0: none).
+# -> seconds to wait before sending, as a string (Lua numbers lose their fraction).
+_PACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cool = tonumber(ARGV[2])
+local until_ = tonumber(redis.call('HGET', KEYS[1], 'cooldown') or '0')
+if cool > 0 then
+  until_ = math.max(until_, now + cool)
+  redis.call('HSET', KEYS[1], 'cooldown', tostring(until_))
+end
+local rate = tonumber(ARGV[1])
+local slot = math.max(now, until_)
+if rate > 0 then
+  slot = math.max(slot, tonumber(redis.call('HGET', KEYS[1], 'next') or '0'))
+  redis.call('HSET', KEYS[1], 'next', tostring(slot + 1 / rate))
+end
+redis.call('EXPIRE', KEYS[1], 3600)
+return tostring(slot - now)
+"""
+
+# KEYS: state. ARGV: version read, new JSON. -> {version, nil} stored, {version, json} lost.
+_UPDATE = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return {v, redis.call('HGET', KEYS[1], 's')} end
+redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
+redis.call('EXPIRE', KEYS[1], 86400)
+return {v + 1, false}
+"""
+
+
+def namespace(provider: str, base_url: str, api_key: Secret) -> str:
+    """The Redis key prefix for one account: a hash, so the key never reaches Redis.
+
+    >>> namespace("evolink", "https://api.evolink.ai", Secret("sk-1"))[:21]
+    'qwen-edit:9a0ea9e2a1a'
+    """
+    digest = hashlib.sha256(f"{provider}\n{base_url}\n{api_key.get()}".encode()).hexdigest()
+    return f"qwen-edit:{digest[:24]}"
+
+
+def _where(url: str) -> str:
+    """``host:port/db`` of a Redis URL, without any password, for log lines."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+class RedisLimits(Limits):
+    """:class:`~qwen_edit_async._limits.Limits` kept in Redis, over a local fallback.
+
+    Made by ``QwenEditClient(..., shared="redis://host:6379/0")``.
+    """
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        local: LocalLimits,
+        *,
+        provider: str,
+        base_url: str,
+        api_key: Secret,
+        lease_ttl: float = 15.0,
+    ) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"shared: {_where(url)!r} is not a redis:// URL; give one like "
+                "'redis://localhost:6379/0'"
+            )
+        self._url = url
+        self._where = _where(url)
+        self.local = local
+        self._ttl_ms = int(lease_ttl * 1000)
+        prefix = namespace(provider, base_url, api_key)
+        self._leases_key = f"{prefix}:leases"
+        self._state_key = f"{prefix}:state"
+        self._schedule_key = f"{prefix}:schedule"
+        self._redis: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._leases: dict[object, tuple[str, float]] = {}
+        self._to_release: list[str] = []
+        self._learned = Learned(in_flight=local.state.in_flight, rate=local.state.rate)
+        self._version = -1
+        self._events: list[tuple[str, float]] = []
+        self._wake = anyio.Event()
+        self._freed = anyio.Event()
+        self._queue = anyio.Lock()
+        self._down_until = 0.0
+        self._rate_waited_at = 0.0
+        self._waiters = 0
+        self.rate_limited = 0
+
+    # -- Redis calls, each bounded in time ---------------------------------------------
+
+    @property
+    def _up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _fall_back(self, exc: BaseException) -> None:
+        if self._up:
+            logger.warning(
+                "Redis at %s is unreachable (%s): using this process's own limits",
+                self._where,
+                type(exc).__name__ if not str(exc) else exc,
+            )
+            state = self.local.state
+            state.in_flight, state.rate = self._learned.in_flight, self._learned.rate
+        self._down_until = time.monotonic() + RETRY_REDIS
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        with anyio.fail_after(CALL_TIMEOUT):
+            return await self._scripts[name](keys=keys, args=args)
+
+    async def open(self, task_group: TaskGroup) -> None:
+        self._redis = aioredis.Redis.from_url(
+            self._url, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT
+        )
+        for name, text in (
+            ("acquire", _ACQUIRE),
+            ("renew", _RENEW),
+            ("pace", _PACE),
+            ("update", _UPDATE),
+        ):
+            self._scripts[name] = self._redis.register_script(text)
+        try:
+            await self._sync(None)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fall_back(exc)
+        task_group.start_soon(self._background)
+
+    async def aclose(self) -> None:
+        try:
+            if self._redis is not None and self._up:
+                ids = [lease for lease, _ in self._leases.values()] + self._to_release
+                if ids:
+                    with anyio.move_on_after(CALL_TIMEOUT):
+                        await self._redis.zrem(self._leases_key, *ids)
+        except (RedisError, OSError):
+            pass  # the leases expire on their own within the TTL
+        finally:
+            self._leases.clear()
+            self._to_release.clear()
+            if self._redis is not None:
+                with anyio.move_on_after(CALL_TIMEOUT):
+                    await self._redis.aclose()
+            await self.local.aclose()
+
+    async def _sync(self, change: Any) -> None:
+        """Read the shared state, apply ``change(state) -> bool`` and store it if it
+        returned True; compare-and-set, so a concurrent writer's update is kept."""
+        for _ in range(8):
+            if self._version < 0:
+                with anyio.fail_after(CALL_TIMEOUT):
+                    version, raw = await self._redis.hmget(self._state_key, ["v", "s"])
+                self._version = int(version or 0)
+                if raw:
+                    self._learned = _DECODE(raw)
+            if change is None or not change(self._learned):
+                if self._version == 0:
+                    change = None  # publish the first state, so every process starts alike
+                else:
+                    return
+            version, raw = await self._call(
+                "update", [self._state_key], [self._version, _ENCODE(self._learned)]
+            )
+            self._version = int(version)
+            if not raw:
+                return
+            self._learned = _DECODE(raw)  # someone else wrote first: apply to theirs
+        logger.debug("shared limits: gave up an update after repeated conflicts")
+
+    async def _background(self) -> None:
+        """Renew held leases, give released ones back, publish what was learned."""
+        renew_every = max(0.2, self._ttl_ms / 3000)
+        last_renew = last_read = 0.0
+        while True:
+            with anyio.move_on_after(min(renew_every, 0.5)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self._up:
+                continue
+            try:
+                if self._to_release:
+                    ids, self._to_release = self._to_release, []
+                    with anyio.fail_after(CALL_TIMEOUT):
+                        await self._redis.zrem(self._leases_key, *ids)
+                if time.monotonic() - last_renew >= renew_every:
+                    last_renew = time.monotonic()
+                    held = [lease for lease, _ in self._leases.values()]
+                    await self._call("renew", [self._leases_key], [self._ttl_ms, *held])
+                if time.monotonic() - last_read >= 1.0:
+                    last_read = time.monotonic()
+                    self._version = -1  # pick up what other processes learned
+                    await self._sync(None)
+                if self._events:
+                    events, self._events = self._events, []
+                    await self._sync(functools.partial(self._apply, events=events))
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._fall_back(exc)
+
+    def _apply(self, state: Learned, *, events: list[tuple[str, float]]) -> bool:
+        changed = False
+        now = time.time()
+        for kind, value in events:
+            if kind == "slot":
+                note_slot_time(state, value)
+                changed = True
+            else:
+                changed |= accepted(
+                    state,
+                    now,
+                    ceiling=self.local.ceiling,
+                    rate_cap=self.local.rate_cap,
+                    in_flight_bound=value >= 1.0,
+                    rate_bound=kind == "accepted+rate",
+                )
+        return changed
+
+    # -- slots ----------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._leases) + self.local.in_flight
+
+    def try_acquire(self, holder: object) -> bool:
+        if not self._up and not self._waiters:
+            return self.local.try_acquire(holder)
+        return False
+
+    async def acquire(self, holder: object) -> None:
+        self._waiters += 1
+        try:
+            async with self._queue:  # one local waiter at a time asks Redis
+                while True:
+                    if not self._up:
+                        await self.local.acquire(holder)
+                        return
+                    lease = uuid.uuid4().hex
+                    try:
+                        ok = await self._call(
+                            "acquire",
+                            [self._leases_key, self._state_key],
+                            [lease, self._ttl_ms, max(1, int(self._learned.in_flight))],
+                        )
+                    except (RedisError, OSError, TimeoutError) as exc:
+                        self._fall_back(exc)
+                        continue
+                    if ok:
+                        self._leases[holder] = (lease, time.monotonic())
+                        return
+                    with anyio.move_on_after(random.uniform(POLL / 2, POLL * 1.5)):
+                        await self._freed.wait()
+                    self._freed = anyio.Event()
+        finally:
+            self._waiters -= 1
+
+    def release(self, holder: object) -> None:
+        taken = self._leases.pop(holder, None)
+        if taken is None:
+            self.local.release(holder)
+            return
+        lease, since = taken
+        self._to_release.append(lease)
+        if self.local.adaptive:
+            self._events.append(("slot", time.monotonic() - since))
+        self._freed.set()
+        self._wake.set()
+
+    # -- creates --------------------------------------------------------------------------
+
+    async def pace(self) -> None:
+        if not self._up:
+            await self.local.pace()
+            return
+        rate = self._learned.rate
+        if self.local.adaptive and testing_enabled():
+            rate = self.local.rate_cap
+        try:
+            wait = float(
+                await self._call(
+                    "pace",
+                    [self._schedule_key],
+                    [0 if rate >= RATE_MAX else rate, 0],
+                )
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fall_back(exc)
+            await self.local.pace()
+            return
+        if wait > 0 and not testing_enabled():
+            self._rate_waited_at = time.monotonic()
+            await anyio.sleep(wait)
+
+    def accepted(self, holder: object) -> None:
+        if holder not in self._leases:
+            self.local.accepted(holder)
+            return
+        if self.local.adaptive:
+            bound = 1.0 if self._waiters else 0.0
+            paced = time.monotonic() - self._rate_waited_at < 1.0
+            self._events.append(("accepted+rate" if paced else "accepted", bound))
+            self._wake.set()
+
+    async def refused(
+        self,
+        holder: object,
+        kind: Kind | None,
+        retry_after: float | None,
+        backoff: float,
+        *,
+        retrying: bool = True,
+    ) -> None:
+        if holder not in self._leases:
+            await self.local.refused(holder, kind, retry_after, backoff, retrying=retrying)
+            return
+        self.rate_limited += 1
+        try:
+            with anyio.fail_after(CALL_TIMEOUT):
+                running = int(await self._redis.zcard(self._leases_key))
+            kinds: list[Kind] = [kind] if kind is not None else ["concurrency", "rate"]
+            if self.local.adaptive:
+
+                def change(state: Learned) -> bool:
+                    now = time.time()
+                    for each in kinds:
+                        refused(state, now, each, others=running - 1, retry_after=None)
+                    return True
+
+                await self._sync(change)
+            cool = retry_after if retry_after is not None else 0.0
+            if not self.local.adaptive and retry_after is None:
+                cool = backoff
+            if cool > 0:
+                # Starts the shared cooldown; takes no place in the schedule.
+                await self._call("pace", [self._schedule_key], [0, cool])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._fall_back(exc)
+            return
+        logger.info(
+            "rate limited (shared): %d in flight, %.1f creates/s from now",
+            max(1, int(self._learned.in_flight)),
+            self._learned.rate,
+        )
+        if retrying and self.local.adaptive and "concurrency" in kinds:
+            self.release(holder)
+            await self.acquire(holder)
+            if retry_after is None and backoff > 0 and not testing_enabled():
+                await anyio.sleep(min(backoff, 2.0))
+
+    def snapshot(self) -> LimitsSnapshot:
+        if not self._up:
+            local = self.local.snapshot()
+            return LimitsSnapshot(
+                in_flight=local.in_flight,
+                rate=local.rate,
+                rate_limited=self.rate_limited + local.rate_limited,
+            )
+        rate = self._learned.rate
+        return LimitsSnapshot(
+            in_flight=max(1, int(self._learned.in_flight)),
+            rate=None if rate >= RATE_MAX else round(rate, 3),
+            rate_limited=self.rate_limited + self.local.rate_limited,
+        )

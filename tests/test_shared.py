@@ -1,0 +1,265 @@
+"""Limits shared through a real Redis: one in-flight count, one rate, leases that expire,
+a namespace that never holds the key, and a fallback that never hangs or loses a job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from _redis_support import redis_server, require_redis
+from conftest import API_KEY
+
+import qwen_edit_async as qe
+from qwen_edit_async._config import Secret
+from qwen_edit_async.testing import FakeProvider
+
+pytestmark = pytest.mark.redis
+
+URL = "https://example.com/a.png"
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """The server CI started (``QWEN_EDIT_TEST_REDIS``), else one started here."""
+    given = os.environ.get("QWEN_EDIT_TEST_REDIS")
+    if given:
+        require_redis()
+        yield given
+        return
+    with redis_server() as server:
+        yield server.url
+
+
+def requests(count: int, prompt: str = "edit") -> list[qe.EditRequest]:
+    return [qe.EditRequest(images=[URL], prompt=f"{prompt} {i}") for i in range(count)]
+
+
+def client(fake: FakeProvider, redis_url: str | None, **options: object) -> qe.QwenEditClient:
+    return qe.QwenEditClient(
+        "vtrix",
+        api_key=API_KEY,
+        base_url=fake.url,
+        shared=redis_url,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def leases(redis_url: str, fake: FakeProvider, key: str = API_KEY) -> int:
+    """Slots held now (leases not yet expired) for ``key`` on ``fake``."""
+    import redis.asyncio as aioredis
+
+    from qwen_edit_async._shared import namespace
+
+    conn = aioredis.Redis.from_url(redis_url)
+    try:
+        name = namespace("vtrix", fake.url, Secret(key)) + ":leases"
+        seconds, micros = await conn.time()  # leases are scored on the server's clock
+        return int(await conn.zcount(name, seconds * 1000 + micros // 1000, "+inf"))
+    finally:
+        await conn.aclose()
+
+
+async def test_two_clients_share_one_in_flight_count(redis_url: str) -> None:
+    """Two clients on one key, each allowed 3 jobs, sharing Redis: the fake never sees more
+    than 3 running together (each alone would run 3, together 6)."""
+    async with FakeProvider(api_key=API_KEY, latency=0.15) as fake:
+        options = {"max_in_flight": 3, "adaptive_limits": False, "poll_initial": 0.05}
+        async with client(fake, redis_url, **options) as a, client(fake, redis_url, **options) as b:
+
+            async def run(c: qe.QwenEditClient, out: list[qe.Outcome]) -> None:
+                out.extend([o async for o in c.edit_many(requests(12))])
+
+            first: list[qe.Outcome] = []
+            second: list[qe.Outcome] = []
+            async with anyio.create_task_group() as group:
+                group.start_soon(run, a, first)
+                group.start_soon(run, b, second)
+            assert a.statistics().in_flight == 0 and b.statistics().in_flight == 0
+        assert all(o.ok for o in first + second)
+        assert fake.stats.peak_running == 3
+        assert await leases(redis_url, fake) == 0  # every slot given back
+
+
+async def test_the_namespace_is_a_hash_never_the_key(redis_url: str) -> None:
+    """Nothing stored in Redis contains the API key; another key gets another namespace, so
+    its clients do not share (each runs its own 2 jobs at once)."""
+    import redis.asyncio as aioredis
+
+    async with FakeProvider(latency=0.15) as fake:
+        options = {"max_in_flight": 2, "adaptive_limits": False, "poll_initial": 0.05}
+        a = qe.QwenEditClient("vtrix", api_key="sk-first-key-1234", base_url=fake.url,
+                              shared=redis_url, **options)  # type: ignore[arg-type]  # fmt: skip
+        b = qe.QwenEditClient("vtrix", api_key="sk-other-key-5678", base_url=fake.url,
+                              shared=redis_url, **options)  # type: ignore[arg-type]  # fmt: skip
+        async with a, b, anyio.create_task_group() as group:
+            for c in (a, b):
+                group.start_soon(lambda c=c: _drain(c.edit_many(requests(6))))
+        assert fake.stats.peak_running == 4
+    conn = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in conn.scan_iter("*")]
+        assert keys and all(k.startswith(b"qwen-edit:") for k in keys)
+        for k in keys:
+            kind = await conn.type(k)
+            value = await conn.hgetall(k) if kind == b"hash" else {}
+            text = repr(k) + repr(value)
+            assert "sk-first" not in text and "sk-other" not in text
+    finally:
+        await conn.aclose()
+
+
+async def _drain(outcomes: object) -> None:
+    async for outcome in outcomes:  # type: ignore[attr-defined]
+        assert outcome.ok, outcome.error
+
+
+async def test_learned_limits_are_shared(redis_url: str) -> None:
+    """A limit one client learned from the quota is where the next client starts."""
+    async with FakeProvider(api_key=API_KEY, latency=0.2, max_running=3) as fake:
+        key = "sk-learning-key"
+        fake.api_key = None
+        first = qe.QwenEditClient("vtrix", api_key=key, base_url=fake.url, shared=redis_url,
+                                  max_in_flight=32, poll_initial=0.05)  # fmt: skip
+        async with first:
+            await _drain(first.edit_many(requests(30)))
+            learned = first.statistics().in_flight_limit
+        assert learned <= 4 and fake.stats.refused_concurrency > 0
+        second = qe.QwenEditClient("vtrix", api_key=key, base_url=fake.url, shared=redis_url,
+                                   max_in_flight=32)  # fmt: skip
+        async with second:
+            assert second.statistics().in_flight_limit == learned
+
+
+async def test_an_unreachable_redis_falls_back_to_local_limits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down from the start: one log line says so, the jobs run on local limits and
+    all succeed, nothing hangs."""
+    from _redis_support import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    caplog.set_level(logging.WARNING, logger="qwen_edit_async")
+    async with FakeProvider(api_key=API_KEY, latency=0.05) as fake:
+        with anyio.fail_after(20):
+            async with client(fake, nowhere, max_in_flight=4, poll_initial=0.05) as c:
+                await _drain(c.edit_many(requests(10)))
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    assert "127.0.0.1" in warnings[0].getMessage()
+
+
+async def test_redis_lost_mid_run_loses_no_job(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis stops while jobs hold shared slots and others wait: the client logs it once,
+    goes on with local limits, and every job still ends with its result."""
+    caplog.set_level(logging.WARNING, logger="qwen_edit_async")
+    with redis_server() as server:
+        url = server.url
+        async with FakeProvider(api_key=API_KEY, latency=0.2) as fake:
+            options = {"max_in_flight": 3, "adaptive_limits": False, "poll_initial": 0.05}
+            with anyio.fail_after(30):
+                async with client(fake, url, **options) as c:
+                    outcomes: list[qe.Outcome] = []
+                    async with anyio.create_task_group() as group:
+
+                        async def run() -> None:
+                            outcomes.extend([o async for o in c.edit_many(requests(15))])
+
+                        group.start_soon(run)
+                        while fake.stats.jobs_created < 3:
+                            await anyio.sleep(0.01)
+                        server.stop()
+    assert len(outcomes) == 15 and all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, anyio, qwen_edit_async as qe
+
+    async def main(fake_url, redis_url):
+        async with qe.QwenEditClient("vtrix", api_key="sk-holder", base_url=fake_url,
+                                     shared=redis_url, max_in_flight=3, lease_ttl=1.0,
+                                     adaptive_limits=False) as client:
+            req = qe.EditRequest(images=["https://example.com/a.png"], prompt="[stuck]")
+            for _ in range(3):
+                await client.submit(req)
+            print("held", flush=True)
+            await anyio.sleep(60)
+
+    anyio.run(main, sys.argv[1], sys.argv[2])
+    """
+)
+
+
+@pytest.mark.slow
+async def test_a_process_killed_with_sigkill_gives_its_slots_back_within_the_ttl(
+    redis_url: str,
+) -> None:
+    """A process holding 3 shared slots is killed with -9: its leases expire within the
+    lease TTL (1 s here, renewed while it lived), and another client then gets the slots."""
+    async with FakeProvider(latency=0.05) as fake:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, fake.url, redis_url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert line.strip() == "held"
+            await anyio.sleep(1.5)  # past one TTL: the leases live on because they are renewed
+            assert await leases(redis_url, fake, "sk-holder") == 3
+            killed = time.monotonic()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            with anyio.fail_after(5):
+                while await leases(redis_url, fake, "sk-holder") > 0:
+                    await anyio.sleep(0.05)
+            assert time.monotonic() - killed <= 1.0 + 0.5
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        other = qe.QwenEditClient("vtrix", api_key="sk-holder", base_url=fake.url,
+                                  shared=redis_url, max_in_flight=3, adaptive_limits=False,
+                                  poll_initial=0.05)  # fmt: skip
+        async with other:
+            with anyio.fail_after(10):
+                await _drain(other.edit_many(requests(3)))
+
+
+@pytest.mark.slow
+def test_two_cli_runs_split_a_manifest_with_shared_limits(redis_url: str, tmp_path: Path) -> None:
+    """Two `qwen-edit run --shared URL --concurrency 3` processes, each with half of one
+    manifest (as on two machines): both succeed, and the fake never runs more than 3 jobs
+    at once in total, because the two runs share one in-flight count."""
+    from tests._bulk_support import FakeServer, edits, start_cli, write_images, write_manifest
+
+    write_images(tmp_path)
+    jobs = edits(8)
+    server = FakeServer("--latency", "0.3")
+    try:
+        procs = []
+        for half in (0, 1):
+            manifest = write_manifest(tmp_path / f"part{half}.jsonl", jobs[half::2])
+            args = ["run", manifest, "--out", tmp_path / f"out{half}", "--provider", "vtrix"]
+            args += ["--base-url", server.url, "--progress", "none", "--concurrency", "3"]
+            procs.append(start_cli(*args, "--shared", redis_url))
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert "4 succeeded, 0 failed" in out
+        stats = server.stats()
+        assert stats["jobs_created"] == 8
+        assert stats["peak_running"] <= 3
+    finally:
+        server.close()
