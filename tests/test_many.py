@@ -50,10 +50,12 @@ async def test_one_request_starts_one_job_whatever_max_in_flight(fake: FakeProvi
 
 
 async def test_workers_never_exceed_the_requests_nor_max_in_flight(fake: FakeProvider) -> None:
-    """Ten requests at max_in_flight=1000 run with at most ten workers, all at once."""
+    """Ten requests at max_in_flight=1000 run with at most ten workers, all at once
+    (fixed limits: a learned limit would start them a few at a time)."""
     fake.latency = 0.3
     requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(10)]
-    async with client_for(fake, "dashscope", max_in_flight=1000) as client:
+    client = client_for(fake, "dashscope", max_in_flight=1000, adaptive_limits=False)
+    async with client:
         stream = client.edit_many(requests)
         consumer = asyncio.ensure_future(anext(stream))
         await _wait_until(lambda: client.statistics().in_flight == 10, "ten jobs are running")
