@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import random
 import time
 import urllib.parse
@@ -335,7 +336,13 @@ class RedisLimits(Limits):
                     if not self._up:
                         await self.local.acquire(holder)
                         return
-                    lease = uuid.uuid4().hex
+                    if len(self._leases) >= self.local.ceiling:
+                        # This process's own max_in_flight bounds it, whatever is shared.
+                        await self._freed.wait()
+                        self._freed = anyio.Event()
+                        continue
+                    # The pid says whose lease it is when someone looks into Redis.
+                    lease = f"{os.getpid()}-{uuid.uuid4().hex}"
                     try:
                         ok = await self._call(
                             "acquire",
