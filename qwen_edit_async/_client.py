@@ -28,14 +28,20 @@ from anyio.abc import TaskGroup
 
 from ._body import StreamedBody, split_body
 from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
-from ._config import ClientConfig, resolve_api_key
+from ._config import ClientConfig, resolve_api_key, testing_enabled
 from ._download import download_result
-from ._errors import ConfigurationError, JobTimeoutError, QwenEditError, ValidationError
+from ._errors import (
+    ConfigurationError,
+    JobFailedError,
+    JobTimeoutError,
+    QwenEditError,
+    ValidationError,
+)
 from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
 from ._limits import Limits, LocalLimits
 from ._many import run_many
-from ._models import EditRequest, EditResult, Outcome
+from ._models import MAX_N, EditRequest, EditResult, Outcome
 from ._pacing import AdaptiveRate
 from ._poller import Poller
 from ._prepare import ImagePreparer
@@ -424,8 +430,11 @@ class QwenEditClient:
             raise
         except Exception as exc:
             error = exc
-        if isinstance(error, QwenEditError) and error.task_id is None:
-            error.task_id = job.task_id
+        if isinstance(error, QwenEditError):
+            if error.task_id is None:
+                error.task_id = job.task_id
+            if job.submissions > 1:
+                error.submissions = job.submissions
         if error is None:
             self._completed += 1
         else:
@@ -434,25 +443,67 @@ class QwenEditClient:
         self._progress()
 
     async def _execute(self, job: Job, model: str | None) -> EditResult:
+        """Submit ``job`` and wait for its end, submitting it again after a task failure the
+        provider calls transient (a failed task is not billed), up to ``max_resubmits``."""
+        create = job.task_id is None  # else the job attaches to a task created earlier
+        while True:
+            try:
+                result = await self._submission(job, model, create)
+            except JobFailedError as exc:
+                if not (
+                    exc.retryable
+                    and job.request is not None
+                    and job.submissions <= self.config.max_resubmits
+                ):
+                    raise
+                logger.info(
+                    "task %s failed transiently (%s); submitting the job again (%d of %d)",
+                    job.task_id,
+                    exc.code or exc.message,
+                    job.submissions,
+                    self.config.max_resubmits,
+                )
+                # job.task_id names the failed task until the new one is accepted, so an
+                # error (a timeout) in between still says which task was paid for last.
+                create = True
+                wait = min(self.config.backoff_max, self.config.backoff_base * 2**job.submissions)
+                if not testing_enabled():
+                    await anyio.sleep(random.uniform(0, wait))
+                continue
+            asked = MAX_N if job.request is None else job.request.n or 1
+            if len(result.images) > asked:
+                raise JobFailedError(
+                    f"the result lists {len(result.images)} images; {asked} asked for: "
+                    "refused, nothing was fetched",
+                    provider=result.provider,
+                    task_id=result.task_id,
+                    request_id=result.request_id,
+                    body=result.raw,
+                )
+            return result
+
+    async def _submission(self, job: Job, model: str | None, create: bool) -> EditResult:
+        """One create (unless the job attaches to its task) and the wait for its end, told
+        by a completion callback when the client has a receiver."""
         receiver = self._callbacks
         if (
             receiver is None
-            or job.task_id is not None
+            or not create
             or job.request is None
             or job.request.callback_url is not None
         ):
-            return await self._execute_once(job, model, None)
+            return await self._execute_once(job, model, None, create)
         ticket = receiver._issue(self.provider)
         try:
-            return await self._execute_once(job, model, ticket)
+            return await self._execute_once(job, model, ticket, create)
         finally:
             receiver._retire(ticket)
 
     async def _execute_once(
-        self, job: Job, model: str | None, ticket: _Ticket | None
+        self, job: Job, model: str | None, ticket: _Ticket | None, create: bool
     ) -> EditResult:
         provider = self.provider
-        if job.task_id is None:
+        if create:
             request = job.request
             assert request is not None
             if ticket is not None:
@@ -461,6 +512,7 @@ class QwenEditClient:
             http, body = await self._build_create(request, model)
             if provider.mode == "sync":
                 job._mark_accepted()  # the request is on its way
+            job.submissions += 1
             answer = await self._transport.create(http, job, body=body)
             if isinstance(answer, EditResult):
                 if answer.model is None:
@@ -474,6 +526,7 @@ class QwenEditClient:
             job.status = JobStatus.PENDING
             job._mark_accepted()
             hint = None
+        assert job.task_id is not None
         if ticket is None:
             status = await self._poller.wait(job.task_id, hint)
         else:

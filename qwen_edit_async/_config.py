@@ -97,6 +97,10 @@ class ClientConfig:
     retry_after_max: float = 120.0
     #: Resend a create whose answer was lost (it may create and bill a second job).
     retry_uncertain: bool = False
+    #: Times a job is submitted again after its task failed transiently (Evolink's
+    #: ``service_error``, ``generation_timeout``, ``quota_exceeded``...; a failed task is not
+    #: billed). Moderation and bad input are never resubmitted. 0 disables it.
+    max_resubmits: int = 2
 
     #: First status check when neither a hint nor learned latency is known.
     poll_initial: float = 1.0
@@ -147,6 +151,11 @@ class ClientConfig:
             raise ValidationError(
                 f"poll_growth: {self.poll_growth} must be at least 1", field="poll_growth"
             )
+        if self.max_resubmits > 100:
+            raise ValidationError(
+                f"max_resubmits: {self.max_resubmits} must be from 0 to 100",
+                field="max_resubmits",
+            )
         if self.max_attempts < 1:
             raise ValidationError(
                 f"max_attempts: {self.max_attempts} must be at least 1", field="max_attempts"
@@ -159,7 +168,7 @@ def _field_types() -> dict[str, object]:
 
 
 #: Fields that may be 0; every other number must be greater than 0.
-_ZERO_ALLOWED = frozenset({"poll_jitter"})
+_ZERO_ALLOWED = frozenset({"poll_jitter", "max_resubmits"})
 
 
 def _check_field(name: str, value: object, annotation: object) -> None:

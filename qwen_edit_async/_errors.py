@@ -21,7 +21,13 @@
     └── DownloadError              a result image could not be saved
 
 Every error carries what is needed to recover or report: ``provider``, ``status`` (HTTP),
-``code`` (the provider's own), ``message``, ``request_id`` and ``task_id`` where known.
+``code`` (the provider's own), ``message``, ``request_id`` and ``task_id`` where known, and
+``submissions`` when the job was submitted more than once.
+
+A provider's code beats its HTTP status. Where a relay replaced the code with a generic one
+(``bad_response_status_code``) or none, the upstream message decides: moderation wording is a
+:class:`ContentFilterError`, an exhausted balance or free quota an
+:class:`InsufficientQuotaError`, throttling a :class:`RateLimitError`.
 API keys are never part of an error.
 """
 
@@ -63,6 +69,9 @@ class QwenEditError(Exception):
 
     #: Whether sending the same request again may succeed (used by the transport).
     retryable: bool = False
+    #: How many creates the job took, when it took more than one (a task that failed
+    #: transiently is submitted again, see ``ClientConfig.max_resubmits``).
+    submissions: int | None = None
 
     def __init__(
         self,
@@ -87,7 +96,7 @@ class QwenEditError(Exception):
 
     def _context(self) -> list[str]:
         parts = []
-        for name in ("provider", "status", "code", "request_id", "task_id"):
+        for name in ("provider", "status", "code", "request_id", "task_id", "submissions"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value}")
@@ -226,6 +235,7 @@ _CONTENT_CODES = frozenset(
     {
         "datainspectionfailed",
         "data_inspection_failed",
+        "ipinfringementsuspect",
         "content_policy_violation",
         "content_filter",
         "sensitive_content",
@@ -234,7 +244,7 @@ _CONTENT_CODES = frozenset(
 _QUOTA_CODES = frozenset(
     {
         "arrearage",
-        "throttling.allocationquota",
+        "allocationquota.freetieronly",
         "quota_exceeded",
         "insufficient_quota",
         "insufficient_balance",
@@ -242,29 +252,107 @@ _QUOTA_CODES = frozenset(
     }
 )
 _AUTH_CODES = frozenset({"invalidapikey", "invalid_api_key"})
-_QUOTA_WORDS = ("insufficient balance", "insufficient_balance", "balance is not enough", "arrear")
+_RATE_CODES = frozenset(
+    {"throttling", "throttling.ratequota", "throttling.burstrate", "rate_limit_exceeded"}
+)
+_SERVER_CODES = frozenset(
+    {"internalerror", "internalerror.algo", "internalerror.timeout", "systemerror"}
+)
+_NOT_FOUND_CODES = frozenset({"invalid_task_id", "task_not_found", "not_found", "notfound"})
+#: DashScope's one code with two meanings, told apart by its message: "Free allocated quota
+#: exceeded." is exhausted; "Allocated quota exceeded, please increase your quota limit." is a
+#: per-period throttle.
+_ALLOCATION_QUOTA = "throttling.allocationquota"
+#: Codes that say nothing of the cause: relays (new-api and its forks) replace the upstream
+#: code with one of these, or with none, and keep only the upstream status and message.
+_GENERIC_CODES = frozenset(
+    {
+        "",
+        "bad_response_status_code",
+        "bad_response",
+        "bad_response_body",
+        "upstream_error",
+        "do_request_failed",
+        "read_response_body_failed",
+        "new_api_error",
+        "one_api_error",
+        "api_error",
+        "error",
+        "unknown_error",
+    }
+)
+
+# Words of the upstream messages, lower-cased, in the order they are tried: moderation, then
+# an exhausted account, then throttling ("allocated quota exceeded" is a throttle unless the
+# free quota is meant, which the second group catches first).
+_CONTENT_WORDS = (
+    "inappropriate content",
+    "data inspection",
+    "datainspectionfailed",
+    "ip infringement",
+    "ipinfringementsuspect",
+    "content policy",
+    "content_policy_violation",
+    "moderation",
+)
+_QUOTA_WORDS = (
+    "insufficient balance",
+    "insufficient_balance",
+    "insufficient quota",
+    "insufficient_quota",
+    "balance is not enough",
+    "arrear",
+    "good standing",
+    "free quota has been exhausted",
+    "freetieronly",
+    "free allocated quota exceeded",
+)
+_RATE_WORDS = (
+    "rate increased too quickly",
+    "allocated quota exceeded",
+    "rate limit",
+    "too many requests",
+    "throttl",
+)
+
+
+def _class_from_words(message: str) -> type[APIError] | None:
+    """The class an upstream message speaks of, when its code was lost on the way."""
+    lowered = message.lower()
+    if any(word in lowered for word in _CONTENT_WORDS):
+        return ContentFilterError
+    if any(word in lowered for word in _QUOTA_WORDS):
+        return InsufficientQuotaError
+    if any(word in lowered for word in _RATE_WORDS):
+        return RateLimitError
+    return None
+
+
+def _is_generic(key: str) -> bool:
+    # An integer code (older Evolink bodies, relays) repeats the status: no cause in it.
+    return key in _GENERIC_CODES or key.isdigit()
 
 
 def _class_for(status: int | None, code: str | None, message: str) -> type[APIError]:
-    key = (code or "").lower()
+    key = (code or "").strip().lower()
     if key in _CONTENT_CODES:
         return ContentFilterError
+    if key == _ALLOCATION_QUOTA:
+        return InsufficientQuotaError if "free" in message.lower() else RateLimitError
     if key in _QUOTA_CODES or status == 402:
         return InsufficientQuotaError
     if key in _AUTH_CODES or status == 401:
         return AuthenticationError
+    if _is_generic(key) or status == 403:
+        # A relayed error, or a 403 whose words may say "balance": read the message.
+        by_words = _class_from_words(message)
+        if by_words is not None:
+            return by_words
     if status == 403:
-        lowered = message.lower()
-        if any(word in lowered for word in _QUOTA_WORDS):
-            return InsufficientQuotaError
         return PermissionDeniedError
-    if status == 429:
+    if status == 429 or key in _RATE_CODES:
         return RateLimitError
-    if status == 408 or (status is not None and status >= 500):
-        return ServerError
-    if key in {"throttling", "throttling.ratequota", "rate_limit_exceeded"}:
-        return RateLimitError
-    if key in {"internalerror", "internalerror.algo", "internalerror.timeout", "systemerror"}:
+    if status == 408 or (status is not None and status >= 500) or key in _SERVER_CODES:
         return ServerError
     return BadRequestError
 
@@ -306,7 +394,11 @@ def api_error(
     code_text = None if code is None else str(code)
     text = message or code_text or (f"HTTP {status}" if status is not None else "provider error")
     cls = _class_for(status, code_text, text)
-    if status == 404 and task_id is not None and cls is BadRequestError:
+    if (
+        task_id is not None
+        and cls is BadRequestError
+        and (status == 404 or (code_text or "").lower() in _NOT_FOUND_CODES)
+    ):
         cls = TaskNotFoundError
     context: dict[str, Any] = {
         "provider": provider,
@@ -322,6 +414,29 @@ def api_error(
     return error
 
 
+#: Task failures a provider lists as "retry later": the task is not billed and a new one
+#: may well succeed (Evolink's server-side codes; DashScope's and Vtrix's equivalents).
+_TRANSIENT_TASK_CODES = frozenset(
+    {
+        "quota_exceeded",
+        "service_error",
+        "generation_timeout",
+        "resource_exhausted",
+        "service_unavailable",
+        "serviceunavailable",
+        "internal_error",
+        "internalerror",
+        "internalerror.algo",
+        "internalerror.timeout",
+        "systemerror",
+        "requesttimeout",
+        "throttling",
+        "throttling.ratequota",
+        "throttling.burstrate",
+    }
+)
+
+
 def task_error(
     *,
     provider: str,
@@ -335,11 +450,18 @@ def task_error(
 
     Moderation becomes :class:`ContentFilterError` and an exhausted balance
     :class:`InsufficientQuotaError`, as they would at submission; anything else is
-    :class:`JobFailedError`. All carry the task id.
+    :class:`JobFailedError`. A failure the provider lists as transient ("retry later":
+    Evolink's ``quota_exceeded``, ``service_error``, ``generation_timeout``...) is a
+    :class:`JobFailedError` with ``retryable`` set: the client submits such a job again
+    (``max_resubmits``). All carry the task id.
+
+    >>> task_error(provider="evolink", code="service_error", message="busy",
+    ...            task_id="task-1").retryable
+    True
     """
     code_text = None if code is None else str(code)
     text = message or code_text or "the task failed"
-    key = (code_text or "").lower()
+    key = (code_text or "").strip().lower()
     context: dict[str, Any] = {
         "provider": provider,
         "code": code_text,
@@ -349,6 +471,13 @@ def task_error(
     }
     if key in _CONTENT_CODES:
         return ContentFilterError(text, **context)
+    if key in _TRANSIENT_TASK_CODES:
+        error = JobFailedError(text, **context)
+        error.retryable = True
+        return error
     if key in _QUOTA_CODES:
         return InsufficientQuotaError(text, **context)
+    if _is_generic(key) and _class_from_words(text) is ContentFilterError:
+        # A failure without a telling code whose words say moderation.
+        return ContentFilterError(text, **context)
     return JobFailedError(text, **context)

@@ -57,6 +57,9 @@ class Job:
         self.local_id = f"job-{next(_ids)}"
         self.status = JobStatus.WAITING
         self.request_id: str | None = None
+        #: How many creates this job took: 1 normally, more when a task that failed
+        #: transiently was submitted again (``max_resubmits``), 0 for ``attach``.
+        self.submissions = 0
         self._result: EditResult | None = None
         self._error: BaseException | None = None
         # Events are made only when someone waits: most jobs (edit, edit_many) never need

@@ -157,7 +157,9 @@ class _Run:
                     try:
                         await run(job, self.model, self.limit, handle=False)
                     finally:
-                        self.offer(Outcome(index, request, job._result, job._error))
+                        self.offer(
+                            Outcome(index, request, job._result, job._error, job.submissions)
+                        )
         except anyio.get_cancelled_exc_class():
             # The client is closing: the jobs no worker will start end as cancelled, so
             # a consumer still waiting for them gets every outcome.

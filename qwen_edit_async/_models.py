@@ -272,21 +272,39 @@ class GeneratedImage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One output image: a signed ``url`` (expires, usually after 24 h) or ``b64_json``.
 
     ``revised_prompt`` is the provider's rewrite of the prompt when ``prompt_extend`` is on.
-    Use :meth:`read_bytes` for base64 results and ``client.download`` for URLs.
+    Use :meth:`read_bytes` for base64 results and ``client.download`` for URLs. An empty
+    string means absent, as relays send ``"b64_json": ""`` beside every ``url``; an image
+    with neither a URL nor data is a :class:`~qwen_edit_async.ValidationError`.
+
+    >>> GeneratedImage(url="https://example.com/x.png", b64_json="").b64_json is None
+    True
     """
 
     url: str | None = None
     b64_json: str | None = None
     revised_prompt: str | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("url", "b64_json", "revised_prompt"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
+        if self.url is None and self.b64_json is None:
+            raise ValidationError(
+                "GeneratedImage: it has neither url nor b64_json; an image needs one of them",
+                field="url",
+            )
+
     def read_bytes(self) -> bytes:
         """The image bytes of a ``b64_json`` result.
 
-        Raises :class:`ValueError` for a URL-only result (download it with
-        ``client.download``).
+        Raises :class:`~qwen_edit_async.ValidationError` (a ``ValueError``) for a URL-only
+        result (download it with ``client.download``).
         """
         if self.b64_json is None:
-            raise ValueError("this image has only a URL; download it with client.download()")
+            raise ValidationError(
+                "b64_json: this image has only a URL; download it with client.download()",
+                field="b64_json",
+            )
         try:
             return base64.b64decode(self.b64_json, validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -318,13 +336,15 @@ class Outcome(msgspec.Struct, frozen=True):
     """What ``edit_many`` yields for each request, in completion order.
 
     Exactly one of ``result`` and ``error`` is set. ``index`` is the request's position in
-    the input.
+    the input. ``submissions`` is how many creates the job took: 1 normally, more when a
+    task that failed transiently was submitted again, 0 when it never got that far.
     """
 
     index: int
     request: EditRequest
     result: EditResult | None = None
     error: BaseException | None = None
+    submissions: int = 0
 
     @property
     def ok(self) -> bool:

@@ -30,11 +30,14 @@ from ._errors import QwenEditError, RateLimitError
 from ._pacing import AdaptiveRate
 from ._schedule import PollPlan, PollSchedule
 from ._transport import Transport
-from .providers._base import TaskStatus
+from .providers._base import TaskState, TaskStatus
 
 __all__ = ["Plan", "Poller", "Pushed"]
 
 logger = logging.getLogger("qwen_edit_async")
+
+#: Status checks after a "completed" answer without results, before the job fails.
+_LATE_RESULT_CHECKS = 5
 
 
 class Plan(Protocol):
@@ -61,6 +64,7 @@ class _Watch:
         "error",
         "event",
         "failures",
+        "late",
         "plan",
         "status",
         "task_id",
@@ -73,6 +77,8 @@ class _Watch:
         self.attempt = 0
         #: Status requests in a row that failed transiently.
         self.failures = 0
+        #: "Completed" answers without results so far (see _LATE_RESULT_CHECKS).
+        self.late = 0
         self.cancelled = False
         self.event = anyio.Event()
         self.status: TaskStatus | None = None
@@ -274,7 +280,15 @@ class Poller:
         watch.failures = 0
         self.rate.accepted()
         done = status.state.done
-        if isinstance(watch.plan, PollPlan):
+        if status.state is TaskState.SUCCEEDED and status.result is None:
+            # Completed before its results were attached (Evolink, for a few seconds): the
+            # images are paid for, so ask again a few times before failing with the task id.
+            watch.late += 1
+            if watch.late == 1 and isinstance(watch.plan, PollPlan):
+                # The task's latency is known now; later answers add nothing.
+                self._schedule.observe(watch.plan, watch.attempt, True, elapsed=sent)
+            done = watch.late > _LATE_RESULT_CHECKS
+        elif isinstance(watch.plan, PollPlan):
             self._schedule.observe(watch.plan, watch.attempt, done, elapsed=sent)
         if done:
             self.completed_by_poll += 1

@@ -21,7 +21,12 @@ from qwen_edit_async._errors import api_error, task_error
         (413, "BadRequest.TooLarge", "big", qe.BadRequestError),
         (415, "BadRequest.InputDownloadFailed", "fetch", qe.BadRequestError),
         (429, "Throttling", "rate", qe.RateLimitError),
-        (429, "Throttling.AllocationQuota", "free quota", qe.InsufficientQuotaError),
+        (
+            429,
+            "Throttling.AllocationQuota",
+            "Free allocated quota exceeded.",
+            qe.InsufficientQuotaError,
+        ),
         (402, "insufficient_quota", "pay", qe.InsufficientQuotaError),
         (429, 429, "int code", qe.RateLimitError),
         (500, "InternalError", "boom", qe.ServerError),
@@ -42,7 +47,8 @@ def test_api_error_picks_the_class(
     ("code", "cls"),
     [
         ("content_policy_violation", qe.ContentFilterError),
-        ("quota_exceeded", qe.InsufficientQuotaError),
+        ("quota_exceeded", qe.JobFailedError),  # "retry later" inside a task
+        ("insufficient_quota", qe.InsufficientQuotaError),
         ("generation_failed_no_content", qe.JobFailedError),
         (123, qe.JobFailedError),
     ],

@@ -254,7 +254,7 @@ async def test_vtrix_task_id_is_unknown_to_evolink(
     ("prompt", "code"),
     [
         ("cat [filter]", "content_policy_violation"),
-        ("cat [quota]", "quota_exceeded"),
+        ("cat [fail:quota_exceeded]", "quota_exceeded"),
         ("cat [fail]", "generation_failed_no_content"),
         ("cat [fail:generation_timeout]", "generation_timeout"),
     ],
@@ -271,6 +271,16 @@ async def test_failed_tasks_carry_task_error_codes(
     assert done["error"]["type"] == "task_error"
     assert done["error"]["message"]
     assert "results" not in done
+
+
+async def test_quota_is_refused_at_submission_with_402(
+    fake_provider: FakeProvider, session: aiohttp.ClientSession
+) -> None:
+    """An empty balance is Evolink's HTTP 402 ``quota_exceeded`` at creation: no task."""
+    status, answer = await create(session, fake_provider, flat(prompt="cat [quota]"))
+    assert status == 402
+    assert answer["error"]["code"] == "quota_exceeded"
+    assert fake_provider.stats.jobs_created == 0
 
 
 async def test_uploaded_input_sets_the_aspect_ratio(

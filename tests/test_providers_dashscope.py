@@ -11,6 +11,7 @@ from qwen_edit_async._errors import (
     BadRequestError,
     ContentFilterError,
     InsufficientQuotaError,
+    JobFailedError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -210,8 +211,8 @@ def test_request_id_from_header_when_body_has_none() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"not json", b"[]", b'{"output": 5}', b'{"output": {"choices": "x"}}', b"{}"],
-    ids=["empty", "not-json", "array", "output-not-object", "choices-not-list", "no-output"],
+    [b"", b"not json", b"[]", b'{"output": 5}', b'{"output": {"choices": "x"}}'],
+    ids=["empty", "not-json", "array", "output-not-object", "choices-not-list"],
 )
 def test_malformed_success_body_is_a_protocol_error(payload: bytes) -> None:
     """A 200 whose body cannot be read as an answer raises ProtocolError with the status."""
@@ -221,11 +222,17 @@ def test_malformed_success_body_is_a_protocol_error(payload: bytes) -> None:
     assert info.value.provider == "dashscope"
 
 
-def test_success_without_any_image_is_a_protocol_error() -> None:
-    """A readable 200 that holds no image is not a result."""
-    answer = {"output": {"choices": [{"message": {"content": [{"text": "sorry"}]}}]}}
-    with pytest.raises(ProtocolError, match="no image"):
+@pytest.mark.parametrize(
+    "answer",
+    [{"output": {"choices": [{"message": {"content": [{"text": "sorry"}]}}]}}, {}],
+    ids=["text-only", "no-output"],
+)
+def test_success_without_any_image_is_a_failed_job(answer: dict[str, object]) -> None:
+    """A readable 200 that holds no image is a certain failure (the job ran), never an
+    unreadable answer that would be reported as uncertain."""
+    with pytest.raises(JobFailedError, match="without any result image") as info:
         DashScope().parse_create(200, {}, body(answer))
+    assert not isinstance(info.value, ProtocolError)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +254,7 @@ def test_success_without_any_image_is_a_protocol_error() -> None:
         (415, "BadRequest.UnsupportedFileFormat", BadRequestError),
         (429, "Throttling", RateLimitError),
         (429, "Throttling.RateQuota", RateLimitError),
-        (429, "Throttling.AllocationQuota", InsufficientQuotaError),
+        (429, "Throttling.AllocationQuota", RateLimitError),  # no "Free": a throttle
         (500, "InternalError", ServerError),
         (500, "InternalError.Algo", ServerError),
         (500, "InternalError.Timeout", ServerError),

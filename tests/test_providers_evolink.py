@@ -213,10 +213,13 @@ def test_completed_results_as_objects_are_read() -> None:
     assert status.result.urls == ["https://r/1.png", "https://r/2.png"]
 
 
-def test_completed_without_results_is_a_failed_job() -> None:
-    """A completed task with no result image fails the job rather than being polled forever."""
-    status = Evolink().parse_status(TASK_ID, 200, {}, body({"status": "completed", "results": []}))
-    assert status.state is TaskState.FAILED
+@pytest.mark.parametrize("results", [[], None])
+def test_completed_without_results_is_not_a_result_yet(results: object) -> None:
+    """A completed task with no result image has no result yet, and carries the error (with
+    the task id) that the poller raises if the results never come."""
+    answer = {"status": "completed", "progress": 90, "results": results}
+    status = Evolink().parse_status(TASK_ID, 200, {}, body(answer))
+    assert status.state is TaskState.SUCCEEDED and status.result is None
     assert isinstance(status.error, JobFailedError)
     assert status.error.task_id == TASK_ID
 
@@ -226,7 +229,8 @@ def test_completed_without_results_is_a_failed_job() -> None:
     [
         ("content_policy_violation", ContentFilterError),
         ("CONTENT_POLICY_VIOLATION", ContentFilterError),
-        ("quota_exceeded", InsufficientQuotaError),
+        ("quota_exceeded", JobFailedError),  # "retry later": resubmitted, not final
+        ("insufficient_quota", InsufficientQuotaError),
         ("generation_timeout", JobFailedError),
         ("request_cancelled", JobFailedError),
         (500, JobFailedError),

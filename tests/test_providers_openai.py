@@ -12,6 +12,7 @@ from qwen_edit_async._errors import (
     ConfigurationError,
     ContentFilterError,
     InsufficientQuotaError,
+    JobFailedError,
     RateLimitError,
     ServerError,
     ValidationError,
@@ -116,12 +117,24 @@ def test_items_without_url_or_data_are_skipped() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [b"<html>", b"[]", b'{"data": "x"}', b'{"data": []}', b'{"created": 1}'],
-    ids=["not-json", "array", "data-not-list", "no-images", "no-data"],
+    [b"<html>", b"[]", b'{"data": "x"}'],
+    ids=["not-json", "array", "data-not-list"],
 )
 def test_malformed_success_is_a_protocol_error(payload: bytes) -> None:
-    """A 200 that is not a readable answer with images raises ProtocolError."""
+    """A 200 that is not a readable answer raises ProtocolError."""
     with pytest.raises(ProtocolError) as info:
+        ModelStream().parse_create(200, {}, payload)
+    assert (info.value.provider, info.value.status) == ("modelstream", 200)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'{"data": []}', b'{"created": 1}', b'{"data": [{"url": "", "b64_json": ""}]}'],
+    ids=["no-images", "no-data", "empty-strings"],
+)
+def test_readable_success_without_images_is_a_failed_job(payload: bytes) -> None:
+    """A readable 200 without any image is a certain failure: the job ran."""
+    with pytest.raises(JobFailedError) as info:
         ModelStream().parse_create(200, {}, payload)
     assert (info.value.provider, info.value.status) == ("modelstream", 200)
 
@@ -132,7 +145,7 @@ def test_malformed_success_is_a_protocol_error(payload: bytes) -> None:
         (400, "DataInspectionFailed", ContentFilterError),
         (400, "InvalidParameter", BadRequestError),
         (400, "Arrearage", InsufficientQuotaError),
-        (429, "Throttling.AllocationQuota", InsufficientQuotaError),
+        (429, "Throttling.AllocationQuota", RateLimitError),  # no "Free": a throttle
         (401, "invalid_api_key", AuthenticationError),
         (401, None, AuthenticationError),
         (429, 429, RateLimitError),

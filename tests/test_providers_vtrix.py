@@ -198,10 +198,10 @@ def test_completed_keeps_only_image_items_across_outputs() -> None:
     assert status.result.urls == ["https://r/1.png", "https://r/2.png"]
 
 
-def test_completed_without_images_is_a_failed_job() -> None:
-    """A completed task listing no image fails the job with the task id."""
+def test_completed_without_images_is_not_a_result_yet() -> None:
+    """A completed task listing no image has no result; its error names the task."""
     status = Vtrix().parse_status("t", 200, {}, body({"status": "completed", "output": []}))
-    assert status.state is TaskState.FAILED
+    assert status.state is TaskState.SUCCEEDED and status.result is None
     assert isinstance(status.error, JobFailedError)
     assert status.error.task_id == "t"
 

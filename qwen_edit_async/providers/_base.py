@@ -77,7 +77,11 @@ class TaskState(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskStatus:
-    """One status answer. ``result`` is set when it succeeded, ``error`` when it failed."""
+    """One status answer. ``result`` is set when it succeeded, ``error`` when it failed.
+
+    A ``SUCCEEDED`` answer without ``result`` says the task completed before its results
+    were attached: the poller checks again a few times, then raises ``error``.
+    """
 
     task_id: str
     state: TaskState

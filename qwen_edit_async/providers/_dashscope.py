@@ -15,18 +15,20 @@ import msgspec
 
 from .._errors import APIError, api_error
 from .._models import EditRequest, EditResult, GeneratedImage
-from ._base import HttpRequest, ProtocolError, Provider, TaskAccepted, parse_retry_after
+from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
 from ._native import native_request
 from ._wire import (
     WireResponse,
+    check_count,
     fallback_message,
     is_success,
     load,
     load_error,
+    no_images,
     request_id,
 )
 
-__all__ = ["DashScope", "DashScopeIntl", "dashscope_error"]
+__all__ = ["DashScope", "DashScopeIntl", "NativeAnswer", "dashscope_error", "native_images"]
 
 PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 
@@ -47,11 +49,24 @@ class _Output(WireResponse):
     choices: list[_Choice] = msgspec.field(default_factory=list)
 
 
-class _Answer(WireResponse):
+class NativeAnswer(WireResponse):
     output: _Output | None = None
     usage: dict[str, Any] | None = None
     request_id: str | None = None
     code: str | int | None = None
+
+
+def native_images(output: _Output | None) -> list[GeneratedImage]:
+    """Every image of a native answer, across all choices (DashScope puts all n in one)."""
+    if output is None:
+        return []
+    return [
+        GeneratedImage(url=item.image)
+        for choice in output.choices
+        if choice.message is not None
+        for item in choice.message.content
+        if item.image
+    ]
 
 
 def dashscope_error(
@@ -111,25 +126,14 @@ class DashScope(Provider):
     ) -> EditResult | TaskAccepted:
         if not is_success(status):
             raise self.parse_error(status, headers, body)
-        answer, raw = load(body, _Answer, provider=self.name, status=status)
+        answer, raw = load(body, NativeAnswer, provider=self.name, status=status)
         rid = request_id(headers, answer.request_id)
-        if answer.output is None:
-            if answer.code:
-                raise self.parse_error(status, headers, body)
-            raise ProtocolError(
-                "the answer has no output", provider=self.name, status=status, request_id=rid
-            )
-        images = [
-            GeneratedImage(url=item.image)
-            for choice in answer.output.choices
-            if choice.message is not None
-            for item in choice.message.content
-            if item.image
-        ]
+        if answer.output is None and answer.code:
+            raise self.parse_error(status, headers, body)
+        images = native_images(answer.output)
         if not images:
-            raise ProtocolError(
-                "the answer holds no image", provider=self.name, status=status, request_id=rid
-            )
+            raise no_images(self.name, status, rid, raw)
+        check_count(images, self.name, status, rid, raw)
         return EditResult(
             images=images, provider=self.name, request_id=rid, usage=answer.usage, raw=raw
         )

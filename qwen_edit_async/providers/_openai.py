@@ -9,6 +9,13 @@ Both most likely relay to DashScope synchronously, so DashScope's codes (``DataI
 
 :func:`openai_error` reads that error object (``code`` a string, an integer or null) and is
 also used by Evolink, whose errors have the same shape.
+
+Relays built on new-api (which such gateways run) add three habits, all handled here: every
+image carries ``"b64_json": ""`` beside its ``url`` (an empty string is absent); ``data[]`` has
+one entry per DashScope *choice*, which holds all n images, so the images are taken from the
+raw answer the relay keeps under ``metadata`` when it lists more; and upstream errors arrive
+as ``"code": "bad_response_status_code"`` (or none) with the upstream status and message, so
+the message decides the class (see :func:`~qwen_edit_async._errors.api_error`).
 """
 
 from __future__ import annotations
@@ -16,18 +23,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import msgspec
+
 from .._errors import APIError, ConfigurationError, api_error
 from .._models import EditRequest, EditResult, GeneratedImage
-from ._base import HttpRequest, ProtocolError, Provider, TaskAccepted, parse_retry_after
+from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
+from ._dashscope import NativeAnswer, native_images
 from ._native import native_request
 from ._wire import (
     ErrorDetail,
     WireResponse,
+    check_count,
     error_fields,
     fallback_message,
     is_success,
     load,
     load_error,
+    no_images,
     request_id,
 )
 
@@ -44,6 +56,24 @@ class _Answer(WireResponse):
     data: list[_Image] | None = None
     usage: dict[str, Any] | None = None
     error: ErrorDetail | str | None = None
+    #: The upstream (DashScope) answer, as relays built on new-api keep it.
+    metadata: Any = None
+
+
+def _upstream(metadata: Any) -> NativeAnswer | None:
+    """The raw DashScope answer kept under ``metadata`` (an object or its JSON text), or
+    ``None`` when it is absent or not that shape."""
+    if isinstance(metadata, (str, bytes)):
+        try:
+            metadata = msgspec.json.decode(metadata)
+        except msgspec.DecodeError:
+            return None
+    if not isinstance(metadata, dict) or "output" not in metadata:
+        return None
+    try:
+        return msgspec.convert(metadata, NativeAnswer)
+    except msgspec.ValidationError:
+        return None
 
 
 def openai_error(
@@ -89,21 +119,30 @@ class _Gateway(Provider):
             raise self.parse_error(status, headers, body)
         answer, raw = load(body, _Answer, provider=self.name, status=status)
         rid = request_id(headers)
-        if answer.data is None and answer.error is not None:
+        if not answer.data and answer.error is not None:
             # Some gateways answer 200 with an error object.
             raise self.parse_error(status, headers, body)
         images = [
             GeneratedImage(url=item.url, b64_json=item.b64_json, revised_prompt=item.revised_prompt)
             for item in answer.data or ()
+            # An empty string is no image: relays send "b64_json": "" beside every url.
             if item.url or item.b64_json
         ]
+        kept = _upstream(answer.metadata)
+        upstream = native_images(kept.output) if kept is not None else []
+        if len(upstream) > len(images):
+            # The relay made one data[] entry per DashScope choice, and DashScope puts all n
+            # images in one choice: the raw answer it kept holds the images paid for.
+            for image, item in zip(upstream, answer.data or (), strict=False):
+                image.revised_prompt = item.revised_prompt or None
+            images = upstream
         if not images:
-            raise ProtocolError(
-                "the answer holds no image", provider=self.name, status=status, request_id=rid
-            )
-        return EditResult(
-            images=images, provider=self.name, request_id=rid, usage=answer.usage, raw=raw
-        )
+            raise no_images(self.name, status, rid, raw)
+        check_count(images, self.name, status, rid, raw)
+        usage = answer.usage
+        if usage is None and kept is not None:
+            usage = kept.usage
+        return EditResult(images=images, provider=self.name, request_id=rid, usage=usage, raw=raw)
 
     def parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None

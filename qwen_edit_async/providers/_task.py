@@ -15,13 +15,24 @@ from urllib.parse import quote
 from .._errors import QwenEditError, ValidationError, task_error
 from .._models import EditResult, GeneratedImage
 from ._base import ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
-from ._wire import ErrorDetail, WireResponse, error_fields, is_success, load, request_id
+from ._wire import (
+    ErrorDetail,
+    WireResponse,
+    check_count,
+    error_fields,
+    is_success,
+    load,
+    no_images,
+    request_id,
+)
 
 
 class TaskBody(WireResponse):
     """The fields every task answer has; subclasses add where their images are."""
 
     id: str | None = None
+    #: Vtrix's CLI shows the id under this name too.
+    task_id: str | None = None
     status: str | None = None
     model: str | None = None
     progress: float | None = None
@@ -97,21 +108,6 @@ def _failure(
     )
 
 
-def _no_images(provider: str, task_id: str, request_id: str | None, raw: Any) -> QwenEditError:
-    """The error of a task that says it completed but lists no image.
-
-    A failed job, not a :class:`ProtocolError`: re-reading the same answer cannot help.
-    """
-    return task_error(
-        provider=provider,
-        code=None,
-        message="the task completed without any result image",
-        task_id=task_id,
-        request_id=request_id,
-        body=raw,
-    )
-
-
 B = TypeVar("B", bound=TaskBody)
 
 
@@ -143,7 +139,8 @@ class TaskProvider(Provider, Generic[B]):
             raise self.parse_error(status, headers, body)
         task, raw = load(body, self.task_body, provider=self.name, status=status)
         rid = request_id(headers)
-        if not task.id:
+        task_id = task.id or task.task_id
+        if not task_id:
             if task.error is not None:
                 # An error object in a 200 answer: read it as the error it is.
                 raise self.parse_error(status, headers, body)
@@ -151,7 +148,7 @@ class TaskProvider(Provider, Generic[B]):
                 "the answer has no task id", provider=self.name, status=status, request_id=rid
             )
         return TaskAccepted(
-            task_id=task.id, estimated_time=self.estimated_time(task), request_id=rid, raw=raw
+            task_id=task_id, estimated_time=self.estimated_time(task), request_id=rid, raw=raw
         )
 
     def parse_status(
@@ -162,6 +159,10 @@ class TaskProvider(Provider, Generic[B]):
         task, raw = load(body, self.task_body, provider=self.name, status=status)
         rid = request_id(headers)
         if task.status is None:
+            if task.error is not None:
+                # An error object instead of a task: the provider's verdict on this status
+                # request, classified now rather than retried as an unreadable answer.
+                raise self.parse_error(status, headers, body, task_id=task_id)
             raise ProtocolError(
                 "the answer has no status",
                 provider=self.name,
@@ -178,8 +179,14 @@ class TaskProvider(Provider, Generic[B]):
             return TaskStatus(task_id, state, progress, raw=raw)
         images = self.result_images(task)
         if not images:
-            error = _no_images(self.name, task_id, rid, raw)
-            return TaskStatus(task_id, TaskState.FAILED, progress, error=error, raw=raw)
+            # Completed, results not attached yet (Evolink does this for a few seconds): no
+            # result, and the error to raise if they never come. The poller checks again.
+            error = no_images(self.name, status, rid, raw, task_id=task_id)
+            return TaskStatus(task_id, state, progress, error=error, raw=raw)
+        try:
+            check_count(images, self.name, status, rid, raw, task_id=task_id)
+        except QwenEditError as exc:
+            return TaskStatus(task_id, TaskState.FAILED, progress, error=exc, raw=raw)
         result = EditResult(
             images=images,
             provider=self.name,

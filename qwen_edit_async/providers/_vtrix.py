@@ -5,12 +5,14 @@ Create ``POST /model/v1/generation`` answered ``{"id", "status", "model"}``; pol
 
     {"id": "...", "status": "in_progress|pending|processing|completed|failed",
      "progress": 0.0-1.0,
-     "output": [{"content": [{"type": "image", "url": "https://..."}]}],   (completed)
+     "output": [{"content": [{"type": "image", "url": "https://..."}]}],   (completed;
+                 items may also be {"type": "image_url", "image_url": {"url": ...}})
      "usage": {"cost": "0.03", "quantity": 1, "unit_price": "0.03"},
      "error": "..." | {"code": 123, "error_message": "..."} | {"code": "...", "message": "..."}}
 
 HTTP errors (401, 403 for a missing balance or permission, 429, 500) carry ``message`` or
-``error`` (a string or an object).
+``error`` (a string or an object); 403 ``{"error": "insufficient balance", ...}`` is the
+balance error.
 """
 
 from __future__ import annotations
@@ -36,9 +38,23 @@ from ._wire import (
 __all__ = ["Vtrix", "vtrix_error"]
 
 
+class _Url(WireResponse):
+    url: str | None = None
+
+
 class _Content(WireResponse):
     type: str | None = None
     url: str | None = None
+    # Typed items as OpenAI writes them: {"type": "image_url", "image_url": {"url": ...}}.
+    image_url: _Url | str | None = None
+    image: str | None = None
+
+    def image_link(self) -> str | None:
+        """The URL of an image-typed item (``image``, ``image_url``...; untyped counts)."""
+        if self.type is not None and "image" not in self.type.lower():
+            return None
+        linked = self.image_url.url if isinstance(self.image_url, _Url) else self.image_url
+        return self.url or linked or self.image or None
 
 
 class _Output(WireResponse):
@@ -64,11 +80,15 @@ def vtrix_error(
     """
     error, raw = load_error(body)
     code, message = error_fields(error.error)
+    if error.message and message and message.lower() not in error.message.lower():
+        # {"error": "insufficient balance", "message": "Forbidden"}: the cause is in
+        # ``error``; keep both texts so the mapping reads it.
+        message = f"{error.message}: {message}"
     return api_error(
         provider=provider,
         status=status,
         code=error.code if code is None else code,
-        message=error.message or message or fallback_message(status, raw),
+        message=message or error.message or fallback_message(status, raw),
         request_id=request_id(headers, error.request_id),
         task_id=task_id,
         retry_after=parse_retry_after(headers),
@@ -111,12 +131,8 @@ class Vtrix(TaskProvider[_Task]):
         return HttpRequest("GET", url, None, NO_HEADERS)
 
     def result_images(self, task: _Task) -> list[GeneratedImage]:
-        return [
-            GeneratedImage(url=item.url)
-            for output in task.output or ()
-            for item in output.content
-            if item.url and (item.type is None or item.type.lower() == "image")
-        ]
+        links = (item.image_link() for output in task.output or () for item in output.content)
+        return [GeneratedImage(url=link) for link in links if link]
 
     def result_model(self, task: _Task) -> str | None:
         # Back to the canonical hyphen form the caller used.

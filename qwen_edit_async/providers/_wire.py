@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .._errors import ConfigurationError
-from .._models import EditRequest, Size
+from .._errors import ConfigurationError, JobFailedError
+from .._models import MAX_N, EditRequest, GeneratedImage, Size
 from ._base import ProtocolError, decode, header
 
 T = TypeVar("T")
@@ -124,3 +124,47 @@ def error_fields(error: ErrorDetail | str | None) -> tuple[str | int | None, str
     if isinstance(error, ErrorDetail):
         return error.code, error.message or error.error_message
     return None, error
+
+
+def no_images(
+    provider: str, status: int, request_id: str | None, raw: Any, task_id: str | None = None
+) -> JobFailedError:
+    """The error of a success answer that lists no image.
+
+    A failed job, not an unreadable answer: the answer arrived, so the job certainly ran
+    (never "uncertain"), and reading the same answer again cannot help.
+    """
+    where = "the task completed" if task_id is not None else "the answer succeeded"
+    return JobFailedError(
+        f"{where} without any result image",
+        provider=provider,
+        status=status,
+        request_id=request_id,
+        task_id=task_id,
+        body=raw,
+    )
+
+
+def check_count(
+    images: list[GeneratedImage],
+    provider: str,
+    status: int,
+    request_id: str | None,
+    raw: Any,
+    task_id: str | None = None,
+) -> list[GeneratedImage]:
+    """``images``, or :class:`JobFailedError` when there are more than an edit can make.
+
+    A result listing thousands of URLs is refused before anything is fetched or written.
+    """
+    if len(images) > MAX_N:
+        raise JobFailedError(
+            f"the result lists {len(images)} images; an edit makes at most {MAX_N}: "
+            "refused, nothing was fetched",
+            provider=provider,
+            status=status,
+            request_id=request_id,
+            task_id=task_id,
+            body=raw,
+        )
+    return images

@@ -33,9 +33,15 @@ prompts over 2000 characters; DashScope truncates prompts at 800.
 
 Magic words in a prompt force an outcome when no fault was injected for that create:
 ``[fail]`` (or ``[fail:CODE]``), ``[filter]`` (content moderation), ``[quota]`` (out of
-funds), ``[stuck]`` (never finishes). Sync dialects refuse ``[filter]``/``[quota]`` at
-submission and answer ``[fail]`` with an error after the latency; task dialects report them
-as failed tasks.
+funds), ``[stuck]`` (never finishes). Every dialect refuses ``[quota]`` at submission; sync
+dialects refuse ``[filter]`` at submission too and answer ``[fail]`` with an error after the
+latency; task dialects report those as failed tasks.
+
+Answers of real relays and providers are switched on like the other faults:
+``Faults(relay=True)`` (a new-api relay in front of DashScope), ``Faults(results_delay=2)``
+(Evolink completes before its results), ``Faults(vtrix_item_type="image_url")``, and the
+script word ``refuse:NAME`` (DashScope's free-tier, IP-infringement, allocation-quota, burst
+and arrears refusals).
 
 ``HostileProvider`` is a provider that misbehaves on purpose (keys echoed in errors, huge,
 deeply nested and dripping answers, unusable result URLs), to test a client against it.

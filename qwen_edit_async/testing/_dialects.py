@@ -12,6 +12,7 @@ from typing import Any
 from ._faults import Faults
 from ._jobs import Job
 from ._problems import Kind, Problem
+from ._relay import relay_error, vtrix_balance_body
 
 __all__ = [
     "DIALECTS",
@@ -56,6 +57,7 @@ _DASHSCOPE: dict[Kind, tuple[int, str]] = {
     "generation_failed": (500, "InternalError.Algo"),
     "not_found": (404, "NotFound"),
     "poll_error": (503, "ServiceUnavailable"),
+    "upstream": (400, "InvalidParameter"),
 }
 
 # The gateways' own codes where the gateway (not DashScope) refuses the request.
@@ -86,10 +88,11 @@ _EVOLINK: dict[Kind, tuple[int, str]] = {
     "rate_quota": (429, "rate_limit_exceeded"),
     "server_error": (500, "internal_error"),
     "content_filter": (400, "content_policy_violation"),
-    "quota": (402, "insufficient_quota"),
+    "quota": (402, "quota_exceeded"),
     "generation_failed": (500, "generation_failed_no_content"),
     "not_found": (404, "invalid_task_id"),
     "poll_error": (503, "service_unavailable"),
+    "upstream": (400, "invalid_parameters"),
 }
 
 _VTRIX_STATUS: dict[Kind, int] = {
@@ -134,6 +137,9 @@ def render_error(
         code = problem.code or code
         if dialect == "dashscope":
             return status, {"request_id": request_id, "code": code, "message": problem.message}
+        if faults.relay and kind not in _GATEWAY_CODES:
+            # DashScope refused it: the relay keeps the status and message, not the code.
+            return status, relay_error(status, problem.message, faults.relay_code)
         code = _GATEWAY_CODES.get(kind, code)
         return status, {
             "error": {
@@ -161,8 +167,13 @@ def render_error(
         return status, {"error": error}
     # Vtrix: a bare {"message": ...} for refusals, {"error": ...} for server failures.
     status = problem.status or _VTRIX_STATUS.get(kind, 400)
+    if kind == "quota":
+        return status, vtrix_balance_body(request_id)
     key = "error" if status >= 500 else "message"
-    return status, {key: problem.message, "request_id": request_id}
+    body = {key: problem.message, "request_id": request_id}
+    if problem.code is not None and kind == "upstream":
+        body["code"] = problem.code
+    return status, body
 
 
 def task_failure_problem(job: Job) -> Problem:
@@ -239,8 +250,13 @@ def evolink_task(
     now: float,
     urls: Callable[[Job], list[str]],
     estimated_time: int | None,
+    results_delay: float = 0.0,
 ) -> tuple[dict[str, Any], bool]:
-    """The polled task object and whether it is finished."""
+    """The polled task object and whether it is finished.
+
+    For ``results_delay`` seconds after it succeeds, the task says ``completed`` with
+    ``results`` null and progress below 100, as Evolink does before attaching results.
+    """
     phase = job.phase(now)
     body: dict[str, Any] = {
         "created": int(job.created_at),
@@ -250,6 +266,9 @@ def evolink_task(
         "type": "image",
         "usage": _evolink_usage(job),
     }
+    if phase == "succeeded" and now < job.end_mono + results_delay:
+        body.update(status="completed", progress=95, results=None, task_info={"can_cancel": False})
+        return body, False
     if phase == "succeeded":
         body.update(
             status="completed", progress=100, results=urls(job), task_info={"can_cancel": False}
@@ -301,16 +320,25 @@ def _vtrix_error(job: Job, form: str) -> Any:
 
 
 def vtrix_task(
-    job: Job, now: float, urls: Callable[[Job], list[str]], error_form: str
+    job: Job,
+    now: float,
+    urls: Callable[[Job], list[str]],
+    error_form: str,
+    item_type: str = "image",
 ) -> tuple[dict[str, Any], bool]:
-    """The polled Vtrix task and whether it is finished."""
+    """The polled Vtrix task and whether it is finished. ``item_type="image_url"`` writes
+    result items as its CLI shows them: ``{"type": "image_url", "image_url": {"url": ...}}``."""
     phase = job.phase(now)
     body: dict[str, Any] = {"id": job.id, "model": job.model}
     if phase == "succeeded":
+        if item_type == "image_url":
+            items = [{"type": "image_url", "image_url": {"url": url}} for url in urls(job)]
+        else:
+            items = [{"type": "image", "url": url} for url in urls(job)]
         body.update(
             status="completed",
             progress=1,
-            output=[{"content": [{"type": "image", "url": url} for url in urls(job)]}],
+            output=[{"content": items}],
             usage={"cost": f"{0.03 * job.n:.2f}", "quantity": job.n, "unit_price": "0.03"},
             metadata={},
         )

@@ -15,6 +15,8 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
+from ._relay import REFUSALS
+
 __all__ = ["OUTCOMES", "SCRIPT_WORDS", "Decision", "Faults", "draw", "parse_script", "prompt_magic"]
 
 
@@ -34,8 +36,10 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - ``malformed``: create the job, then answer 200 with a body that is not valid JSON.
     - ``content_filter``: moderation refuses the input (sync dialects at submission, task
       dialects as a failed task).
-    - ``quota``: the account is out of funds (DashScope ``Arrearage``, Evolink
-      ``quota_exceeded``).
+    - ``quota``: the account is out of funds, refused at submission in every dialect
+      (DashScope ``Arrearage``, Evolink 402 ``quota_exceeded``, Vtrix 403
+      ``{"error": "insufficient balance"}``). Evolink's task-level ``quota_exceeded`` ("retry
+      later") is ``fail_code="quota_exceeded"``.
     - ``fail_task``: generation fails (code ``fail_code`` or the dialect's default).
     - ``stuck``: the job never finishes (a sync request is held until the client gives up).
     - ``poll_error``: a task status request answers 503 (status requests only).
@@ -52,6 +56,18 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     - ``callback_timeout``, ``callback_retries``, ``callback_retry_base``: each attempt's
       timeout, and the retries after a non-2xx answer or a failed connection, waiting
       ``callback_retry_base`` seconds and doubling (Evolink: 10 s, 3, 1 s: 1/2/4 s).
+    - ``relay``: ModelStream and OneToken answer as a new-api relay in front of DashScope:
+      ``"b64_json": ""`` beside every url, one ``data[]`` entry per DashScope choice (so an
+      n=2 edit lists one image) with the raw answer under ``metadata``, and upstream errors
+      recoded ``relay_code`` (``None``: no code), status and message kept.
+    - ``results_delay``: seconds an Evolink task reports ``completed`` (progress below 100,
+      ``results`` null) before its results are attached.
+    - ``vtrix_item_type``: the ``type`` of Vtrix result items; ``"image_url"`` writes them
+      ``{"type": "image_url", "image_url": {"url": ...}}``.
+
+    The script word ``refuse:NAME`` answers a create with a real refusal (see
+    ``REFUSALS``: ``free_tier_only``, ``free_tier_only_400``, ``ip_infringement``,
+    ``free_quota_exceeded``, ``allocated_quota``, ``burst``, ``arrearage``).
     """
 
     rate_limit: float = 0.0
@@ -76,6 +92,10 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     callback_timeout: float = 10.0
     callback_retries: int = 3
     callback_retry_base: float = 1.0
+    relay: bool = False
+    relay_code: str | None = "bad_response_status_code"
+    results_delay: float = 0.0
+    vtrix_item_type: Literal["image", "image_url"] = "image"
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -91,6 +111,8 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"Faults.{name} must be >= 0")
         if self.callback_timeout <= 0:
             raise ValueError("Faults.callback_timeout must be > 0")
+        if not (0.0 <= self.results_delay < math.inf):
+            raise ValueError("Faults.results_delay must be a finite number of seconds >= 0")
 
 
 class Decision(NamedTuple):
@@ -104,9 +126,11 @@ class Decision(NamedTuple):
 OUTCOMES = frozenset({"ok", "fail", "content_filter", "quota", "stuck"})
 
 #: Words accepted by ``FakeProvider.script``; ``word:arg`` passes an argument
-#: (``rate_limit:5`` = Retry-After 5 s, ``server_error:503``, ``fail:generation_timeout``).
+#: (``rate_limit:5`` = Retry-After 5 s, ``server_error:503``, ``fail:generation_timeout``,
+#: ``refuse:free_tier_only``).
 SCRIPT_WORDS = frozenset(
     {"rate_limit", "server_error", "drop_before_accept", "drop_after_accept", "malformed"}
+    | {"refuse"}
     | OUTCOMES
 )
 _ALIASES = {"fail_task": "fail", "filter": "content_filter", "ok": "ok"}
@@ -144,6 +168,9 @@ def parse_script(words: tuple[str, ...]) -> list[Decision]:
             raise ValueError(f"unknown script word {word!r}; known: {known}")
         if name == "rate_limit" and arg:
             _check_number(word, arg, integer=True)
+        if name == "refuse" and arg not in REFUSALS:
+            known = ", ".join(sorted(REFUSALS))
+            raise ValueError(f"{word!r}: refuse takes one of {known}")
         if name == "server_error" and arg:
             _check_number(word, arg, integer=True)
             if not 500 <= int(arg) <= 599:

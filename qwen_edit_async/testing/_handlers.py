@@ -35,6 +35,7 @@ from ._faults import OK, OUTCOMES, Decision, prompt_magic
 from ._jobs import SYNC_DIALECTS, Job
 from ._png import colour_for, png_bytes
 from ._problems import Problem
+from ._relay import REFUSALS, relay_success
 from ._validate import HYPHEN_MODELS, UNDERSCORE_MODELS, EditSpec, parse_flat, parse_nested
 
 if TYPE_CHECKING:
@@ -207,6 +208,9 @@ class _Routes:
                     "Requests rate limit exceeded, please try again later.",
                     retry_after=retry,
                 )
+            if kind == "refuse":
+                refusal = REFUSALS[decision.arg or ""]
+                raise Problem("upstream", refusal.message, status=refusal.status, code=refusal.code)
             if kind == "server_error":
                 status = int(decision.arg) if decision.arg else fake.faults.server_status
                 raise Problem(
@@ -232,8 +236,9 @@ class _Routes:
                     "concurrency",
                     f"Too many concurrent tasks: at most {limit} may run at once.",
                 )
-            if sync and outcome.kind in ("content_filter", "quota"):
-                # Sync dialects refuse these at submission: no job, nothing billed.
+            if outcome.kind == "quota" or (sync and outcome.kind == "content_filter"):
+                # Refused at submission: no job, nothing billed. (An empty balance is
+                # checked before any task is created; moderation of a task fails it.)
                 raise Problem(
                     outcome.kind,  # type: ignore[arg-type]
                     FAILURE_MESSAGES[outcome.kind],
@@ -290,11 +295,16 @@ class _Routes:
         urls = fake.files.result_urls(job, job.sync_finished_at, fake.url_lifetime)
         if job.dialect == "dashscope":
             return json_response(200, dashscope_success(job, urls, request_id), request_id)
+        b64 = None
         if fake.b64_json:
             b64 = [
                 base64.b64encode(png_bytes(job.width, job.height, _colour(url))).decode()
                 for url in urls
             ]
+        if fake.faults.relay:
+            answer = relay_success(job, dashscope_success(job, urls, request_id), b64)
+            return json_response(200, answer, request_id)
+        if b64 is not None:
             return json_response(200, openai_success(job, None, b64), request_id)
         return json_response(200, openai_success(job, urls), request_id)
 
@@ -342,10 +352,15 @@ class _Routes:
             return self._error(dialect, problem, request_id)
         job.polls += 1
         now = time.monotonic()
+        faults = fake.faults
         if dialect == "evolink":
-            body, done = evolink_task(job, now, self._urls, fake.evolink_estimated_time)
+            body, done = evolink_task(
+                job, now, self._urls, fake.evolink_estimated_time, faults.results_delay
+            )
         else:
-            body, done = vtrix_task(job, now, self._urls, fake.faults.vtrix_error_form)
+            body, done = vtrix_task(
+                job, now, self._urls, faults.vtrix_error_form, faults.vtrix_item_type
+            )
         if done:
             if job.first_seen_completed_at is None:
                 job.first_seen_completed_at = time.time()

@@ -27,6 +27,7 @@ Kind = Literal[
     "generation_failed",  # the model failed
     "not_found",  # unknown task id
     "poll_error",  # injected failure of a status request
+    "upstream",  # a real refusal by name (status, code and message given)
 ]
 
 

@@ -141,8 +141,8 @@ class FakeProvider:
 
         Words: ``ok``, ``rate_limit[:SECONDS]``, ``server_error[:STATUS]``,
         ``drop_before_accept``, ``drop_after_accept``, ``malformed``, ``content_filter``,
-        ``quota``, ``fail[:CODE]``, ``stuck``. Each create that passes the API key check
-        takes the next word.
+        ``quota``, ``fail[:CODE]``, ``stuck``, ``refuse:NAME`` (a real refusal, see
+        ``REFUSALS``). Each create that passes the API key check takes the next word.
 
         Example::
 
