@@ -138,8 +138,9 @@ async def test_thousand_jobs_all_accounted_for_under_faults() -> None:
                     assert outcome.error.task_id
             stats = client.statistics()
         assert sorted(seen) == list(range(1000)) and set(seen.values()) == {1}
-        # Failed tasks (not billed) were submitted again; every create is counted.
-        assert fake.stats.jobs_created == sum(submissions.values()) > 1000
+        # Failed tasks (not billed) were submitted again, and every submission is counted (one
+        # cut short by the job's deadline may not have reached the provider).
+        assert 1000 < fake.stats.jobs_created <= sum(submissions.values())
         assert max(submissions.values()) <= 3
         assert kinds["JobTimeoutError"] > 0
         assert kinds["ok"] + kinds["JobFailedError"] + kinds["JobTimeoutError"] == 1000
