@@ -135,7 +135,9 @@ async def test_thousand_jobs_all_accounted_for_under_faults() -> None:
                 kinds[type(outcome.error).__name__ if outcome.error else "ok"] += 1
                 if outcome.error is not None:
                     assert isinstance(outcome.error, qe.QwenEditError)
-                    assert outcome.error.task_id
+                    # On a loaded machine a deadline may pass before the create is answered:
+                    # only then is no task id known.
+                    assert outcome.error.task_id or isinstance(outcome.error, qe.JobTimeoutError)
             stats = client.statistics()
         assert sorted(seen) == list(range(1000)) and set(seen.values()) == {1}
         # Failed tasks (not billed) were submitted again, and every submission is counted (one
