@@ -33,7 +33,7 @@ import msgspec
 from aiohttp import web
 
 from ._errors import ConfigurationError, QwenEditError
-from .providers._base import Provider, TaskStatus
+from .providers._base import Provider, TaskState, TaskStatus
 
 __all__ = ["CallbackReceiver", "CallbackStatistics", "SafetyNet"]
 
@@ -248,7 +248,9 @@ class CallbackReceiver:
             status = ticket.provider.parse_status(task_id, 200, headers, body)
         except QwenEditError as exc:
             return 400, f"unreadable task answer: {exc.message}"
-        if not status.state.done:
+        if not status.state.done or (status.state is TaskState.SUCCEEDED and status.result is None):
+            # Running, or completed before its results were attached: the status checks
+            # (the safety net) collect the results.
             self._ignored += 1
             return 202, "task still running"
         deliver = ticket.deliver

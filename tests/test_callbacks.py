@@ -75,7 +75,11 @@ async def test_callbacks_complete_jobs_without_a_status_request(fake: FakeProvid
 async def test_a_callback_gives_what_polling_gives(fake: FakeProvider, prompt: str) -> None:
     """The same task read from its callback and from a status request: the same EditResult
     (but the request id of the answer it came in), or the same error."""
-    async with receiving() as receiver, client_for(fake, receiver, poll_initial=5.0) as client:
+    # max_resubmits=0: the transient failure is the job's end, as attach sees it.
+    async with (
+        receiving() as receiver,
+        client_for(fake, receiver, poll_initial=5.0, max_resubmits=0) as client,
+    ):
         job = await client.submit(qe.EditRequest(images=[URL], prompt=prompt))
         await job.wait_done()
         assert client.statistics().completed_by_callback == 1

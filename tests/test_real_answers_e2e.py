@@ -355,3 +355,29 @@ async def test_more_images_than_asked_are_refused_before_any_fetch(
         with pytest.raises(qe.JobFailedError, match=f"lists {listed} images") as info:
             await client.edit([URL], "cat", **options)
     assert info.value.task_id == "task-y" and fetched == 0
+
+
+async def test_completed_before_results_by_callback_is_collected_by_polling(
+    fake: FakeProvider,
+) -> None:
+    """A callback saying ``completed`` without results does not end the job: the status
+    checks collect the results."""
+    from aiohttp.test_utils import unused_port
+
+    fake.faults = Faults(results_delay=0.25)
+    port = unused_port()
+    receiver = qe.CallbackReceiver(f"http://127.0.0.1:{port}/qe")
+    async with (
+        receiver.listen("127.0.0.1", port),
+        qe.QwenEditClient(
+            "evolink",
+            api_key=API_KEY,
+            base_url=fake.url,
+            callbacks=receiver,
+            poll_initial=0.05,
+            poll_max_interval=0.1,
+        ) as client,
+    ):
+        result = await client.edit([URL], "cat", n=2)
+    assert len(result.images) == 2
+    assert fake.stats.callbacks_delivered >= 1

@@ -100,7 +100,10 @@ class _Routes:
 
     def _callback_body(self, job: Job, now: float) -> dict[str, Any]:
         """What Evolink POSTs to a callback: the status answer of the ended task."""
-        body, _ = evolink_task(job, now, self._urls, self.fake.evolink_estimated_time)
+        faults = self.fake.faults
+        body, _ = evolink_task(
+            job, now, self._urls, self.fake.evolink_estimated_time, faults.results_delay
+        )
         return body
 
     # -- shared steps ------------------------------------------------------------------
