@@ -4,10 +4,15 @@ A heap of due times feeds status workers, so status requests are bounded in conc
 most ``concurrency`` workers, started only as the due checks need them, each handed its next
 check directly, without a stream) and in rate (an :class:`~._pacing.AdaptiveRate` in the
 dispatcher: generous at first, halved when the provider answers a status request with 429,
-recovering when it stops). A job waiting for its task sleeps on an :class:`anyio.Event`;
-nothing loops on ``sleep``. A poll error that retries could not cure ends that job; an
-unexpected error in the poller itself is handed to every waiting job and to every later one:
-never swallowed.
+recovering when it stops). A request still unanswered after ``slow_after`` seconds (a
+provider dripping its answer) stops counting against ``concurrency``: a due check then gets a
+worker of its own instead of waiting, so slow answers for some tasks never starve the checks
+of others; each request is bounded by ``status_timeout`` and each task has at most one in
+flight, so those extra workers are bounded too, and they end with their check. A waiter that
+leaves (its job's deadline, a cancel) cancels its task's request in flight. A job waiting for
+its task sleeps on an :class:`anyio.Event`; nothing loops on ``sleep``. A poll error that
+retries could not cure ends that job; an unexpected error in the poller itself is handed to
+every waiting job and to every later one: never swallowed.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class _Watch:
         "failures",
         "late",
         "plan",
+        "scope",
         "status",
         "task_id",
     )
@@ -80,6 +86,8 @@ class _Watch:
         #: "Completed" answers without results so far (see _LATE_RESULT_CHECKS).
         self.late = 0
         self.cancelled = False
+        #: The cancel scope of this task's status request in flight, if any.
+        self.scope: anyio.CancelScope | None = None
         self.event = anyio.Event()
         self.status: TaskStatus | None = None
         self.error: BaseException | None = None
@@ -97,8 +105,12 @@ class Poller:
         rate: AdaptiveRate | None = None,
         retry_base: float = 0.5,
         retry_max: float = 10.0,
+        slow_after: float = 1.0,
     ) -> None:
         self._retry_base = retry_base
+        self._slow_after = slow_after
+        #: Start times of the status requests in flight, by task.
+        self._started: dict[_Watch, float] = {}
         self._retry_max = retry_max
         self._transport = transport
         self._schedule = schedule
@@ -144,6 +156,8 @@ class Poller:
         finally:
             self.pending -= 1
             watch.cancelled = True  # a cancelled waiter's task is not polled again
+            if watch.scope is not None:
+                watch.scope.cancel()  # nor is its request in flight waited for
         if watch.error is not None:
             raise watch.error
         assert watch.status is not None
@@ -200,10 +214,17 @@ class Poller:
                     self._wakeup = anyio.Event()
                 continue
             if not self._idle and self._workers >= self._concurrency:
-                # Every worker is busy: the next one to finish asks for work.
-                self._free = loop.create_future()
-                await self._free
-                continue
+                now = time.monotonic()
+                slow = now - self._slow_after
+                stalled = sum(1 for started in self._started.values() if started <= slow)
+                if self._workers - stalled >= self._concurrency:
+                    # Every worker is busy, none on a slow answer: the next one to finish
+                    # asks for work, or the oldest request turns slow.
+                    oldest = min(self._started.values(), default=now)
+                    self._free = loop.create_future()
+                    with anyio.move_on_after(max(0.0, oldest - slow)):
+                        await self._free
+                    continue
             heapq.heappop(heap)
             if not watch.failures:
                 # The schedule may have learned since this time was planned: ask again.
@@ -236,6 +257,8 @@ class Poller:
                 free = self._free
                 if free is not None and not free.done():
                     free.set_result(None)
+                if self._workers > self._concurrency:
+                    return  # an extra worker, started beside slow answers: done
                 idle: asyncio.Future[_Watch] = loop.create_future()
                 self._idle.append(idle)
                 watch = await idle
@@ -243,7 +266,18 @@ class Poller:
             self._workers -= 1
 
     async def _poll(self, watch: _Watch) -> None:
-        sent = time.monotonic() - watch.accepted_at
+        started = time.monotonic()
+        self._started[watch] = started
+        try:
+            with anyio.CancelScope() as scope:
+                watch.scope = scope
+                await self._check(watch, started - watch.accepted_at)
+        finally:
+            watch.scope = None
+            del self._started[watch]
+
+    async def _check(self, watch: _Watch, sent: float) -> None:
+        """One status request for ``watch`` and what its answer means."""
         try:
             status = await self._transport.status(watch.task_id, attempts=1)
         except QwenEditError as exc:

@@ -22,7 +22,8 @@ Example::
         async with QwenEditClient("evolink", api_key="sk-1", base_url=server.url) as client:
             ...  # the AuthenticationError's text must not show "sk-1"
 
-Attributes may be changed between requests; ``server.created`` counts creates.
+Attributes may be changed between requests; ``server.created`` counts creates,
+``server.polled`` status requests by task id, ``server.dripping`` answers dripping now.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class HostileProvider:
         self.depth = depth
         self.drip_interval = drip_interval
         self.created = 0
+        #: Answers dripping right now (a client that gives up closes them).
+        self.dripping = 0
         #: Status requests received, by task id.
         self.polled: dict[str, int] = {}
         self._prompts: dict[str, str] = {}
@@ -143,10 +146,14 @@ class HostileProvider:
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         data = iter(body) if body is not None else itertools.repeat(0x20)
-        with contextlib.suppress(ConnectionError):
-            for byte in data:
-                await response.write(bytes((byte,)))
-                await asyncio.sleep(self.drip_interval)
+        self.dripping += 1
+        try:
+            with contextlib.suppress(ConnectionError):
+                for byte in data:
+                    await response.write(bytes((byte,)))
+                    await asyncio.sleep(self.drip_interval)
+        finally:
+            self.dripping -= 1
         return response
 
     async def _on_create(self, request: web.Request) -> web.StreamResponse:
