@@ -33,9 +33,10 @@ async def _until(condition: Any, seconds: float) -> None:
 async def test_a_dripping_status_answer_ends_at_status_timeout_and_is_asked_again() -> None:
     """One byte every 0.1 s, forever: each status request ends after status_timeout=0.3 s
     and the task is asked again; the job ends at its deadline, not never."""
-    async with HostileProvider(status="drip", drip_interval=0.1) as server, client(
-        server, status_timeout=0.3
-    ) as c:
+    async with (
+        HostileProvider(status="drip", drip_interval=0.1) as server,
+        client(server, status_timeout=0.3) as c,
+    ):
         with pytest.raises(qe.JobTimeoutError):
             await c.edit([URL], "x", job_timeout=1.5)
         assert sum(server.polled.values()) >= 2
@@ -44,9 +45,10 @@ async def test_a_dripping_status_answer_ends_at_status_timeout_and_is_asked_agai
 async def test_dripping_status_answers_do_not_starve_a_healthy_task() -> None:
     """With one status worker, two tasks whose answers drip do not delay the third task's
     check past its deadline: it is collected while they still drip."""
-    async with HostileProvider(drip_interval=0.2) as server, client(
-        server, poll_concurrency=1, status_timeout=20
-    ) as c:
+    async with (
+        HostileProvider(drip_interval=0.2) as server,
+        client(server, poll_concurrency=1, status_timeout=20) as c,
+    ):
         slow = [await c.submit(qe.EditRequest(images=[URL], prompt=f"[drip] {i}")) for i in (1, 2)]
         await _until(lambda: server.dripping == 2, 5)
         started = time.monotonic()
