@@ -357,7 +357,17 @@ def _class_for(status: int | None, code: str | None, message: str) -> type[APIEr
     return BadRequestError
 
 
-_RATE_WORDS = ("rate", "too quickly", "per second", "per minute", "qps", "rpm", "too many requests")
+#: Words of a 429 that name a rate (not a concurrency) limit; wider than _RATE_WORDS, which
+#: must tell throttling from other errors in any message ("generate" contains "rate").
+_LIMIT_RATE_WORDS = (
+    "rate",
+    "too quickly",
+    "per second",
+    "per minute",
+    "qps",
+    "rpm",
+    "too many requests",
+)
 
 
 def limit_kind(message: str | None) -> str | None:
@@ -369,7 +379,7 @@ def limit_kind(message: str | None) -> str | None:
     text = (message or "").lower()
     if "concurren" in text:
         return "concurrency"
-    if any(word in text for word in _RATE_WORDS):
+    if any(word in text for word in _LIMIT_RATE_WORDS):
         return "rate"
     return None
 

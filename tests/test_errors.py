@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import qwen_edit_async as qe
-from qwen_edit_async._errors import api_error, task_error
+from qwen_edit_async._errors import api_error, limit_kind, task_error
 
 
 @pytest.mark.parametrize(
@@ -58,3 +58,15 @@ def test_task_error_keeps_the_task_id(code: object, cls: type[qe.QwenEditError])
     err = task_error(provider="evolink", code=code, message="m", task_id="task-9")  # type: ignore[arg-type]
     assert type(err) is cls
     assert err.task_id == "task-9"
+
+
+def test_a_relayed_message_that_merely_contains_rate_is_not_throttling() -> None:
+    """Words are matched as phrases: "Failed to generate" (a relayed 400 with a generic code)
+    is a bad request, not a rate limit, while a relayed throttling message still is one."""
+    generic = {"provider": "modelstream", "code": "bad_response_status_code"}
+    failed = api_error(status=400, message="Failed to generate the image", **generic)
+    assert type(failed) is qe.BadRequestError
+    throttled = api_error(status=429, message="Request rate increased too quickly", **generic)
+    assert isinstance(throttled, qe.RateLimitError)
+    assert limit_kind("Request rate increased too quickly") == "rate"
+    assert limit_kind("Too many concurrent tasks") == "concurrency"

@@ -212,8 +212,8 @@ class _Routes:
                     retry_after=retry,
                 )
             if kind == "refuse":
-                refusal = REFUSALS[decision.arg or ""]
-                raise Problem("upstream", refusal.message, status=refusal.status, code=refusal.code)
+                canned = REFUSALS[decision.arg or ""]
+                raise Problem("upstream", canned.message, status=canned.status, code=canned.code)
             if kind == "server_error":
                 status = int(decision.arg) if decision.arg else fake.faults.server_status
                 raise Problem(
