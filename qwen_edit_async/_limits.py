@@ -293,6 +293,7 @@ class LocalLimits(Limits):
         self._rate_waited_at = 0.0
         self._accepts: collections.deque[float] = collections.deque()
         self._first_accept = 0.0
+        self._pacing = 0
         self._epoch = 0  # bumped by a rate refusal: waits at the old pace start over
         self.rate_limited = 0
 
@@ -349,6 +350,19 @@ class LocalLimits(Limits):
         return time.monotonic() - self._rate_waited_at < 1.0
 
     async def pace(self) -> None:
+        self._pacing += 1
+        try:
+            await self._pace()
+        finally:
+            self._pacing -= 1
+
+    @property
+    def _active(self) -> int:
+        """Slots whose job is at the provider or on its way there: not those waiting for
+        the pace (they say nothing about the concurrency the provider allows)."""
+        return len(self._held) - self._pacing
+
+    async def _pace(self) -> None:
         state = self.state
         while True:
             epoch = self._epoch
@@ -391,7 +405,9 @@ class LocalLimits(Limits):
         if not self._first_accept:
             self._first_accept = now
         self._accepts.append(now)
-        bound = bool(self._waiters) or not self._room()
+        # Accepted with this many of ours active: the limit is what held us back only if
+        # they filled it (not when the pace kept slots waiting).
+        bound = self._active >= int(self.state.in_flight)
         if accepted(
             self.state,
             time.time(),
@@ -406,7 +422,7 @@ class LocalLimits(Limits):
         """Which limits a refusal is charged to."""
         if kind is not None:
             return [kind]
-        full = bool(self._waiters) or len(self._held) >= int(self.state.in_flight)
+        full = self._active >= int(self.state.in_flight)
         paced = self._rate_bound()
         if full and not paced:
             return ["concurrency"]
@@ -437,7 +453,7 @@ class LocalLimits(Limits):
                 state,
                 now,
                 each,
-                others=len(self._held) - 1,
+                others=self._active - 1,
                 retry_after=retry_after,
                 measured=self._measured(),
             )
@@ -463,8 +479,9 @@ class LocalLimits(Limits):
             # Back to the queue: the refused job retries when a running job ends.
             self.release(holder)
             await self.acquire(holder)
-            if retry_after is None and backoff > 0 and not testing_enabled():
-                # Others may hold the quota (another process, a job not ours): do not spin.
+            if self._active <= 1 and retry_after is None and not testing_enabled():
+                # None of ours is running, so no end of ours will pace the retry: another
+                # process or client holds the quota. Do not spin.
                 await anyio.sleep(min(backoff, max(HOLD, state.slot_time)))
 
     def snapshot(self) -> LimitsSnapshot:

@@ -212,3 +212,23 @@ async def test_slots_are_given_back_on_every_path() -> None:
             outcomes = [o async for o in client.edit_many(reqs)]
             assert client.statistics().in_flight == 0
     assert sum(o.ok for o in outcomes) == 5
+
+
+async def test_slots_waiting_for_the_pace_do_not_grow_the_concurrency_limit() -> None:
+    """An accepted create grows the concurrency limit only when the jobs active at the
+    provider filled it: slots whose jobs still wait for the submission pace say nothing
+    about the provider's quota (counting them let the limit run far past a quota)."""
+    import anyio
+
+    qe.set_testing(False)
+    limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    holders = [object() for _ in range(4)]
+    assert all(limits.try_acquire(h) for h in holders)
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(limits.pace)  # at 4/s: one goes at once, two wait their turn
+        await anyio.sleep(0.05)
+        limits.accepted(holders[0])
+        assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT
+    limits.accepted(holders[1])  # nothing pacing now: four active fill the limit
+    assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT + 1
