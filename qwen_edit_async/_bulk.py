@@ -32,8 +32,16 @@ from ._client import QwenEditClient
 from ._errors import ConfigurationError, QwenEditError, SubmitUncertainError
 from ._images import Uploader
 from ._job import Job, JobCancelledError
-from ._journal import JOURNAL_NAME, Action, Admission, Journal, ProviderMismatch
-from ._manifest import Entry, count_lines, read_manifest
+from ._journal import (
+    JOURNAL_NAME,
+    Action,
+    Admission,
+    Journal,
+    ProviderMismatch,
+    SettingMismatch,
+)
+from ._lock import FolderLock, FolderLocked
+from ._manifest import Entry, ManifestError, check_format, count_lines, read_manifest
 from ._models import EditRequest, EditResult, GeneratedImage
 from ._progress import ProgressMode, Reporter, Tracker, make_reporter
 from ._results import folder_name, remove_partials
@@ -262,14 +270,18 @@ class BulkRunner:
             "version": __version__,
         }
         try:
-            self._run, swept, old = await self.journal.begin_run(meta)
+            self._run, swept, _old = await self.journal.begin_run(meta)
         except ProviderMismatch as exc:
             raise RunRefused(
-                f"{o.out} holds a run on provider {exc.args[0]!r}: its task ids mean nothing "
-                f"to {provider.name!r}; resume with --provider {exc.args[0]}"
+                f"{o.out} holds a run on provider {exc.old!r}: its task ids mean nothing "
+                f"to {provider.name!r}; resume with --provider {exc.old}"
             ) from None
-        if old.get("base_url", provider.base_url) != provider.base_url:
-            self._log(f"note: the journal's run used {old['base_url']}; now {provider.base_url}")
+        except SettingMismatch as exc:
+            raise RunRefused(
+                f"{o.out} holds a run that used base URL {exc.old}, but this run would send "
+                f"your key to {provider.base_url}; the key goes only where you say: add "
+                f"--base-url {exc.old} if that is where this run should go"
+            ) from None
         if swept:
             self._log(
                 f"{swept} job(s) were being submitted when the last run stopped: marked "
@@ -284,6 +296,23 @@ class BulkRunner:
         started = time.monotonic()
         if not o.manifest.is_file():
             raise RunRefused(f"manifest {o.manifest} not found")
+        try:
+            await anyio.to_thread.run_sync(check_format, o.manifest)
+        except ManifestError as exc:
+            raise RunRefused(str(exc)) from None
+        provider = self._provider()
+        await anyio.to_thread.run_sync(lambda: o.out.mkdir(parents=True, exist_ok=True))
+        try:
+            lock = await anyio.to_thread.run_sync(FolderLock.acquire, o.out)
+        except FolderLocked as exc:
+            raise RunRefused(str(exc)) from None
+        try:
+            return await self._run_locked(provider, started)
+        finally:
+            lock.release()
+
+    async def _run_locked(self, provider: Provider, started: float) -> RunReport:
+        o = self.options
         journal_path = o.out / JOURNAL_NAME
         if journal_path.exists() and not o.resume:
             raise RunRefused(
@@ -291,7 +320,6 @@ class BulkRunner:
                 "(finished jobs are skipped, submitted tasks re-attached, nothing paid twice); "
                 "or choose another --out"
             )
-        provider = self._provider()
         self._stop_event = anyio.Event()
         self._feed_scope = anyio.CancelScope()
         if self._stopping:
@@ -301,7 +329,6 @@ class BulkRunner:
             uploader = self._http = await self._uploader(provider)
             await anyio.to_thread.run_sync(self._check_first_line, provider, uploader)
             client = self._build_client(provider, uploader)
-            await anyio.to_thread.run_sync(lambda: o.out.mkdir(parents=True, exist_ok=True))
             try:
                 await self._open_journal(provider)
                 async with self._listening(), client:

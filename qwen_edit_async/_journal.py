@@ -44,6 +44,7 @@ __all__ = [
     "Admission",
     "Journal",
     "ProviderMismatch",
+    "SettingMismatch",
 ]
 
 T = TypeVar("T")
@@ -87,8 +88,20 @@ _UNCERTAIN_MESSAGE = (
 )
 
 
-class ProviderMismatch(Exception):
+class SettingMismatch(Exception):
+    """The journal was written by a run with another ``key`` setting (``old``)."""
+
+    def __init__(self, key: str, old: str) -> None:
+        super().__init__(old)
+        self.key = key
+        self.old = old
+
+
+class ProviderMismatch(SettingMismatch):
     """The journal was written by a run on another provider (``args[0]``)."""
+
+    def __init__(self, old: str) -> None:
+        super().__init__("provider", old)
 
 
 class Action(enum.Enum):
@@ -263,13 +276,17 @@ class Journal:
 
         Returns the run number, the count of jobs newly marked uncertain, and the metadata
         the journal held before. Raises :class:`ProviderMismatch` (and changes nothing)
-        when the journal's jobs belong to another provider: their task ids mean nothing here.
+        when the journal's jobs belong to another provider: their task ids mean nothing here;
+        :class:`SettingMismatch` for another ``base_url``: the key goes only where the user
+        says, never where a journal (perhaps copied from elsewhere) says.
         """
 
         def operation(conn: sqlite3.Connection) -> tuple[int, int, dict[str, str]]:
             old = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if old.get("provider", meta["provider"]) != meta["provider"]:
                 raise ProviderMismatch(old["provider"])
+            if old.get("base_url", meta["base_url"]) != meta["base_url"]:
+                raise SettingMismatch("base_url", old["base_url"])
             run = int(old.get("runs", "0")) + 1
             values = {**meta, "runs": str(run)}
             values.setdefault("created_at", old.get("created_at", str(time.time())))

@@ -29,11 +29,24 @@ import msgspec
 from ._errors import QwenEditError, ValidationError
 from ._models import EditRequest
 
-__all__ = ["Entry", "ManifestError", "count_lines", "read_manifest", "stable_id"]
+__all__ = [
+    "Entry",
+    "ManifestError",
+    "check_format",
+    "count_lines",
+    "read_manifest",
+    "stable_id",
+]
 
 _FIELDS = frozenset(EditRequest.__struct_fields__)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+://")
 _MAX_ID = 200
+_BOM = b"\xef\xbb\xbf"
+#: What a manifest is, for the one error a file of another format gets.
+_WHAT = (
+    "a manifest is JSONL: one JSON object per line, e.g. "
+    '{"id": "cat-1", "images": ["cat.png"], "prompt": "Give the cat a red hat"}'
+)
 _decode = msgspec.json.Decoder().decode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
@@ -149,6 +162,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Generator[Entry, None, None]:
     base = manifest.resolve().parent
     with open(manifest, "rb") as handle:
         for number, text in enumerate(handle, start=1):
+            if number == 1:
+                text = text.removeprefix(_BOM)  # written by many Windows editors
             entry = parse_line(text, number, base)
             if entry is not None:
                 yield entry
@@ -158,3 +173,33 @@ def count_lines(path: str | os.PathLike[str]) -> int:
     """Non-blank lines of a file (the progress total), read line by line."""
     with open(path, "rb") as handle:
         return sum(1 for text in handle if text.strip())
+
+
+def check_format(path: str | os.PathLike[str]) -> None:
+    """Raise one :class:`ManifestError` when the file is a JSON array or a CSV table
+    rather than JSONL (else every line would be reported on its own).
+
+    >>> check_format("edits.csv")                           # doctest: +SKIP
+    ManifestError: edits.csv looks like CSV (first line 'id,prompt,images'); a manifest ...
+    """
+    first = b""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            text = (raw.removeprefix(_BOM) if number == 1 else raw).strip()
+            if text:
+                first = text
+                break
+    if not first or first.startswith(b"{"):
+        return
+    shown = first[:60].decode("utf-8", "replace")
+    if first.startswith(b"["):
+        raise ManifestError(
+            f"{path} is a JSON array (first line {shown!r}); {_WHAT}. To convert: "
+            f"jq -c '.[]' {path} > edits.jsonl"
+        )
+    try:
+        _decode(first)
+    except msgspec.DecodeError:
+        if any(sep in first for sep in (b",", b";", b"\t")):
+            raise ManifestError(f"{path} looks like CSV (first line {shown!r}); {_WHAT}") from None
+        raise ManifestError(f"{path} is not JSONL (first line {shown!r}); {_WHAT}") from None

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Literal, Protocol
 
+from ._text import printable
+
 __all__ = ["BarReporter", "LineReporter", "Reporter", "Tracker", "make_reporter"]
 
 ProgressMode = Literal["auto", "bar", "lines", "none"]
@@ -109,7 +111,7 @@ class Reporter(Protocol):
     def stop(self) -> None: ...
 
     def log(self, message: str) -> None:
-        """Print a message without breaking the display."""
+        """Print a message (control characters escaped) without breaking the display."""
 
 
 class NullReporter:
@@ -122,7 +124,7 @@ class NullReporter:
         pass
 
     def log(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        print(printable(message), file=self.stream, flush=True)
 
     def update(self) -> None:
         pass
@@ -156,7 +158,7 @@ class LineReporter:
         self._emit()
 
     def log(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        print(printable(message), file=self.stream, flush=True)
 
 
 class BarReporter:
@@ -197,7 +199,7 @@ class BarReporter:
         self._progress.stop()
 
     def log(self, message: str) -> None:
-        self._progress.console.print(message, markup=False, highlight=False)
+        self._progress.console.print(printable(message), markup=False, highlight=False)
 
 
 def make_reporter(

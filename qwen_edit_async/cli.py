@@ -14,23 +14,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
-import shlex
-import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
 
-from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._demo import run_demo
 from ._errors import QwenEditError
-from ._journal import JOURNAL_NAME
-from ._progress import ProgressMode, format_seconds
 from ._report import write_report
-from ._results import read_summary
+from ._run_cli import cmd_run
+from ._status import cmd_status
 from ._validate_manifest import check_manifest, print_check
 from .providers import PROVIDERS, get_provider
 
@@ -48,8 +41,11 @@ images/<id>/0.png, 1.png..., results.jsonl (one line per job: id, status, task_i
 request_id, files, error). The API key comes from QWEN_EDIT_API_KEY, else the provider's
 own variable (DASHSCOPE_API_KEY, EVOLINK_API_KEY, ...).
 
+One run at a time per DIR: a second one exits 2 naming the pid that holds it.
+
 Exit status: 0 every job succeeded; 1 some failed or are uncertain; 2 the run could not
-start; 130 interrupted (Ctrl-C: resume with --resume).
+start, or stopped on a run-wide error (disk, journal) with the command to resume it;
+130 interrupted (Ctrl-C: resume with --resume).
 
 Examples:
   qwen-edit run edits.jsonl --out results/ --provider dashscope-intl --concurrency 8
@@ -288,183 +284,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def resume_hint(argv: Sequence[str]) -> str:
-    """The command that resumes a run (its own arguments plus ``--resume``), for a shell."""
-    words = [word for word in argv if word not in ("--resume", "--retry-uncertain")]
-    return "qwen-edit " + shlex.join([*words, "--resume"])
-
-
-def _journal_settings(out: str) -> dict[str, str]:
-    """The provider, base URL and model a run in ``out`` used (empty when there is none)."""
-    path = Path(out) / JOURNAL_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return read_summary(path, limit=0).meta
-    except sqlite3.Error:
-        return {}
-
-
-async def run_with_signals(runner: BulkRunner) -> RunReport:
-    """``runner.run()`` with Ctrl-C (and SIGTERM) asking it to stop cleanly."""
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, runner.request_stop)
-            installed.append(sig)
-    try:
-        return await runner.run()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-def print_report(report: RunReport, options: RunOptions, out: IO[str]) -> None:
-    """The summary of a run: counts per outcome, images saved, wall time, what next."""
-    total = "?" if report.total is None else report.total
-    print(
-        f"{report.succeeded} succeeded, {report.failed} failed, {report.uncertain} uncertain "
-        f"(of {total} jobs) in {format_seconds(report.wall)} ({report.wall:.1f} s)",
-        file=out,
-    )
-    where = options.out / "images"
-    print(f"images saved: {report.images} in {where}", file=out)
-    if report.results is not None:
-        print(f"results: {report.results}", file=out)
-    if report.failed or report.uncertain:
-        summary = read_summary(options.out / JOURNAL_NAME, limit=10)
-        for job_id, error_type, message in summary.failures:
-            print(f"  {job_id}: {error_type}: {message}", file=out)
-        print(f"all failures: qwen-edit status {shlex.quote(str(options.out))}", file=out)
-    if report.uncertain:
-        print(
-            "uncertain jobs may exist (and be billed) at the provider; to resubmit them: "
-            f"{options.resume_hint} --retry-uncertain",
-            file=out,
-        )
-    if report.over_budget:
-        print(
-            f"{report.over_budget} job(s) left queued, not sent: they would have taken this "
-            f"run past --max-images {options.max_images}; to send them: "
-            f"{_without_budget(options.resume_hint)} (add a new --max-images N to cap them)",
-            file=out,
-        )
-    if report.interrupted:
-        print(f"interrupted; to resume: {options.resume_hint}", file=out)
-    write_report_line(options.out, out)
-    out.flush()
-
-
-def _without_budget(command: str) -> str:
-    """``command`` without its ``--max-images`` option."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return command
-    kept: list[str] = []
-    skip = False
-    for word in words:
-        if skip:
-            skip = False
-        elif word == "--max-images":
-            skip = True
-        elif not word.startswith("--max-images="):
-            kept.append(word)
-    return shlex.join(kept)
-
-
-def write_report_line(folder: Path, out: IO[str]) -> None:
-    """Write ``folder/report.html`` and say where (a failure is one line, never fatal)."""
-    try:
-        print(f"report: {write_report(folder)}", file=out)
-    except (OSError, sqlite3.Error) as exc:
-        print(f"report not written: {type(exc).__name__}: {exc}", file=out)
-
-
-def execute(options: RunOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
-    """Run ``options`` in a new event loop, print the report; return the exit status."""
-    runner = BulkRunner(options, stderr=stderr)
-    try:
-        report = asyncio.run(run_with_signals(runner))
-    except RunRefused as exc:
-        print(f"qwen-edit: {exc}", file=stderr)
-        return 2
-    except (OSError, sqlite3.Error) as exc:  # the folder or the journal cannot be written
-        print(
-            f"qwen-edit: {type(exc).__name__}: {exc}; to resume: {options.resume_hint}", file=stderr
-        )
-        return 2
-    except KeyboardInterrupt:  # no signal handlers on this platform
-        print(f"interrupted; to resume: {options.resume_hint}", file=stderr)
-        return 130
-    print_report(report, options, stdout)
-    return report.exit_code
-
-
-def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    provider, base_url, model = args.provider, args.base_url, args.model
-    if args.resume and provider is None:  # the journal's, so a bare --resume continues it
-        meta = _journal_settings(args.out)
-        provider = meta.get("provider")
-        base_url = base_url or meta.get("base_url")
-        model = model or meta.get("model")
-    options = RunOptions(
-        manifest=Path(args.manifest),
-        out=Path(args.out),
-        provider=provider or "dashscope",
-        base_url=base_url,
-        model=model,
-        concurrency=args.concurrency,
-        resume=args.resume,
-        retry_uncertain=args.retry_uncertain,
-        download=args.download,
-        job_timeout=args.job_timeout,
-        upload_url=args.upload_url,
-        shared=args.shared,
-        progress=args.progress,
-        progress_interval=args.progress_interval,
-        grace=args.grace,
-        resume_hint=resume_hint(argv),
-        max_images=args.max_images,
-        callback_url=args.callback_url,
-        **({"callback_listen": args.callback_listen} if args.callback_listen else {}),
-    )
-    if args.callback_listen and not args.callback_url:
-        print("qwen-edit: --callback-listen needs --callback-url", file=sys.stderr)
-        return 2
-    if args.retry_uncertain and not args.resume:
-        print("qwen-edit: --retry-uncertain only applies with --resume", file=sys.stderr)
-        return 2
-    return execute(options, stdout=sys.stdout, stderr=sys.stderr)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    path = Path(args.out) / JOURNAL_NAME
-    if not path.is_file():
-        print(f"qwen-edit: no run journal in {args.out} ({path} not found)", file=sys.stderr)
-        return 2
-    summary = read_summary(path, limit=args.limit or None)
-    counts, meta = summary.counts, summary.meta
-    print(
-        f"{args.out}: provider {meta.get('provider', '?')} ({meta.get('base_url', '?')}), "
-        f"model {meta.get('model', '?')}, {meta.get('runs', '0')} run(s)"
-    )
-    pending = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "downloading"))
-    print(
-        f"  succeeded {counts.get('succeeded', 0)}, failed {counts.get('failed', 0)}, "
-        f"uncertain {counts.get('uncertain', 0)}, refused lines {counts.get('rejected', 0)}, "
-        f"not finished {pending}; images saved {counts.get('images', 0)}"
-    )
-    if summary.failures:
-        print("failures (id, error type, message):")
-        for job_id, error_type, message in summary.failures:
-            print(f"  {job_id}\t{error_type}\t{message}")
-    if pending:
-        print(f"  {pending} job(s) not finished: continue with 'qwen-edit run ... --resume'")
-    return 0
-
-
 def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         provider = get_provider(args.provider, model=args.model)
@@ -491,104 +310,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- demo --------------------------------------------------------------------------------
-
-_DEMO_INPUTS = (("cat.png", 640, 480, 3), ("sofa.png", 768, 512, 12), ("hat.png", 512, 512, 20))
-_DEMO_PROMPTS = (
-    "Give the cat in image 1 a red hat",
-    "Put the cat from image 1 on the sofa from image 2",
-    "Make image 1 a watercolour painting",
-    "Put the hat from image 3 on the cat from image 1",
-    "Turn the sofa in image 2 dark green, keep everything else",
-    "Replace the background of image 1 with a beach at sunset",
-)
-
-
-def _new_demo_folder(base: Path) -> Path:
-    base.mkdir(parents=True, exist_ok=True)
-    for number in range(1, 100_000):
-        folder = base / f"run-{number}"
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            continue
-        return folder
-    raise RunRefused(f"{base} holds too many demo runs; remove some")
-
-
-def write_demo_inputs(folder: Path, jobs: int) -> Path:
-    """Real PNG inputs and a manifest of ``jobs`` edits in ``folder``; return the manifest."""
-    from .testing._png import png_bytes
-
-    inputs = folder / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    for name, width, height, colour in _DEMO_INPUTS:
-        (inputs / name).write_bytes(png_bytes(width, height, colour))
-    manifest = folder / "manifest.jsonl"
-    with open(manifest, "w", encoding="utf-8") as handle:
-        for index in range(jobs):
-            prompt = _DEMO_PROMPTS[index % len(_DEMO_PROMPTS)]
-            images = ["inputs/cat.png"]
-            if "image 2" in prompt:
-                images.append("inputs/sofa.png")
-            if "image 3" in prompt:
-                images += ["inputs/sofa.png", "inputs/hat.png"][-(3 - len(images)) :]
-            line: dict[str, Any] = {"id": f"demo-{index + 1:03d}", "images": images}
-            line["prompt"] = prompt
-            if index % 3 == 0:
-                line["n"] = 2
-            if index % 4 == 1:
-                line["size"] = "768*1024"
-            handle.write(json.dumps(line) + "\n")
-    return manifest
-
-
-def run_demo(base: Path, *, jobs: int = 36, progress: ProgressMode = "auto") -> int:
-    """``qwen-edit demo``: a bulk run against the fake provider, in this process."""
-    from .testing import FakeProvider, Latency
-
-    try:
-        folder = _new_demo_folder(base.resolve())
-    except (OSError, RunRefused) as exc:
-        print(f"qwen-edit demo: cannot use {base}: {exc}", file=sys.stderr)
-        return 2
-    manifest = write_demo_inputs(folder, jobs)
-    out = folder / "out"
-    print(
-        f"qwen-edit demo: {jobs} edits of {len(_DEMO_INPUTS)} input images against a fake "
-        "provider on 127.0.0.1 (no API key, no network)"
-    )
-    print(f"manifest: {manifest}")
-
-    async def demo() -> tuple[RunReport, RunOptions]:
-        async with FakeProvider(latency=Latency.lognormal(median=0.6, sigma=0.4)) as fake:
-            options = RunOptions(
-                manifest=manifest,
-                out=out,
-                provider="vtrix",
-                base_url=fake.url,
-                api_key="demo-key",
-                concurrency=12,
-                progress=progress,
-                progress_interval=2.0,
-                grace=2.0,
-                resume_hint=f"qwen-edit run {manifest} --out {out} --provider vtrix "
-                f"--base-url {fake.url} --resume (with the fake still running)",
-            )
-            runner = BulkRunner(options, stderr=sys.stderr)
-            return await run_with_signals(runner), options
-
-    try:
-        report, options = asyncio.run(demo())
-    except RunRefused as exc:
-        print(f"qwen-edit demo: {exc}", file=sys.stderr)
-        return 2
-    print_report(report, options, sys.stdout)
-    print(f"outputs: {out / 'images'} (one folder per edit); inputs: {folder / 'inputs'}")
-    print(f"see the journal: qwen-edit status {shlex.quote(str(out))}")
-    return report.exit_code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``qwen-edit`` entry point; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -598,9 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_fake(args_list[1:])
     args = build_parser().parse_args(args_list)
     if args.command == "run":
-        return _cmd_run(args, args_list)
+        return cmd_run(args, args_list)
     if args.command == "status":
-        return _cmd_status(args)
+        return cmd_status(args)
     if args.command == "validate":
         return _cmd_validate(args)
     if args.command == "report":

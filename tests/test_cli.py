@@ -116,14 +116,16 @@ def test_run_downloads_every_image_and_writes_results(fake: FakeServer, tmp_path
 
 def test_existing_journal_without_resume_is_refused(fake: FakeServer, tmp_path: Path) -> None:
     """A second run into the same folder without --resume exits 2, says to use --resume,
-    and creates nothing; a bare --resume (no --provider) continues with the journal's."""
+    and creates nothing; --resume without --provider continues with the journal's."""
     write_images(tmp_path)
     manifest = write_manifest(tmp_path / "m.jsonl", edits(3))
     assert run_cli(*run_args(manifest, tmp_path / "out", fake)).returncode == 0
     again = run_cli(*run_args(manifest, tmp_path / "out", fake))
     assert again.returncode == 2
     assert "--resume" in again.stderr
-    bare = run_cli("run", manifest, "--out", tmp_path / "out", "--resume")  # journal's provider
+    bare = run_cli(  # the journal's provider; the base URL only from the command line
+        "run", manifest, "--out", tmp_path / "out", "--resume", "--base-url", fake.url
+    )
     assert bare.returncode == 0, bare.stderr
     assert "3 succeeded" in bare.stdout
     assert fake.stats()["jobs_created"] == 3
