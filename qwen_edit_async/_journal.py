@@ -285,7 +285,8 @@ class Journal:
             old = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if old.get("provider", meta["provider"]) != meta["provider"]:
                 raise ProviderMismatch(old["provider"])
-            if old.get("base_url", meta["base_url"]) != meta["base_url"]:
+            new_url = meta.get("base_url")
+            if new_url is not None and old.get("base_url", new_url) != new_url:
                 raise SettingMismatch("base_url", old["base_url"])
             run = int(old.get("runs", "0")) + 1
             values = {**meta, "runs": str(run)}
