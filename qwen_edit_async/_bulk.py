@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -29,7 +31,15 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._callbacks import CallbackReceiver
 from ._client import QwenEditClient
-from ._errors import ConfigurationError, QwenEditError, SubmitUncertainError
+from ._errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientQuotaError,
+    PermissionDeniedError,
+    QwenEditError,
+    SubmitUncertainError,
+    TransportError,
+)
 from ._images import Uploader
 from ._job import Job, JobCancelledError
 from ._journal import (
@@ -53,6 +63,19 @@ __all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
 
 _FEED_BATCH = 256
 _MAX_LINE_WARNINGS = 20
+#: Errors that would fail every job alike: the run stops submitting at the first one.
+_RUN_WIDE = (
+    AuthenticationError,
+    PermissionDeniedError,
+    InsufficientQuotaError,
+    ConfigurationError,
+)
+#: Creates in a row that could not reach the endpoint before the run stops (it is down).
+_BREAKER = 5
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 class RunRefused(Exception):
@@ -83,6 +106,10 @@ class RunOptions:
     progress_interval: float = 5.0
     #: Seconds that creates, sync requests and downloads in flight get after Ctrl-C.
     grace: float = 10.0
+    #: With ``resume``: requeue failed jobs whose error this accepts (``None``: none).
+    retry_failed: Callable[[str | None], bool] | None = None
+    #: Creates per second at most (the client's ``submit_rate``; ``None``: no cap).
+    submit_rate: float | None = None
     #: The command that resumes this run (printed after an interruption).
     resume_hint: str = "qwen-edit run MANIFEST --out DIR --resume"
     #: Most images this invocation may ask for (the sum of ``n`` over the jobs it submits);
@@ -107,10 +134,17 @@ class RunReport:
     results: Path | None
     #: Jobs left queued because sending them would have passed ``max_images``.
     over_budget: int = 0
+    #: Why the run stopped submitting on its own (a run-wide error), else ``None``.
+    stopped: str | None = None
+    #: Jobs left queued in the journal (never sent): a resume sends them.
+    queued: int = 0
 
     @property
     def exit_code(self) -> int:
-        """0 only when every job succeeded; 1 otherwise; 130 when interrupted."""
+        """0 only when every job succeeded; 1 otherwise; 2 when a run-wide error stopped
+        it; 130 when interrupted."""
+        if self.stopped is not None:
+            return 2
         if self.interrupted:
             return 130
         return 0 if self.failed == 0 and self.uncertain == 0 and self.over_budget == 0 else 1
@@ -150,6 +184,10 @@ class BulkRunner:
         self._active: set[_Active] = set()
         self._stopping = False
         self._stops = 0
+        #: The run-wide error that stopped submissions (fail fast), if any.
+        self._halted: str | None = None
+        #: Jobs whose creates failed to reach the endpoint, in a row (the breaker's count).
+        self._unreachable: list[str] = []
         self._stop_event: anyio.Event | None = None
         self._feed_scope: anyio.CancelScope | None = None
         self._pass_complete = False
@@ -168,22 +206,36 @@ class BulkRunner:
     def request_stop(self) -> None:
         """First call: stop submitting, let work in flight settle. Second: stop now."""
         self._stops += 1
-        if self._stops == 1:
-            self._stopping = True
-            if self._feed_scope is not None:
-                self._feed_scope.cancel()
-            for active in list(self._active):
-                if active.phase == "wait":
-                    active.scope.cancel()
-            if self._stop_event is not None:
-                self._stop_event.set()
-            busy = sum(1 for active in self._active if active.phase != "wait")
+        if self._stops == 1 and not self._stopping:
+            busy = self._stop_submitting()
             self._log(
                 f"stopping: no new submissions; {busy} requests in flight get up to "
                 f"{self.options.grace:g} s to be recorded (Ctrl-C again to stop now)"
             )
-        else:
+        elif self._stops > 1:
             self._cancel_all()
+
+    def _stop_submitting(self) -> int:
+        """Stop the feed, drop waits (their tasks are journaled); return requests in flight."""
+        self._stopping = True
+        if self._feed_scope is not None:
+            self._feed_scope.cancel()
+        for active in list(self._active):
+            if active.phase == "wait":
+                active.scope.cancel()
+        if self._stop_event is not None:
+            self._stop_event.set()
+        return sum(1 for active in self._active if active.phase != "wait")
+
+    def _halt(self, reason: str) -> None:
+        """Fail fast: a run-wide error (bad key, no quota, endpoint down) stops submitting;
+        jobs not sent stay queued for a resume once the cause is fixed."""
+        if self._halted is not None:
+            return
+        self._halted = reason
+        if not self._stopping:
+            self._stop_submitting()
+        self._log(f"stopping: {reason}; jobs not sent yet stay queued")
 
     def _cancel_all(self) -> None:
         for active in list(self._active):
@@ -239,6 +291,8 @@ class BulkRunner:
         options: dict[str, Any] = {}
         if o.job_timeout is not None:
             options["job_timeout"] = o.job_timeout or None
+        if o.submit_rate is not None:
+            options["submit_rate"] = o.submit_rate
         try:
             if o.callback_url is not None:
                 options["callbacks"] = self._receiver = CallbackReceiver(o.callback_url)
@@ -358,6 +412,8 @@ class BulkRunner:
             interrupted=self._stopping and results is None,
             results=results,
             over_budget=self._over_budget,
+            stopped=self._halted,
+            queued=counts.get("queued", 0),
         )
 
     async def _run_jobs(self) -> None:
@@ -408,7 +464,10 @@ class BulkRunner:
                         self._pass_complete = True
                         return
                     admissions = await self.journal.admit(
-                        batch, self._run, retry_uncertain=o.retry_uncertain
+                        batch,
+                        self._run,
+                        retry_uncertain=o.retry_uncertain,
+                        retry_failed=o.retry_failed,
                     )
                     for entry, admission in zip(batch, admissions, strict=True):
                         self._last_line = entry.line
@@ -476,22 +535,23 @@ class BulkRunner:
             try:
                 job = await client.attach(admission.task_id)
             except QwenEditError as exc:
-                await journal.end(work.id, "failed", exc)
-                return "failed", 0
+                return await self._failed(work.id, exc, task_id=admission.task_id)
         else:
             assert work.request is not None
             if not self._within_budget(work.request):
                 return "queued", 0
-            await journal.mark_submitting(work.id)
             active.phase = "submit" if client.provider.is_task else "sync"
+            job_id = work.id
             try:
-                job = await client.submit(work.request)
-            except SubmitUncertainError as exc:
-                await journal.end(work.id, "uncertain", exc)
-                return "uncertain", 0
-            except Exception as exc:  # refused, invalid, or an uploader's failure
-                await journal.end(work.id, "failed", exc)
-                return "failed", 0
+                # ``submitting`` is committed just before the create is written, after any
+                # rate or cooldown wait: a job still waiting when the process dies stays
+                # ``queued`` (it was never sent) instead of ``uncertain``.
+                job = await client._submit(
+                    work.request, on_send=lambda: journal.mark_submitting(job_id)
+                )
+            except Exception as exc:  # refused, invalid, unreachable, an uploader's failure
+                return await self._failed(work.id, exc)
+            self._unreachable.clear()  # the endpoint answered
             if job.task_id is not None:
                 await journal.mark_submitted(work.id, job.task_id, job.request_id)
         if job.task_id is not None:
@@ -522,16 +582,49 @@ class BulkRunner:
             result = await job.result()
         except JobCancelledError:
             return None
-        except SubmitUncertainError as exc:  # a synchronous create whose answer was lost
-            await self.journal.end(job_id, "uncertain", exc)
-            return "uncertain", 0
         except Exception as exc:
-            await self.journal.end(job_id, "failed", exc, task_id=job.task_id)
-            return "failed", 0
+            return await self._failed(job_id, exc, task_id=job.task_id)
         except BaseException:
             job.cancel()
             raise
+        if job.task_id is None:
+            self._unreachable.clear()  # a synchronous answer: the endpoint is up
         return await self._save(job_id, result, active)
+
+    async def _failed(
+        self, job_id: str, exc: Exception, *, task_id: str | None = None
+    ) -> tuple[str, int] | None:
+        """Journal how a job ended with ``exc``; fail fast on run-wide errors.
+
+        ``None``: the job is left for a resume (queued when never accepted, its task
+        re-attached when it was).
+        """
+        if isinstance(exc, SubmitUncertainError):  # the create's answer was lost
+            await self.journal.end(job_id, "uncertain", exc)
+            return "uncertain", 0
+        if isinstance(exc, (OSError, sqlite3.Error)):  # the disk or the journal: run-wide
+            raise exc
+        unreachable = isinstance(exc, TransportError) and task_id is None
+        if unreachable and self._halted is None:
+            self._unreachable.append(job_id)
+            if len(self._unreachable) >= _BREAKER:
+                self._halt(
+                    f"the endpoint looks down: {len(self._unreachable)} creates in a row "
+                    f"could not reach it ({type(exc).__name__}: {_one_line(exc)})"
+                )
+                # The streak's earlier jobs were never sent either: queued, not failed.
+                earlier = self._unreachable[:-1]
+                for earlier_id in earlier:
+                    await self.journal.requeue(earlier_id, exc)
+                self.tracker.retract("failed", len(earlier))
+        if isinstance(exc, _RUN_WIDE):
+            self._halt(f"{type(exc).__name__}: {_one_line(exc)}")
+        if self._halted is not None and (unreachable or isinstance(exc, _RUN_WIDE)):
+            if task_id is None:
+                await self.journal.requeue(job_id, exc)
+            return None  # accepted tasks stay journaled as submitted: re-attached later
+        await self.journal.end(job_id, "failed", exc, task_id=task_id)
+        return "failed", 0
 
     async def _save(self, job_id: str, result: EditResult, active: _Active) -> tuple[str, int]:
         """Journal the result, download its images into ``images/<id>/``, journal the files."""

@@ -14,6 +14,7 @@ import random
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
+    Awaitable,
     Callable,
     Iterable,
     Sequence,
@@ -510,10 +511,16 @@ class QwenEditClient:
                 request = _with_callback(request, ticket.url)
             job.status = JobStatus.SUBMITTING
             http, body = await self._build_create(request, model)
-            if provider.mode == "sync":
-                job._mark_accepted()  # the request is on its way
+
+            async def sending() -> None:
+                if job._on_send is not None:
+                    await job._on_send()
+                job.request_sent = True
+                if provider.mode == "sync":
+                    job._mark_accepted()  # the request is on its way
+
             job.submissions += 1
-            answer = await self._transport.create(http, job, body=body)
+            answer = await self._transport.create(http, job, body=body, on_send=sending)
             if isinstance(answer, EditResult):
                 if answer.model is None:
                     answer.model = model or provider.model
@@ -614,8 +621,20 @@ class QwenEditClient:
         Errors before acceptance are raised here. The job belongs to the client: it runs
         on after this call returns, until it ends, ``job.cancel()``, or the client closes.
         """
+        return await self._submit(request, model=model, job_timeout=job_timeout)
+
+    async def _submit(
+        self,
+        request: EditRequest,
+        *,
+        model: str | None = None,
+        job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+        on_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Job:
+        """:meth:`submit`, with ``on_send`` awaited just before the create is written."""
         task_group = self._require_open()
         job = self._new_job(request, model)
+        job._on_send = on_send
         task_group.start_soon(self._run, job, model, self._timeout(job_timeout))
         try:
             await job._wait_accepted()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -60,6 +61,12 @@ class Job:
         #: How many creates this job took: 1 normally, more when a task that failed
         #: transiently was submitted again (``max_resubmits``), 0 for ``attach``.
         self.submissions = 0
+        #: True once the create's request has started to go out on the wire (after any
+        #: rate limit, 429 cooldown or slot wait). A job that ended before that was never
+        #: sent, so it cannot exist (or be billed) at the provider.
+        self.request_sent = False
+        #: Awaited just before the create is written (the bulk runner journals it there).
+        self._on_send: Callable[[], Awaitable[None]] | None = None
         self._result: EditResult | None = None
         self._error: BaseException | None = None
         # Events are made only when someone waits: most jobs (edit, edit_many) never need

@@ -52,7 +52,7 @@ T = TypeVar("T")
 JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 1
 #: Failed jobs whose task may still finish: a resumed run attaches to them again.
-_REATTACH_ERRORS = ("JobTimeoutError", "JobCancelledError")
+_REATTACH_ERRORS = ("JobTimeoutError", "JobCancelledError", "TransportError")
 _BATCH = 512
 
 _SCHEMA = """
@@ -301,19 +301,37 @@ class Journal:
         return await self.call(_sweep)
 
     async def admit(
-        self, entries: Sequence[Entry], run: int, *, retry_uncertain: bool
+        self,
+        entries: Sequence[Entry],
+        run: int,
+        *,
+        retry_uncertain: bool,
+        retry_failed: Callable[[str | None], bool] | None = None,
     ) -> list[Admission]:
         """Record a batch of manifest lines and say what to do with each, in order.
 
         New lines are inserted as ``queued``. A line whose id an earlier line of this run
         already used is recorded as a failed reject (duplicate id). Lines that cannot be
-        read are recorded as rejects with their error.
+        read are recorded as rejects with their error. A failed job whose error type
+        ``retry_failed`` accepts is queued again (its attempts keep counting).
         """
 
         def operation(conn: sqlite3.Connection) -> list[Admission]:
-            return [_admit_one(conn, entry, run, retry_uncertain) for entry in entries]
+            return [
+                _admit_one(conn, entry, run, retry_uncertain, retry_failed) for entry in entries
+            ]
 
         return await self.call(operation)
+
+    async def requeue(self, job_id: str, error: BaseException) -> None:
+        """The job was not sent (or was refused by a run-wide error): queued again."""
+        error_type, message = _error_fields(error)
+        columns = {
+            **dict.fromkeys(("task_id", "request_id", "urls", "files")),
+            "error_type": error_type,
+            "error_message": message,
+        }
+        await self.call(_update(job_id, "queued", columns))
 
     async def mark_submitting(self, job_id: str) -> None:
         """Committed before the job's create is sent."""
@@ -413,7 +431,11 @@ def _reject(conn: sqlite3.Connection, line: int, job_id: str | None, error: Exce
 
 
 def _admit_one(
-    conn: sqlite3.Connection, entry: Entry, run: int, retry_uncertain: bool
+    conn: sqlite3.Connection,
+    entry: Entry,
+    run: int,
+    retry_uncertain: bool,
+    retry_failed: Callable[[str | None], bool] | None = None,
 ) -> Admission:
     if entry.error is not None or entry.id is None or entry.request is None:
         error = entry.error or ManifestError(f"line {entry.line}: unreadable")
@@ -454,6 +476,11 @@ def _admit_one(
             return Admission(Action.ATTACH, status, task_id, request_id)
         if error_type == "DownloadError" and urls and all(urls):
             return Admission(Action.DOWNLOAD, status, task_id, request_id, urls)
+        if retry_failed is not None and retry_failed(error_type):
+            conn.execute(
+                "UPDATE jobs SET status='queued', updated_at=? WHERE id=?", (now, entry.id)
+            )
+            return Admission(Action.FRESH, "queued")
     if status in ("uncertain", "submitting") and retry_uncertain:
         conn.execute(
             "UPDATE jobs SET status='queued', error_type=NULL, error_message=NULL, "

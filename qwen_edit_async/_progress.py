@@ -54,6 +54,16 @@ class Tracker:
         if not earlier:
             self._finished_now += 1
 
+    def retract(self, status: str, count: int) -> None:
+        """Uncount ``count`` jobs counted as ``status`` by this run (they were requeued)."""
+        if status == "succeeded":
+            self.succeeded -= count
+        elif status == "uncertain":
+            self.uncertain -= count
+        else:
+            self.failed -= count
+        self._finished_now -= count
+
     def rate(self, window: float = 10.0) -> float:
         """Jobs per second finished by this run, over about the last ``window`` seconds."""
         now = self._clock()

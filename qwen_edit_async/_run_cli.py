@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shlex
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
 from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._errors import QwenEditError
 from ._journal import JOURNAL_NAME
+from ._logs import setup_logging
 from ._progress import format_seconds
 from ._report import write_report
 from ._results import read_summary
@@ -23,13 +26,60 @@ from ._text import printable
 __all__ = ["cmd_run", "execute", "print_report", "resume_hint", "run_with_signals"]
 
 #: Flags that apply to one resume only, left out of the resume command printed.
-_ONE_OFF = ("--resume", "--retry-uncertain")
+_ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed")
+#: Failed jobs ``--retry-failed`` leaves alone unless named: resending cannot help them.
+_NOT_RETRIED = ("ValidationError", "ManifestError")
 
 
 def resume_hint(argv: Sequence[str]) -> str:
     """The command that resumes a run (its own arguments plus ``--resume``), for a shell."""
-    words = [word for word in argv if word.split("=", 1)[0] not in _ONE_OFF]
+    words: list[str] = []
+    skip_value = False
+    for word in argv:
+        if skip_value and not word.startswith("-"):
+            skip_value = False
+            continue
+        skip_value = word == "--retry-failed"
+        if word.split("=", 1)[0] not in _ONE_OFF:
+            words.append(word)
     return "qwen-edit " + shlex.join([*words, "--resume"])
+
+
+def _error_classes() -> dict[str, type[BaseException]]:
+    found: dict[str, type[BaseException]] = {}
+    pending: list[type[BaseException]] = [QwenEditError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def retry_filter(text: str) -> Callable[[str | None], bool]:
+    """Which failed jobs ``--retry-failed[=TYPE,...]`` requeues, by their error type.
+
+    >>> retry_filter("")("ServerError"), retry_filter("")("ValidationError")
+    (True, False)
+    >>> retry_filter("APIError")("AuthenticationError")
+    True
+    """
+    classes = _error_classes()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        return lambda error_type: error_type not in _NOT_RETRIED
+    unknown = [name for name in names if name not in classes]
+    if unknown:
+        raise ValueError(
+            f"--retry-failed: unknown error type(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(classes))}"
+        )
+    chosen = tuple(classes[name] for name in names)
+
+    def accepts(error_type: str | None) -> bool:
+        cls = classes.get(error_type or "")
+        return cls is not None and issubclass(cls, chosen)
+
+    return accepts
 
 
 def _journal_settings(out: str) -> dict[str, str]:
@@ -94,7 +144,13 @@ def print_report(report: RunReport, options: RunOptions, out: IO[str]) -> None:
             "to cap them)",
             file=out,
         )
-    if report.interrupted:
+    if report.stopped is not None:
+        print(
+            f"stopped: {printable(report.stopped)}; {report.queued} job(s) not sent stay "
+            f"queued. Fix the cause, then resume: {printable(options.resume_hint)}",
+            file=out,
+        )
+    elif report.interrupted:
         print(f"interrupted; to resume: {printable(options.resume_hint)}", file=out)
     write_report_line(options.out, out)
     out.flush()
@@ -169,6 +225,17 @@ def execute(options: RunOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``qwen-edit run``: build the options from ``args`` and run them."""
+    if (args.retry_uncertain or args.retry_failed is not None) and not args.resume:
+        print(
+            "qwen-edit: --retry-uncertain and --retry-failed only apply with --resume",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        retry_failed = None if args.retry_failed is None else retry_filter(args.retry_failed)
+    except ValueError as exc:
+        print(f"qwen-edit: {exc}", file=sys.stderr)
+        return 2
     provider, model = args.provider, args.model
     if args.resume and provider is None:
         # The journal's provider and model, so that a bare --resume continues the run; never
@@ -192,6 +259,8 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         progress=args.progress,
         progress_interval=args.progress_interval,
         grace=args.grace,
+        retry_failed=retry_failed,
+        submit_rate=args.submit_rate,
         resume_hint=resume_hint(argv),
         max_images=args.max_images,
         callback_url=args.callback_url,
@@ -200,7 +269,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.callback_listen and not args.callback_url:
         print("qwen-edit: --callback-listen needs --callback-url", file=sys.stderr)
         return 2
-    if args.retry_uncertain and not args.resume:
-        print("qwen-edit: --retry-uncertain only applies with --resume", file=sys.stderr)
-        return 2
-    return execute(options, stdout=sys.stdout, stderr=sys.stderr)
+    handler = setup_logging(args)
+    try:
+        return execute(options, stdout=sys.stdout, stderr=sys.stderr)
+    finally:
+        if handler is not None:
+            logging.getLogger("qwen_edit_async").removeHandler(handler)
+            handler.close()

@@ -28,7 +28,7 @@ import errno
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from typing import TypeVar
 
@@ -270,7 +270,12 @@ class Transport:
         return self._redact.text(str(exc) or type(exc).__name__)
 
     async def create(
-        self, request: HttpRequest, holder: object = None, *, body: StreamedBody | None = None
+        self,
+        request: HttpRequest,
+        holder: object = None,
+        *,
+        body: StreamedBody | None = None,
+        on_send: Callable[[], Awaitable[None]] | None = None,
     ) -> EditResult | TaskAccepted:
         """Send a job-creating request; retry only what the provider certainly refused.
 
@@ -279,7 +284,8 @@ class Transport:
         parts streamed while sent (in place of ``request.body``); each attempt streams it
         anew. A local image that changed while it was streamed ends the job with
         :class:`~._body.SourceChanged` (the provider got an incomplete request, so nothing
-        was created).
+        was created). ``on_send`` is awaited once, after any rate or cooldown wait and just
+        before the first attempt is written: from then on the job may exist at the provider.
         """
         limits = self.limits
         provider = self.provider
@@ -291,6 +297,9 @@ class Transport:
         while True:
             attempt += 1
             await limits.pace()
+            if on_send is not None:
+                await on_send()
+                on_send = None
             try:
                 status, headers, answer = await self._exchange(
                     request, read_timeout, cap=self._answer_cap(creates=True), stream=body

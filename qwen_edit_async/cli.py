@@ -21,10 +21,12 @@ from pathlib import Path
 
 from ._demo import run_demo
 from ._errors import QwenEditError
+from ._logs import add_logging_options
 from ._report import write_report
 from ._run_cli import cmd_run
 from ._status import cmd_status
 from ._validate_manifest import check_manifest, print_check
+from ._version import __version__
 from .providers import PROVIDERS, get_provider
 
 __all__ = ["build_parser", "main"]
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'qwen-edit COMMAND --help' for a command's options.\n"
         "Try it without a key or network: qwen-edit demo",
     )
+    parser.add_argument("--version", action="version", version=f"qwen-edit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = commands.add_parser(
@@ -116,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: resubmit jobs whose submission is uncertain (they may already "
         "exist and be billed at the provider; without this flag they are only reported)",
+    )
+    run.add_argument(
+        "--retry-failed",
+        nargs="?",
+        const="",
+        metavar="TYPE,...",
+        help="with --resume: submit failed jobs again (all but ValidationError failures), "
+        "or only those whose error is one of TYPE (a class and its subclasses), e.g. "
+        "--retry-failed=AuthenticationError,ServerError; without it a failed job is final",
+    )
+    run.add_argument(
+        "--submit-rate",
+        type=_positive_float,
+        metavar="R",
+        help="creates per second at most (default: no cap), e.g. --submit-rate 2 for a "
+        "provider that allows 120 submissions a minute",
     )
     run.add_argument(
         "--no-download",
@@ -179,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after Ctrl-C, seconds that creates and downloads in flight get to be recorded "
         "(default: 10)",
     )
+    add_logging_options(run)
 
     status = commands.add_parser(
         "status",

@@ -295,3 +295,22 @@ def test_kill_9_at_random_instants_leaves_every_write_whole(tmp_path: Path) -> N
                 assert status != "queued" or task_id is None
         finally:
             conn.close()
+
+
+async def test_a_task_lost_to_transport_errors_is_attached_again(tmp_path: Path) -> None:
+    """A job accepted as a task whose status requests then failed (TransportError) keeps its
+    task id; a resume attaches to the task again instead of resubmitting or giving up."""
+    from qwen_edit_async._errors import TransportError
+
+    journal = await opened(tmp_path / "j.sqlite3")
+    try:
+        run, _, _ = await journal.begin_run(META)
+        await journal.admit([entry(1, "a")], run, retry_uncertain=False)
+        await journal.mark_submitting("a")
+        await journal.mark_submitted("a", "task-1", None)
+        await journal.end("a", "failed", TransportError("status: refused"), task_id="task-1")
+        run, _, _ = await journal.begin_run(META)
+        (admission,) = await journal.admit([entry(1, "a")], run, retry_uncertain=False)
+    finally:
+        journal.close()
+    assert admission.action is Action.ATTACH and admission.task_id == "task-1"
