@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import itertools
 import sqlite3
 import sys
@@ -54,7 +55,8 @@ from ._lock import FolderLock, FolderLocked
 from ._manifest import Entry, ManifestError, check_format, count_lines, read_manifest
 from ._models import EditRequest, EditResult, GeneratedImage
 from ._progress import ProgressMode, Reporter, Tracker, make_reporter
-from ._results import folder_name, remove_partials
+from ._results import find_symlink, folder_name, remove_partials
+from ._resume_check import compare_manifest
 from ._upload import HttpUploader, find_fake_upload, local_inputs
 from ._version import __version__
 from .providers import Provider, get_provider
@@ -72,6 +74,19 @@ _RUN_WIDE = (
 )
 #: Creates in a row that could not reach the endpoint before the run stops (it is down).
 _BREAKER = 5
+
+
+#: A save that failed with one of these cannot succeed for any job until someone acts.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _disk_full(error: BaseException | None) -> OSError | None:
+    """The disk-full ``OSError`` behind ``error`` (itself or a cause), if any."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            return error
+        error = error.__cause__
+    return None
 
 
 def _one_line(error: BaseException) -> str:
@@ -110,6 +125,8 @@ class RunOptions:
     retry_failed: Callable[[str | None], bool] | None = None
     #: Creates per second at most (the client's ``submit_rate``; ``None``: no cap).
     submit_rate: float | None = None
+    #: With ``resume``: accept a manifest that differs from the journaled run's.
+    allow_changed_manifest: bool = False
     #: The command that resumes this run (printed after an interruption).
     resume_hint: str = "qwen-edit run MANIFEST --out DIR --resume"
     #: Most images this invocation may ask for (the sum of ``n`` over the jobs it submits);
@@ -342,6 +359,26 @@ class BulkRunner:
                 "uncertain (they may exist at the provider); --retry-uncertain resubmits them"
             )
 
+    async def _check_manifest(self) -> None:
+        """Refuse a resume with another manifest, or with lines edited since the run began."""
+        o = self.options
+        allow = o.allow_changed_manifest
+        changes = await compare_manifest(self.journal, o.manifest, stop_at_first=not allow)
+        if not changes:
+            return
+        if not allow:
+            raise RunRefused(
+                f"{o.manifest} is not the manifest the run in {o.out} started with: "
+                f"{changes.examples[0]}. Resume with that manifest, or add "
+                "--allow-changed-manifest (new ids are added; changed lines keep their "
+                "journaled state and are reported)"
+            )
+        self._log(
+            f"the manifest changed since the run started: {changes.changed} changed line(s) "
+            f"keep their journaled state, {changes.new} new id(s) are added; "
+            + "; ".join(changes.examples)
+        )
+
     # -- the run -----------------------------------------------------------------------
 
     async def run(self) -> RunReport:
@@ -383,14 +420,24 @@ class BulkRunner:
             uploader = self._http = await self._uploader(provider)
             await anyio.to_thread.run_sync(self._check_first_line, provider, uploader)
             client = self._build_client(provider, uploader)
+            link = await anyio.to_thread.run_sync(find_symlink, o.out)
+            if link is not None:
+                raise RunRefused(
+                    f"{link} is a symbolic link; a run never writes through a link inside its "
+                    "folder (it could put files anywhere): remove it, then run again"
+                )
             try:
                 await self._open_journal(provider)
+                if o.resume and self._run > 1:
+                    await self._check_manifest()
                 async with self._listening(), client:
                     self._client = client
                     await self._run_jobs()
                 if self._abandoned or not self._pass_complete:
                     marked = await self.journal.sweep_submitting()
                     results = None
+                    if self._halted is not None:  # the run is over until its cause is fixed
+                        results = await self.journal.export_results(o.out, self._run)
                 else:
                     marked = 0
                     await self.journal.prune_rejects(self._last_line)
@@ -529,7 +576,7 @@ class BulkRunner:
                 task_id=admission.task_id,
                 request_id=admission.request_id,
             )
-            return await self._save(work.id, result, active)
+            return await self._save(work.id, result, active, admission.folder)
         if admission.action is Action.ATTACH:
             assert admission.task_id is not None
             try:
@@ -559,7 +606,7 @@ class BulkRunner:
             if self._stopping:  # re-attachable: leave it for --resume
                 job.cancel()
                 return None
-        return await self._wait(work.id, job, active)
+        return await self._wait(work.id, job, active, admission.folder)
 
     def _within_budget(self, request: EditRequest) -> bool:
         """Count ``request``'s images against ``max_images``; False (nothing counted) when
@@ -577,7 +624,9 @@ class BulkRunner:
         self._images_asked += n
         return True
 
-    async def _wait(self, job_id: str, job: Job, active: _Active) -> tuple[str, int] | None:
+    async def _wait(
+        self, job_id: str, job: Job, active: _Active, folder: str | None
+    ) -> tuple[str, int] | None:
         try:
             result = await job.result()
         except JobCancelledError:
@@ -589,7 +638,7 @@ class BulkRunner:
             raise
         if job.task_id is None:
             self._unreachable.clear()  # a synchronous answer: the endpoint is up
-        return await self._save(job_id, result, active)
+        return await self._save(job_id, result, active, folder)
 
     async def _failed(
         self, job_id: str, exc: Exception, *, task_id: str | None = None
@@ -626,27 +675,34 @@ class BulkRunner:
         await self.journal.end(job_id, "failed", exc, task_id=task_id)
         return "failed", 0
 
-    async def _save(self, job_id: str, result: EditResult, active: _Active) -> tuple[str, int]:
-        """Journal the result, download its images into ``images/<id>/``, journal the files."""
+    async def _save(
+        self, job_id: str, result: EditResult, active: _Active, folder_name_: str | None
+    ) -> tuple[str, int]:
+        """Journal the result, download its images into ``images/<folder>/``, journal the
+        files. A full disk is run-wide: it ends the run (the job stays re-downloadable)."""
         o, journal = self.options, self.journal
         client = self._client
         assert client is not None
         urls = [image.url for image in result.images]
         ids = {"task_id": result.task_id, "request_id": result.request_id}
+        usage = result.usage
         if not o.download:
-            await journal.succeed(job_id, urls=urls, files=[], **ids)
+            await journal.succeed(job_id, urls=urls, files=[], usage=usage, **ids)
             return "succeeded", 0
         if all(urls):  # inline (b64) images cannot be fetched again: write them first
             await journal.mark_downloading(job_id, urls=urls, **ids)
         active.phase = "download"
-        folder = o.out / "images" / folder_name(job_id)
+        folder = o.out / "images" / (folder_name_ or folder_name(job_id))
         try:
             if o.resume:
                 await anyio.to_thread.run_sync(remove_partials, folder)
             paths = await client.download(result, folder, stem="")
         except (QwenEditError, OSError) as exc:
+            full = _disk_full(exc)
+            if full is not None:
+                raise full from None
             await journal.end(job_id, "failed", exc, **ids)
             return "failed", 0
         files = [path.relative_to(o.out).as_posix() for path in paths]
-        await journal.succeed(job_id, urls=urls, files=files, **ids)
+        await journal.succeed(job_id, urls=urls, files=files, usage=usage, **ids)
         return "succeeded", len(files)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._manifest import Entry, ManifestError
-from ._results import count_jobs, write_results
+from ._results import count_jobs, folder_name, write_results
 
 __all__ = [
     "JOURNAL_NAME",
@@ -50,7 +50,7 @@ __all__ = [
 T = TypeVar("T")
 
 JOURNAL_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Failed jobs whose task may still finish: a resumed run attaches to them again.
 _REATTACH_ERRORS = ("JobTimeoutError", "JobCancelledError", "TransportError")
 _BATCH = 512
@@ -71,7 +71,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     files         TEXT,                      -- JSON list of paths relative to the folder
     error_type    TEXT,
     error_message TEXT,
-    updated_at    REAL NOT NULL
+    updated_at    REAL NOT NULL,
+    folder        TEXT,                      -- images/<folder>, one per id (folder_name)
+    usage         TEXT,                      -- JSON usage figures of the result
+    line_hash     TEXT                       -- the manifest line's digest when first read
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);
 CREATE TABLE IF NOT EXISTS rejects (       -- manifest lines that are not jobs
@@ -124,6 +127,8 @@ class Admission:
     urls: list[str | None] | None = None
     #: Why a line was refused (bad line, duplicate id), for the run's warnings.
     note: str | None = None
+    #: The job's image folder under ``images/`` (journaled with the job).
+    folder: str | None = None
 
 
 _encode = msgspec.json.Encoder().encode
@@ -192,6 +197,7 @@ class Journal:
         try:
             conn = connect(self.path)
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException as exc:
             self._startup_error = exc
@@ -356,9 +362,15 @@ class Journal:
         request_id: str | None,
         urls: list[str | None],
         files: list[str],
+        usage: dict[str, Any] | None = None,
     ) -> None:
         """The job's images are saved (or downloads are off)."""
-        columns = {**_ids(task_id, request_id), "urls": _dump(urls), "files": _dump(files)}
+        columns = {
+            **_ids(task_id, request_id),
+            "urls": _dump(urls),
+            "files": _dump(files),
+            "usage": _dump(usage),
+        }
         await self.call(_update(job_id, "succeeded", {**columns, **_NO_ERROR}))
 
     async def end(
@@ -390,6 +402,18 @@ class Journal:
 
 
 # -- operations (run in the writer thread) -----------------------------------------------
+
+#: Columns added since the first schema: a journal written by an older version gains them.
+_ADDED_COLUMNS = {"folder": "TEXT", "usage": "TEXT", "line_hash": "TEXT"}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+    # No two jobs ever share an image folder (NULL: not assigned yet, in an old journal).
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_folder ON jobs (folder)")
 
 
 _NO_ERROR: dict[str, Any] = {"error_type": None, "error_message": None}
@@ -442,19 +466,29 @@ def _admit_one(
         _reject(conn, entry.line, entry.id, error)
         return Admission(Action.SKIP, "failed", note=str(error))
     row = conn.execute(
-        "SELECT status, seen_run, line, task_id, request_id, urls, error_type FROM jobs WHERE id=?",
+        "SELECT status, seen_run, line, task_id, request_id, urls, error_type, folder "
+        "FROM jobs WHERE id=?",
         (entry.id,),
     ).fetchone()
     now = time.time()
     if row is None:
+        folder = folder_name(entry.id)
         conn.execute("DELETE FROM rejects WHERE line=?", (entry.line,))
-        conn.execute(
-            "INSERT INTO jobs (id, line, seen_run, status, n, updated_at) "
-            "VALUES (?, ?, ?, 'queued', ?, ?)",
-            (entry.id, entry.line, run, entry.n, now),
-        )
-        return Admission(Action.FRESH, "queued")
-    status, seen_run, line, task_id, request_id, urls_text, error_type = row
+        try:
+            conn.execute(
+                "INSERT INTO jobs (id, line, seen_run, status, n, updated_at, folder, line_hash) "
+                "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                (entry.id, entry.line, run, entry.n, now, folder, entry.digest),
+            )
+        except sqlite3.IntegrityError:  # two ids, one folder: a 64-bit hash collision
+            clash = ManifestError(
+                f"line {entry.line}: id {entry.id!r} maps to image folder {folder!r}, which "
+                "another id has; give this line another id"
+            )
+            _reject(conn, entry.line, entry.id, clash)
+            return Admission(Action.SKIP, "failed", note=str(clash))
+        return Admission(Action.FRESH, "queued", folder=folder)
+    status, seen_run, line, task_id, request_id, urls_text, error_type, folder = row
     if seen_run == run and line != entry.line:
         duplicate = ManifestError(
             f"line {entry.line}: duplicate id {entry.id!r} (line {line} has it); "
@@ -463,31 +497,38 @@ def _admit_one(
         _reject(conn, entry.line, entry.id, duplicate)
         return Admission(Action.SKIP, "failed", note=str(duplicate))
     conn.execute("DELETE FROM rejects WHERE line=?", (entry.line,))
-    conn.execute("UPDATE jobs SET seen_run=?, line=? WHERE id=?", (run, entry.line, entry.id))
+    if folder is None:  # a journal from before folders were recorded
+        folder = folder_name(entry.id)
+    conn.execute(
+        "UPDATE jobs SET seen_run=?, line=?, folder=?, line_hash=coalesce(line_hash, ?) "
+        "WHERE id=?",
+        (run, entry.line, folder, entry.digest, entry.id),
+    )
     urls = _load(urls_text)
+    ids = (task_id, request_id)
     if status == "queued":
-        return Admission(Action.FRESH, status)
+        return Admission(Action.FRESH, status, folder=folder)
     if status == "submitted" and task_id:
-        return Admission(Action.ATTACH, status, task_id, request_id)
+        return Admission(Action.ATTACH, status, *ids, folder=folder)
     if status == "downloading" and urls is not None:
-        return Admission(Action.DOWNLOAD, status, task_id, request_id, urls)
+        return Admission(Action.DOWNLOAD, status, *ids, urls, folder=folder)
     if status == "failed":
         if error_type in _REATTACH_ERRORS and task_id:
-            return Admission(Action.ATTACH, status, task_id, request_id)
+            return Admission(Action.ATTACH, status, *ids, folder=folder)
         if error_type == "DownloadError" and urls and all(urls):
-            return Admission(Action.DOWNLOAD, status, task_id, request_id, urls)
+            return Admission(Action.DOWNLOAD, status, *ids, urls, folder=folder)
         if retry_failed is not None and retry_failed(error_type):
             conn.execute(
                 "UPDATE jobs SET status='queued', updated_at=? WHERE id=?", (now, entry.id)
             )
-            return Admission(Action.FRESH, "queued")
+            return Admission(Action.FRESH, "queued", folder=folder)
     if status in ("uncertain", "submitting") and retry_uncertain:
         conn.execute(
             "UPDATE jobs SET status='queued', error_type=NULL, error_message=NULL, "
             "updated_at=? WHERE id=?",
             (now, entry.id),
         )
-        return Admission(Action.FRESH, "queued")
+        return Admission(Action.FRESH, "queued", folder=folder)
     if status == "submitting":  # only when a sweep was skipped: same meaning
         status = "uncertain"
-    return Admission(Action.SKIP, status, task_id, request_id, urls)
+    return Admission(Action.SKIP, status, *ids, urls, folder=folder)

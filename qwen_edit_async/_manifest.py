@@ -67,6 +67,9 @@ class Entry:
     id: str | None
     request: EditRequest | None = None
     error: QwenEditError | None = None
+    #: A hash of the line's content (key order and spacing aside): a resume compares it
+    #: with the one journaled to find lines edited since the run started.
+    digest: str | None = None
 
     @property
     def n(self) -> int:
@@ -122,6 +125,7 @@ def parse_line(text: bytes | str, line: int, base: Path) -> Entry | None:
             None,
             error=ManifestError(f"line {line}: a {type(obj).__name__}, not a JSON object"),
         )
+    digest = hashlib.sha256(_encode_sorted(obj)).hexdigest()[:32]
     raw_id = obj.pop("id", None)
     try:
         entry_id = stable_id(obj) if raw_id is None else _check_id(raw_id, line)
@@ -134,7 +138,7 @@ def parse_line(text: bytes | str, line: int, base: Path) -> Entry | None:
             f"'id' and the EditRequest fields: {', '.join(sorted(_FIELDS))}",
             field=unknown[0],
         )
-        return Entry(line, entry_id, error=error)
+        return Entry(line, entry_id, error=error, digest=digest)
     images = obj.get("images")
     if isinstance(images, list):
         obj["images"] = [_resolve(image, base) for image in images]
@@ -145,11 +149,11 @@ def parse_line(text: bytes | str, line: int, base: Path) -> Entry | None:
     except ValidationError as exc:
         exc.message = f"line {line}: {exc.message}"
         exc.args = (exc.message,)
-        return Entry(line, entry_id, error=exc)
+        return Entry(line, entry_id, error=exc, digest=digest)
     except (TypeError, ValueError) as exc:  # a required field is missing
         invalid = ValidationError(f"line {line}: {exc}")
-        return Entry(line, entry_id, error=invalid)
-    return Entry(line, entry_id, request=request)
+        return Entry(line, entry_id, error=invalid, digest=digest)
+    return Entry(line, entry_id, request=request, digest=digest)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Generator[Entry, None, None]:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "Summary",
     "count_jobs",
     "folder_name",
+    "find_symlink",
     "read_summary",
     "remove_partials",
     "write_results",
@@ -43,12 +45,19 @@ _UNFINISHED = {
 
 _encode = msgspec.json.Encoder().encode
 _decode_list = msgspec.json.Decoder(list[str]).decode
+_decode_urls = msgspec.json.Decoder(list[str | None]).decode
+_decode_usage = msgspec.json.Decoder(dict[str, Any]).decode
+#: A folder name used as is: lower case (no two ids differ only by case on a case-
+#: insensitive file system) and never of the hashed form below.
+_PLAIN = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,99}")
+_HASHED = re.compile(r".*-[0-9a-f]{16}")
 
 
 class ResultLine(msgspec.Struct, frozen=True):
     """One line of ``results.jsonl`` (DESIGN.md, "Contract details")."""
 
-    id: str | None
+    #: The job's id; for a manifest line that is not JSON, ``"line N"``.
+    id: str
     status: str
     task_id: str | None
     request_id: str | None
@@ -56,6 +65,10 @@ class ResultLine(msgspec.Struct, frozen=True):
     files: list[str]
     #: ``{"type": class name, "message": ...}`` or ``None``.
     error: dict[str, str] | None
+    #: The result's image URLs (they expire after about a day; ``None`` for inline data).
+    urls: list[str | None]
+    #: The provider's usage figures for the job, when it gave them.
+    usage: dict[str, Any] | None
 
 
 def count_jobs(conn: sqlite3.Connection) -> dict[str, int]:
@@ -68,29 +81,48 @@ def count_jobs(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
-def result_lines(conn: sqlite3.Connection, run: int) -> Iterable[ResultLine]:
-    """The jobs run ``run`` read and the lines it refused, in manifest order."""
+def result_lines(conn: sqlite3.Connection) -> Iterable[ResultLine]:
+    """Every job of the journal (not only the current manifest's) and the lines the last
+    pass refused, in manifest order."""
     cursor = conn.execute(
-        "SELECT line, id, status, task_id, request_id, files, error_type, error_message "
-        "FROM jobs WHERE seen_run=? UNION ALL "
-        "SELECT line, id, 'failed', NULL, NULL, NULL, error_type, error_message FROM rejects "
-        "ORDER BY line",
-        (run,),
+        "SELECT line, id, status, task_id, request_id, files, error_type, error_message, "
+        "urls, usage FROM jobs UNION ALL "
+        "SELECT line, id, 'failed', NULL, NULL, NULL, error_type, error_message, NULL, NULL "
+        "FROM rejects ORDER BY line"
     )
-    for _line, job_id, status, task_id, request_id, files, error_type, message in cursor:
-        if status not in TERMINAL:  # only when written before the run's end
+    for line, job_id, status, task_id, request_id, files, error_type, message, urls, usage in (
+        cursor
+    ):
+        if status == "queued" and error_type is not None:  # requeued by a run-wide error
+            status, message = "failed", f"{message} (not sent: resume the run)"
+        elif status not in TERMINAL:  # only when written before the run's end
             status, error_type, message = _UNFINISHED[status]
         error = None if error_type is None else {"type": error_type, "message": message or ""}
         paths = _decode_list(files) if files else []
-        yield ResultLine(job_id, status, task_id, request_id, paths, error)
+        yield ResultLine(
+            f"line {line}" if job_id is None else job_id,
+            status,
+            task_id,
+            request_id,
+            paths,
+            error,
+            _decode_urls(urls) if urls else [],
+            _decode_usage(usage) if usage else None,
+        )
 
 
-def write_results(conn: sqlite3.Connection, folder: Path, run: int) -> Path:
-    """Write ``folder/results.jsonl`` atomically (temporary file, fsync, rename)."""
+def write_results(conn: sqlite3.Connection, folder: Path, run: int = 0) -> Path:
+    """Write ``folder/results.jsonl`` atomically (temporary file, fsync, rename).
+
+    The temporary file is opened without following a symbolic link planted in its place.
+    """
     target = folder / "results.jsonl"
     temp = folder / ".results.jsonl.part"
-    with open(temp, "wb") as handle:
-        for line in result_lines(conn, run):
+    with contextlib.suppress(FileNotFoundError):
+        temp.unlink()  # a leftover, or a link: removing a link never touches its target
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(temp, flags, 0o644), "wb") as handle:
+        for line in result_lines(conn):
             handle.write(_encode(line) + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -105,12 +137,37 @@ def write_results(conn: sqlite3.Connection, folder: Path, run: int) -> Path:
 
 
 def folder_name(job_id: str) -> str:
-    """The image folder of a job: its id when that is a safe file name, else a safe form
-    with a hash, so that two ids never share a folder."""
-    safe = safe_stem(job_id)
-    if safe == job_id:
-        return safe
-    return f"{safe[:100]}-{hashlib.sha256(job_id.encode()).hexdigest()[:8]}"
+    """The image folder of a job, one-to-one: its id when that is a plain lower-case file
+    name, else a safe lower-case form plus 16 hex digits of the id's SHA-256.
+
+    >>> folder_name("cat-1"), folder_name("Cat 1")
+    ('cat-1', 'cat_1-178b2f2719af9136')
+    """
+    if _PLAIN.fullmatch(job_id) and not _HASHED.fullmatch(job_id) and job_id[-1] != ".":
+        return job_id
+    safe = safe_stem(job_id).lower()[:80]
+    return f"{safe}-{hashlib.sha256(job_id.encode()).hexdigest()[:16]}"
+
+
+def find_symlink(folder: Path) -> Path | None:
+    """The first symbolic link inside ``folder`` (not followed), or ``None``.
+
+    A run never writes through a link in its folder: a link planted at an image folder,
+    an image or a temporary file could make it write anywhere.
+    """
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                return Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return None
 
 
 def remove_partials(folder: Path) -> None:
@@ -128,6 +185,8 @@ class Summary:
     meta: dict[str, str]
     #: (id, error type, message) of failed and uncertain jobs and refused lines.
     failures: list[tuple[str | None, str, str]]
+    #: Failed and uncertain jobs and refused lines per error type.
+    by_type: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def read_summary(path: Path, *, limit: int | None = 50) -> Summary:
@@ -150,6 +209,13 @@ def read_summary(path: Path, *, limit: int | None = 50) -> Summary:
             (job_id, error_type or "", message or "")
             for _line, job_id, error_type, message in conn.execute(query, params)
         ]
+        by_type = dict(
+            conn.execute(
+                "SELECT coalesce(error_type, ''), count(*) FROM (SELECT error_type FROM jobs "
+                "WHERE status IN ('failed', 'uncertain') UNION ALL "
+                "SELECT error_type FROM rejects) GROUP BY 1 ORDER BY 2 DESC, 1"
+            ).fetchall()
+        )
     finally:
         conn.close()
-    return Summary(counts, meta, failures)
+    return Summary(counts, meta, failures, by_type)

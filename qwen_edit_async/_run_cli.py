@@ -26,7 +26,7 @@ from ._text import printable
 __all__ = ["cmd_run", "execute", "print_report", "resume_hint", "run_with_signals"]
 
 #: Flags that apply to one resume only, left out of the resume command printed.
-_ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed")
+_ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed", "--allow-changed-manifest")
 #: Failed jobs ``--retry-failed`` leaves alone unless named: resending cannot help them.
 _NOT_RETRIED = ("ValidationError", "ManifestError")
 
@@ -261,6 +261,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         grace=args.grace,
         retry_failed=retry_failed,
         submit_rate=args.submit_rate,
+        allow_changed_manifest=args.allow_changed_manifest,
         resume_hint=resume_hint(argv),
         max_images=args.max_images,
         callback_url=args.callback_url,

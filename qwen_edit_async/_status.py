@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from ._text import printable
 __all__ = ["cmd_status"]
 
 _PENDING = ("queued", "submitting", "submitted", "downloading")
+_ENDED = ("succeeded", "failed", "uncertain")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -38,6 +40,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 2
     counts, meta = summary.counts, summary.meta
     pending = sum(counts.get(s, 0) for s in _PENDING)
+    if getattr(args, "json", False):
+        states = ("queued", "submitting", "submitted", "downloading", *_ENDED)
+        document = {
+            "dir": str(args.out),
+            "provider": meta.get("provider"),
+            "base_url": meta.get("base_url"),
+            "model": meta.get("model"),
+            "runs": int(meta.get("runs", "0")),
+            "counts": {state: counts.get(state, 0) for state in states},
+            "refused_lines": counts.get("rejected", 0),
+            "images": counts.get("images", 0),
+            "failures_by_type": summary.by_type,
+        }
+        # ensure_ascii: provider text never reaches the terminal as control characters.
+        print(json.dumps(document, ensure_ascii=True))
+        return 0
     print(
         printable(
             f"{args.out}: provider {meta.get('provider', '?')} ({meta.get('base_url', '?')}), "

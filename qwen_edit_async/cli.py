@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed=AuthenticationError,ServerError; without it a failed job is final",
     )
     run.add_argument(
+        "--allow-changed-manifest",
+        action="store_true",
+        help="with --resume: accept a manifest that differs from the one the run started "
+        "with (new ids are added; lines changed since keep their journaled state and are "
+        "reported); without it such a resume is refused, naming the first difference",
+    )
+    run.add_argument(
         "--submit-rate",
         type=_positive_float,
         metavar="R",
@@ -212,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=50,
         metavar="N",
         help="failures to list (default: 50; 0: all)",
+    )
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: the run's settings, the jobs per state and the "
+        "failures per error type",
     )
 
     validate = commands.add_parser(

@@ -184,14 +184,24 @@ def check_folder(out: Path, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     journal = journal_rows(out)
     assert set(ids) <= set(results), "a manifest job is missing from results.jsonl"
     for job_id, row in results.items():
-        assert set(row) == {"id", "status", "task_id", "request_id", "files", "error"}
+        assert set(row) == {
+            "id",
+            "status",
+            "task_id",
+            "request_id",
+            "files",
+            "error",
+            "urls",
+            "usage",
+        }
+        assert isinstance(row["id"], str), row
         assert row["status"] in ("succeeded", "failed", "uncertain"), row
         if row["status"] == "succeeded":
             assert row["error"] is None
             assert len(row["files"]) == journal[job_id]["n"], row
             for name in row["files"]:
                 assert png_size(out / name)[0] >= 512
-            folder = out / "images" / job_id
+            folder = out / "images" / journal[job_id]["folder"]
             assert sorted(p.name for p in folder.iterdir()) == sorted(
                 Path(name).name for name in row["files"]
             ), f"{folder} holds files the journal does not list"

@@ -17,6 +17,7 @@ from tests._bulk_support import (
     cli_env,
     edits,
     journal_rows,
+    read_results,
     run_cli,
     start_cli,
     wait_for,
@@ -81,7 +82,14 @@ def test_a_wrong_key_stops_at_once_and_a_resume_with_the_right_one_finishes(
         assert wrong.returncode == 2, wrong.stdout + wrong.stderr
         assert "stopped: AuthenticationError" in wrong.stdout
         assert "60 job(s) not sent stay queued" in wrong.stdout
-        assert wrong.stdout.rstrip().endswith("--resume"), wrong.stdout
+        stopped = next(x for x in wrong.stdout.splitlines() if x.startswith("stopped: "))
+        assert stopped.endswith("--resume"), wrong.stdout
+        rows = read_results(out)
+        assert len(rows) == 60 and {r["status"] for r in rows} == {"failed"}
+        refused = [r for r in rows if r["error"]["type"] == "AuthenticationError"]
+        assert 1 <= len(refused) <= 4
+        assert all("(not sent: resume the run)" in r["error"]["message"] for r in refused)
+        assert {r["error"]["type"] for r in rows} == {"AuthenticationError", "NotRun"}
         assert keyed.stats()["creates"] <= 4
         assert statuses(out) == {"queued": 60}
         right = run_cli(

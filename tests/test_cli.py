@@ -221,7 +221,7 @@ def test_bad_lines_and_duplicate_ids_fail_with_line_numbers(
     assert [(r["id"], r["status"]) for r in results] == [
         ("job-0000", "succeeded"),
         ("job-0001", "succeeded"),
-        (None, "failed"),
+        ("line 3", "failed"),  # not JSON: named by its line, never null
         ("job-0002", "failed"),
         ("job-0002", "succeeded"),
         ("job-0000", "failed"),

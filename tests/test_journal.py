@@ -131,19 +131,25 @@ async def test_duplicate_ids_and_bad_lines_become_rejects(tmp_path: Path) -> Non
         ("a", "NotRun"),
         ("b", "NotRun"),  # admitted, never submitted
         ("a", "ManifestError"),
-        (None, "ManifestError"),
+        ("line 4", "ManifestError"),  # never "id": null
     ]
 
 
 async def test_results_jsonl_contract(tmp_path: Path) -> None:
-    """results.jsonl has DESIGN's fields in manifest order, error as {type, message} or
-    null, files relative to the folder, and is replaced atomically (no temporary left)."""
+    """results.jsonl has DESIGN's fields plus urls and usage in manifest order, error as
+    {type, message} or null, files relative to the folder, and is replaced atomically (no
+    temporary left)."""
     journal = await opened(tmp_path / "j.sqlite3")
     try:
         run, _, _ = await journal.begin_run(META)
         await journal.admit([entry(1, "ok"), entry(2, "bad")], run, retry_uncertain=False)
         await journal.succeed(
-            "ok", task_id="t1", request_id="r1", urls=["u"], files=["images/ok/0.png"]
+            "ok",
+            task_id="t1",
+            request_id="r1",
+            urls=["u"],
+            files=["images/ok/0.png"],
+            usage={"image_count": 1},
         )
         await journal.end("bad", "failed", JobTimeoutError("too slow", task_id="t2"), task_id="t2")
         path = await journal.export_results(tmp_path, run)
@@ -158,6 +164,8 @@ async def test_results_jsonl_contract(tmp_path: Path) -> None:
             "request_id": "r1",
             "files": ["images/ok/0.png"],
             "error": None,
+            "urls": ["u"],
+            "usage": {"image_count": 1},
         },
         {
             "id": "bad",
@@ -166,6 +174,8 @@ async def test_results_jsonl_contract(tmp_path: Path) -> None:
             "request_id": None,
             "files": [],
             "error": {"type": "JobTimeoutError", "message": "too slow (task_id=t2)"},
+            "urls": [],
+            "usage": None,
         },
     ]
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
