@@ -26,7 +26,7 @@ from ._text import printable
 __all__ = ["cmd_run", "execute", "print_report", "resume_hint", "run_with_signals"]
 
 #: Flags that apply to one resume only, left out of the resume command printed.
-_ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed", "--allow-changed-manifest")
+_ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed")
 #: Failed jobs ``--retry-failed`` leaves alone unless named: resending cannot help them.
 _NOT_RETRIED = ("ValidationError", "ManifestError")
 
