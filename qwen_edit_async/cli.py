@@ -46,7 +46,8 @@ own variable (DASHSCOPE_API_KEY, EVOLINK_API_KEY, ...).
 One run at a time per DIR: a second one exits 2 naming the pid that holds it.
 
 Exit status: 0 every job succeeded; 1 some failed or are uncertain; 2 the run could not
-start, or stopped on a run-wide error (disk, journal) with the command to resume it;
+start, or stopped on a run-wide error (a wrong key, no quota, the endpoint down, a full
+disk, the journal): jobs not sent stay queued and the command to resume is printed;
 130 interrupted (Ctrl-C: resume with --resume).
 
 Examples:
