@@ -223,13 +223,15 @@ class BulkRunner:
     def request_stop(self) -> None:
         """First call: stop submitting, let work in flight settle. Second: stop now."""
         self._stops += 1
-        if self._stops == 1 and not self._stopping:
+        if self._stops == 1:
             busy = self._stop_submitting()
+            if self._stop_event is not None:
+                self._stop_event.set()  # the grace period starts
             self._log(
                 f"stopping: no new submissions; {busy} requests in flight get up to "
                 f"{self.options.grace:g} s to be recorded (Ctrl-C again to stop now)"
             )
-        elif self._stops > 1:
+        else:
             self._cancel_all()
 
     def _stop_submitting(self) -> int:
@@ -240,8 +242,6 @@ class BulkRunner:
         for active in list(self._active):
             if active.phase == "wait":
                 active.scope.cancel()
-        if self._stop_event is not None:
-            self._stop_event.set()
         return sum(1 for active in self._active if active.phase != "wait")
 
     def _halt(self, reason: str) -> None:
@@ -250,8 +250,9 @@ class BulkRunner:
         if self._halted is not None:
             return
         self._halted = reason
-        if not self._stopping:
-            self._stop_submitting()
+        # Creates in flight are let finish (no grace cut): cancelled mid-retry they would
+        # be uncertain; they end soon, refused or unreachable, and are queued again.
+        self._stop_submitting()
         self._log(f"stopping: {reason}; jobs not sent yet stay queued")
 
     def _cancel_all(self) -> None:
