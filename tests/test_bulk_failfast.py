@@ -149,24 +149,27 @@ def test_retry_failed_requeues_failed_jobs_and_counts_attempts(
     write_images(tmp_path)
     manifest = write_manifest(tmp_path / "m.jsonl", edits(6))
     out = tmp_path / "out"
-    fake.post("/_fake/faults", {"fail_task": 1.0})
+    fake.post("/_fake/faults", {"content_filter": 1.0})  # final: never resubmitted
     failed = run_cli(*run_args(manifest, out, fake.url))
     assert failed.returncode == 1
     assert statuses(out) == {"failed": 6}
     error_type = next(iter(journal_rows(out).values()))["error_type"]
+    assert error_type == "ContentFilterError"
+    created = fake.stats()["jobs_created"]
     fake.post("/_fake/faults", {})
     plain = run_cli(*run_args(manifest, out, fake.url, "--resume"))
     assert plain.returncode == 1 and "0 succeeded, 6 failed" in plain.stdout
-    assert fake.stats()["jobs_created"] == 6
+    assert fake.stats()["jobs_created"] == created
     other = run_cli(*run_args(manifest, out, fake.url, "--resume", "--retry-failed=ServerError"))
-    assert other.returncode == 1 and fake.stats()["jobs_created"] == 6
+    assert other.returncode == 1 and fake.stats()["jobs_created"] == created
     chosen = run_cli(*run_args(manifest, out, fake.url, "--resume", f"--retry-failed={error_type}"))
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
     assert "6 succeeded, 0 failed" in chosen.stdout
-    assert fake.stats()["jobs_created"] == 12
+    assert fake.stats()["jobs_created"] == created + 6
     assert {row["attempts"] for row in journal_rows(out).values()} == {2}
     again = run_cli(*run_args(manifest, out, fake.url, "--resume", "--retry-failed"))
-    assert again.returncode == 0 and fake.stats()["jobs_created"] == 12  # succeeded: final
+    assert again.returncode == 0  # succeeded jobs are final
+    assert fake.stats()["jobs_created"] == created + 6
 
 
 def test_retry_failed_filter_by_class_and_the_resume_command() -> None:
