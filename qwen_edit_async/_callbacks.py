@@ -83,6 +83,7 @@ class _Ticket:
         "early",
         "elapsed",
         "key",
+        "mask",
         "provider",
         "receiver",
         "secret",
@@ -90,9 +91,16 @@ class _Ticket:
         "url",
     )
 
-    def __init__(self, receiver: CallbackReceiver, provider: Provider) -> None:
+    def __init__(
+        self,
+        receiver: CallbackReceiver,
+        provider: Provider,
+        mask: Callable[[bytes], bytes] | None = None,
+    ) -> None:
         self.receiver = receiver
         self.provider = provider
+        #: Masks the client's key in a callback body, as the transport does for answers.
+        self.mask = mask
         self.key = secrets.token_urlsafe(8)
         self.secret = secrets.token_urlsafe(24).encode()
         self.url = f"{receiver.public_url}/{self.key}{self.secret.decode()}"
@@ -175,8 +183,8 @@ class CallbackReceiver:
 
     # -- used by the client ---------------------------------------------------------------
 
-    def _issue(self, provider: Provider) -> _Ticket:
-        ticket = _Ticket(self, provider)
+    def _issue(self, provider: Provider, mask: Callable[[bytes], bytes] | None = None) -> _Ticket:
+        ticket = _Ticket(self, provider, mask)
         self._active[ticket.key] = ticket
         return ticket
 
@@ -222,7 +230,7 @@ class CallbackReceiver:
             # Before the create's answer: keep the first for the moment the id is known.
             try:
                 ident = _IDENT.decode(body)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 return 400, "callback body is not a task object"
             if not (ident.id or ident.task_id):
                 return 400, "callback body names no task"
@@ -233,9 +241,11 @@ class CallbackReceiver:
         return self._apply(ticket, headers, body)
 
     def _apply(self, ticket: _Ticket, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        if ticket.mask is not None:
+            body = ticket.mask(body)  # provider text enters here: no key goes further
         try:
             ident = _IDENT.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return 400, "callback body is not a task object"
         named = ident.id or ident.task_id
         if named is None:

@@ -494,7 +494,7 @@ class QwenEditClient:
             or job.request.callback_url is not None
         ):
             return await self._execute_once(job, model, None, create)
-        ticket = receiver._issue(self.provider)
+        ticket = receiver._issue(self.provider, mask=self._transport.mask)
         try:
             return await self._execute_once(job, model, ticket, create)
         finally:

@@ -266,6 +266,11 @@ class Transport:
         # Provider text enters here: the key it may quote never goes further.
         return status, headers, self._redact.bytes(body)
 
+    def mask(self, body: bytes) -> bytes:
+        """``body`` with this client's key and any bearer token masked (provider text that
+        arrives another way, such as a completion callback)."""
+        return self._redact.bytes(body)
+
     def _describe(self, exc: BaseException) -> str:
         return self._redact.text(str(exc) or type(exc).__name__)
 

@@ -89,6 +89,27 @@ def test_a_bulk_run_keeps_no_echoed_key_in_results_journal_or_terminal(
     assert KEY.encode() not in journal
 
 
+async def test_a_completion_callback_quoting_the_key_is_masked_before_it_is_read() -> None:
+    """A callback body whose failure message quotes the key: the job's error does not show
+    it (the client gives the receiver its mask); a callback nested too deeply is a 400."""
+    async with FakeProvider(latency=0) as fake:
+        receiver = qe.CallbackReceiver("https://hooks.example.com/qe")
+        c = qe.QwenEditClient("evolink", api_key=KEY, base_url=fake.url, callbacks=receiver)
+        ticket = receiver._issue(c.provider, mask=c._transport.mask)
+    token = ticket.url.rsplit("/", 1)[1]
+    ticket.bind("task-a")
+    delivered: list[Any] = []
+    ticket.connect(lambda status: delivered.append(status) or True)
+    deep = b'{"id": "task-a", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    assert receiver.receive(token, {}, deep)[0] == 400
+    message = f"upstream refused Bearer {KEY} ({KEY})"
+    body = json.dumps({"id": "task-a", "status": "failed", "error": {"message": message}})
+    assert receiver.receive(token, {}, body.encode())[0] == 200
+    error = delivered[0].error
+    assert KEY not in str(error) and KEY not in json.dumps(error.body)
+    assert "Bearer ********" in str(error)
+
+
 # -- item 12: answers are capped, and unreadable ones are QwenEditErrors ------------------------
 
 
