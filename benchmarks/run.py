@@ -90,7 +90,8 @@ def throughput_metrics(
         return out
     ok = result["ok"]
     mean_latency = statistics.fmean(latencies) if latencies else scenario.mean_latency
-    ideal_rate = scenario.in_flight / mean_latency
+    # Latency 0 (the CPU-bound scenario): no ideal rate; compare with the raw peer instead.
+    ideal_rate = scenario.in_flight / mean_latency if mean_latency > 0 else None
     rate = ok / result["wall_s"]
     makespan = ideal_makespan(latencies, scenario.in_flight) if latencies else None
     completed = {j["id"]: j["completed_at"] for j in jobs}
@@ -107,10 +108,16 @@ def throughput_metrics(
             "jobs_per_s": rate,
             "mean_latency_s": mean_latency,
             "ideal_jobs_per_s": ideal_rate,
-            "pct_ideal": 100 * rate / ideal_rate,
+            "pct_ideal": 100 * rate / ideal_rate if ideal_rate else None,
             "ideal_makespan_s": makespan,
-            "pct_ideal_makespan": 100 * makespan / result["wall_s"] if makespan else None,
+            "pct_ideal_makespan": (
+                100 * makespan / result["wall_s"] if makespan and makespan > 0 else None
+            ),
             "cpu_ms_per_job": 1000 * result["cpu_s"] / ok if ok else None,
+            "loop_iterations_per_job": (
+                result["loop_iterations"] / ok if ok and result.get("loop_iterations") else None
+            ),
+            "event_loop": result.get("event_loop"),
             "cpu_s": result["cpu_s"],
             "peak_rss_mb": result["peak_rss_mb"],
             "rss_idle_mb": result["rss_idle_mb"],
@@ -147,7 +154,7 @@ def run_throughput(
         if peer not in scenario.peers:
             continue
         # Bounded: three times the ideal duration plus start-up slack.
-        timeout = 3 * scenario.ideal_seconds + 30
+        timeout = 3 * scenario.ideal_seconds + 30 + scenario.jobs / 100
         spec: dict[str, Any] = {
             "url": "",
             "provider": scenario.provider,
@@ -162,7 +169,10 @@ def run_throughput(
         with fake_server(scenario.fake_args(), workdir) as fake:
             spec["url"] = fake.url
             cpu0 = fake.cpu_s()
-            result = run_peer(peer, spec, timeout, profile=profile_here)
+            module, loop = _peer_module(peer)
+            if loop:
+                spec["loop"] = loop
+            result = run_peer(module, spec, timeout, profile=profile_here)
             fake_cpu = fake.cpu_s() - cpu0
             stats = fake.stats(jobs=True)
         metrics = throughput_metrics(scenario, result, stats, fake_cpu)
@@ -176,6 +186,33 @@ def run_throughput(
     return out
 
 
+#: Every peer; ``<peer>_uvloop`` is the same peer on uvloop (the CPU-bound scenario runs both).
+ALL_PEERS = (
+    "library",
+    "library_callbacks",
+    "baseline",
+    "dashscope_sdk",
+    "raw",
+    "library_uvloop",
+    "raw_uvloop",
+    "b64",
+    "cli",
+)
+
+
+def _has_uvloop() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def _peer_module(peer: str) -> tuple[str, str | None]:
+    """``library_uvloop`` runs ``peers/library.py`` on uvloop; other names as they are."""
+    if peer.endswith("_uvloop"):
+        return peer[: -len("_uvloop")], "uvloop"
+    return peer, None
+
+
 def _brief(m: Mapping[str, Any]) -> str:
     if m.get("failed"):
         return f"FAILED: {m['failed']}"
@@ -184,7 +221,7 @@ def _brief(m: Mapping[str, Any]) -> str:
         return f"{times} ms, peak {m['peak_extra_mb']:.0f} MiB above idle"
     if "pct_ideal" in m:
         return (
-            f"{m['jobs_per_s']:.0f} jobs/s = {m['pct_ideal']:.1f}% of ideal, "
+            f"{m['jobs_per_s']:.0f} jobs/s = {m['pct_ideal'] or 0:.1f}% of ideal, "
             f"{m['status_per_job']:.2f} status/job, {m['cpu_ms_per_job']:.2f} ms CPU/job, "
             f"peak RSS {m['peak_rss_mb']:.0f} MiB, errors {m['errors']}"
         )
@@ -262,7 +299,9 @@ def _memory_run(
         spec["url"] = fake.url
         cpu0 = fake.cpu_s()
         # Bounded: at least 40 jobs/s (measured: about 100-150 on 2 busy cores) plus slack.
-        result = run_peer("library", spec, timeout=60 + count / 40)
+        result = run_peer(
+            "library", spec, timeout=60 + count / 40 + count * scenario.image_bytes / 2**24
+        )
         fake_cpu = fake.cpu_s() - cpu0
         stats = fake.stats(jobs=False)
     metrics = {
@@ -360,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--peer",
         action="append",
-        choices=["library", "library_callbacks", "baseline", "dashscope_sdk", "b64", "cli"],
+        choices=list(ALL_PEERS),
         help="run only this peer (repeatable; default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="scaled-down sizes")
@@ -399,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_flight=args.in_flight,
         latency=args.latency,
     )
-    peers = args.peer or ["library", "library_callbacks", "baseline", "dashscope_sdk", "b64", "cli"]
+    peers = args.peer or list(ALL_PEERS)
+    if any(p.endswith("_uvloop") for p in peers) and not _has_uvloop():
+        log("uvloop is not installed (pip install 'qwen-edit-async[speed]'): its peers are skipped")
+        peers = [p for p in peers if not p.endswith("_uvloop")]
     report: dict[str, Any] = {
         "machine": machine(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

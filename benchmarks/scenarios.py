@@ -156,6 +156,19 @@ def _at_most_peer(key: str, other: str, label: str) -> Callable[[Results], Any]:
     return check
 
 
+def _ratio_to_peer(
+    key: str, other: str, at_least: float, peer: str = "library"
+) -> Callable[[Results], Any]:
+    def check(results: Results) -> tuple[bool, str] | None:
+        mine, theirs = _get(results, peer, key), _get(results, other, key)
+        if mine is None or not theirs:
+            return None
+        ratio = mine / theirs
+        return ratio >= at_least, f"{mine:,.0f} vs {theirs:,.0f}: {100 * ratio:.0f}%"
+
+    return check
+
+
 def _bound(
     key: str, limit: float, *, upper: bool, label: str = "", peer: str = "library"
 ) -> Callable[[Results], Any]:
@@ -203,6 +216,7 @@ _CB = "library_callbacks"
 
 def _cb_all_ok(results: Results) -> tuple[bool, str] | None:
     return _all_ok(results, _CB)
+
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -252,6 +266,10 @@ SCENARIOS: dict[str, Scenario] = {
             peers=_TASK_PEERS,
             targets=(
                 Target("% of ideal >= 85", _bound("pct_ideal", 85.0, upper=False, label="%")),
+                Target(
+                    "% of perfect >= 85 (default config)",
+                    _bound("pct_ideal_makespan", 85.0, upper=False, label="%"),
+                ),
                 Target("status requests/job <= 2.0", _bound("status_per_job", 2.0, upper=True)),
             ),
             quick={"jobs": 400, "in_flight": 100},
@@ -273,6 +291,30 @@ SCENARIOS: dict[str, Scenario] = {
             quick={"jobs": 400, "in_flight": 100},
         ),
         Throughput(
+            name="cpu",
+            title="4. CPU-bound round trips (latency 0), against a raw aiohttp loop",
+            provider="dashscope",
+            jobs=20000,
+            in_flight=200,
+            latency=0.0,
+            peers=("raw", "library", "baseline", "raw_uvloop", "library_uvloop"),
+            targets=(
+                Target(
+                    "library >= 80% of the raw aiohttp loop (jobs/s, asyncio)",
+                    _ratio_to_peer("jobs_per_s", "raw", 0.80),
+                ),
+                Target(
+                    "library >= 80% of the raw aiohttp loop (jobs/s, uvloop)",
+                    _ratio_to_peer("jobs_per_s", "raw_uvloop", 0.80, peer="library_uvloop"),
+                ),
+                Target(
+                    "client CPU/job <= baseline",
+                    _at_most_peer("cpu_ms_per_job", "baseline", " ms"),
+                ),
+            ),
+            quick={"jobs": 4000, "in_flight": 200},
+        ),
+        Throughput(
             name="scale",
             title="3. Scale: 5,000 tasks in flight",
             provider="evolink",
@@ -283,6 +325,10 @@ SCENARIOS: dict[str, Scenario] = {
             targets=(
                 Target("completes", _all_ok),
                 Target("% of ideal >= 80", _bound("pct_ideal", 80.0, upper=False, label="%")),
+                Target(
+                    "% of perfect >= 85 (default config)",
+                    _bound("pct_ideal_makespan", 85.0, upper=False, label="%"),
+                ),
                 Target("status requests/job <= 2.0", _bound("status_per_job", 2.0, upper=True)),
             ),
             quick={"jobs": 2000, "in_flight": 500, "latency": (2.0, 0.3)},
@@ -338,6 +384,23 @@ SCENARIOS: dict[str, Scenario] = {
             peers=("library",),
             targets=(Target("peak RSS flat as the count grows", _flat_rss),),
             quick={"counts": (200, 1000, 3000), "shared_counts": (1000,)},
+        ),
+        Memory(
+            name="memory-10mib",
+            title="4b. Memory: 64 in flight, 10 MiB local images",
+            counts=(256,),
+            shared_counts=(),
+            in_flight=64,
+            image_bytes=10 * 2**20 - 4096,
+            latency=0.05,
+            peers=("library",),
+            targets=(
+                Target(
+                    "peak RSS <= 150 MiB",
+                    _bound("peak_rss_mb", 150.0, upper=True, label=" MiB", peer="library@256"),
+                ),
+            ),
+            quick={"counts": (128,)},
         ),
         Payload(
             name="payload",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._loop import run_async
 from ._progress import ProgressMode
 from ._run_cli import print_report, run_with_signals
 
@@ -101,7 +101,7 @@ def run_demo(base: Path, *, jobs: int = 36, progress: ProgressMode = "auto") -> 
             return await run_with_signals(runner), options
 
     try:
-        report, options = asyncio.run(demo())
+        report, options = run_async(demo())
     except RunRefused as exc:
         print(f"qwen-edit demo: {exc}", file=sys.stderr)
         return 2

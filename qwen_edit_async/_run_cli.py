@@ -18,6 +18,7 @@ from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
 from ._errors import QwenEditError
 from ._journal import JOURNAL_NAME
 from ._logs import setup_logging
+from ._loop import run_async
 from ._progress import format_seconds
 from ._report import write_report
 from ._results import read_summary
@@ -199,7 +200,7 @@ def execute(options: RunOptions, *, stdout: IO[str], stderr: IO[str]) -> int:
     """Run ``options`` in a new event loop, print the report; return the exit status."""
     runner = BulkRunner(options, stderr=stderr)
     try:
-        report = asyncio.run(run_with_signals(runner))
+        report = run_async(run_with_signals(runner))
     except RunRefused as exc:
         print(f"qwen-edit: {printable(exc)}", file=stderr)
         return 2

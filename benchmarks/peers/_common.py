@@ -40,8 +40,32 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _LoopCounter:
+    """Counts the passes of an asyncio event loop (``_run_once`` calls): how often the loop
+    went round to do the work. uvloop has no such hook: its count is ``None``."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        run_once = getattr(loop, "_run_once", None)
+        if run_once is None:
+            return
+        self.loop = loop
+
+        def counted() -> None:
+            self.count += 1
+            run_once()
+
+        loop._run_once = counted  # type: ignore[attr-defined]
+
+
 class Meter:
-    """Wall time and CPU time (all threads) of this process from ``start()`` to ``stop()``.
+    """Wall time and CPU time (all threads) of this process from ``start()`` to ``stop()``,
+    and the event loop's passes in between.
 
     Peers start it after their imports and set-up, right before the first job, so the
     numbers are the cost of the jobs, not of the interpreter.
@@ -52,8 +76,11 @@ class Meter:
         self._t0 = 0.0
         self._wall0 = 0.0
         self._ru0: resource.struct_rusage | None = None
+        self._loop = _LoopCounter()
+        self._loop0 = 0
 
     def start(self) -> None:
+        self._loop0 = self._loop.count
         self._ru0 = resource.getrusage(resource.RUSAGE_SELF)
         self._wall0 = time.time()
         self._t0 = time.perf_counter()
@@ -73,7 +100,19 @@ class Meter:
             "started_at": self._wall0,
             "peak_rss_mb": _peak_rss_mb(),
             "rss_idle_mb": self.rss_idle_mb,
+            "loop_iterations": (
+                self._loop.count - self._loop0 if self._loop.loop is not None else None
+            ),
+            "event_loop": _loop_name(),
         }
+
+
+def _loop_name() -> str:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "none"
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 def main(run: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -> None:
@@ -81,7 +120,12 @@ def main(run: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -
     file ``spec["result_path"]`` when given (a profiler may share stdout), else as one
     ``BENCH-RESULT {json}`` line on stdout."""
     spec = json.loads(sys.argv[1])
-    result = asyncio.run(run(spec))
+    if spec.get("loop") == "uvloop":
+        import uvloop
+
+        result = uvloop.run(run(spec))
+    else:
+        result = asyncio.run(run(spec))
     text = json.dumps(result, separators=(",", ":"))
     if spec.get("result_path"):
         with open(spec["result_path"], "w") as fh:

@@ -1,7 +1,8 @@
 """Peer: this library, ``QwenEditClient.edit_many`` over a generator of requests.
 
-Spec keys: ``url``, ``provider``, ``jobs``, ``in_flight``, ``record`` (per-job receive
-times), ``poll_rate``, ``poll_concurrency``, ``callbacks`` (a ``CallbackReceiver`` served on
+The client runs with its DEFAULT configuration (only ``max_in_flight`` is set): what users
+get is what is measured. Spec keys: ``url``, ``provider``, ``jobs``, ``in_flight``,
+``record`` (per-job receive times), ``callbacks`` (a ``CallbackReceiver`` served on
 a free loopback port, given to the client); and for local inputs ``files``:
 ``{"dir": ..., "distinct": N}`` (job ``i`` sends ``dir/img-{i % N}.png``) plus
 ``rss_checkpoints`` (job counts at which to sample the RSS).
@@ -67,9 +68,6 @@ async def _run(
         api_key="bench",
         base_url=spec["url"],
         max_in_flight=spec["in_flight"],
-        poll_rate=spec.get("poll_rate", 5000.0),
-        poll_concurrency=spec.get("poll_concurrency", 256),
-        job_timeout=None,
         callbacks=receiver,
     ) as client:
         sync = not client.provider.is_task

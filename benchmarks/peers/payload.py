@@ -3,10 +3,12 @@
 Modes (spec ``mode``), each in its own process so each peak RSS is its own:
 
 - ``b64``: read the files and ``base64.b64encode`` each: the floor any client pays.
-- ``library``: what the library does before sending: ``EditRequest`` validation (header
-  reads), ``ImagePreparer.prepare`` (read in a worker thread, data URIs) and the provider's
-  ``build_create`` (the JSON body); then, in the same process, ``b64`` again so the two
-  times are compared under the same conditions.
+- ``library``: what the library does to produce the body: ``EditRequest`` validation
+  (header reads), ``ImagePreparer.prepare_parts`` (header checks; the files stay on disk),
+  the provider's ``build_create`` (the JSON around placeholders), and every chunk of the
+  streamed body produced as the transport would send it (read and base64 in worker
+  threads); then, in the same process, ``b64`` again so the two times are compared under
+  the same conditions.
 - ``edit``: ``client.edit`` end to end against the fake (latency 0): encode, send ~40 MB,
   wait for the answer.
 
@@ -22,6 +24,7 @@ import time
 from typing import Any
 
 import qwen_edit_async as qe
+from qwen_edit_async._body import split_body
 from qwen_edit_async._prepare import ImagePreparer
 from qwen_edit_async.providers import get_provider
 
@@ -46,17 +49,23 @@ async def _library_pass(paths: list[str]) -> dict[str, float]:
     t0 = time.perf_counter()
     request = qe.EditRequest(images=paths, prompt=PROMPT)
     t1 = time.perf_counter()
-    images = await ImagePreparer(accepts_data_uri=True).prepare(request.images)
-    t2 = time.perf_counter()
+    images, sources = await ImagePreparer(accepts_data_uri=True).prepare_parts(request.images)
     http = provider.build_create(request, images)
-    t3 = time.perf_counter()
     assert http.body is not None
+    body = split_body(http.body, sources)
+    assert body is not None
+    t2 = time.perf_counter()
+    produced = 0
+    async for chunk in body.chunks():  # what the transport writes, chunk by chunk
+        produced += len(chunk)
+    t3 = time.perf_counter()
+    assert produced == body.length
     return {
         "validate_s": t1 - t0,
         "prepare_s": t2 - t1,
         "build_s": t3 - t2,
         "encode_s": t3 - t0,
-        "body_bytes": len(http.body),
+        "body_bytes": produced,
     }
 
 
