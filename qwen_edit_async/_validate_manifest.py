@@ -23,7 +23,7 @@ from typing import IO
 
 from ._errors import QwenEditError
 from ._images import MAX_IMAGE_BYTES, image_kind, sniff
-from ._manifest import Entry, read_manifest
+from ._manifest import Entry, check_format, read_manifest
 from .providers import Provider
 
 __all__ = ["ManifestCheck", "Problem", "check_manifest", "print_check"]
@@ -159,6 +159,7 @@ def check_manifest(
     >>> check_manifest("edits.jsonl", get_provider("dashscope")).problems   # doctest: +SKIP
     [Problem(line=4, id='cat-4', reason="images[0]: file 'cat4.png' does not exist; ...")]
     """
+    check_format(manifest)  # a JSON array or a CSV file: one error, not one per line
     check = ManifestCheck(provider=provider.name)
     files = _FileReader()
     first_line: dict[str, int] = {}

@@ -4,6 +4,7 @@ budget is never passed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,6 +184,22 @@ def test_validate_refuses_a_manifest_it_cannot_read(
     done = validate(capsys, empty, "--provider", "vtrix")
     assert done.returncode == 1
     assert "no jobs" in done.stdout
+
+
+def test_validate_says_once_that_a_json_array_or_csv_is_not_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A JSON array or a CSV file: exit 2 with one message saying what a manifest is, not
+    one error per line."""
+    array = tmp_path / "edits.json"
+    array.write_text(json.dumps([{"images": ["a.png"], "prompt": "x"}] * 3, indent=1))
+    table = tmp_path / "edits.csv"
+    table.write_text("id,images,prompt\na,a.png,x\nb,b.png,y\n")
+    for path, what in ((array, "JSON array"), (table, "CSV")):
+        done = validate(capsys, path, "--provider", "vtrix")
+        assert done.returncode == 2, done.stdout
+        assert what in done.stderr and "a manifest is JSONL" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "line 2" not in done.stdout
 
 
 def _run(manifest: Path, out: Path, fake: FakeServer, *extra: str) -> list[str]:
