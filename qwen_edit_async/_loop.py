@@ -27,5 +27,7 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         except ImportError:
             pass
         else:
-            return uvloop.run(main)
+            # Annotated: without uvloop installed its stubs are absent and run() is Any.
+            result: T = uvloop.run(main)
+            return result
     return asyncio.run(main)
