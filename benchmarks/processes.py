@@ -131,9 +131,11 @@ def fake_server(args: Sequence[str], workdir: Path) -> Iterator[Fake]:
 # -- a peer, in its own process ------------------------------------------------------------
 
 
-def run_process(cmd: Sequence[str], timeout: float) -> tuple[int | None, str, str]:
+def run_process(
+    cmd: Sequence[str], timeout: float, *, env: Mapping[str, str] | None = None
+) -> tuple[int | None, str, str]:
     """Run ``cmd`` in its own process group, bounded in time: (exit code or None if it was
-    killed at the deadline, stdout, stderr)."""
+    killed at the deadline, stdout, stderr). ``env``: variables added to the peer's."""
     with (
         tempfile.TemporaryDirectory(prefix="qwen-bench-peer-") as cwd,
         tempfile.TemporaryFile("w+") as out,
@@ -144,7 +146,7 @@ def run_process(cmd: Sequence[str], timeout: float) -> tuple[int | None, str, st
             # Not the checkout: "python -m" puts the working directory first on sys.path,
             # which would shadow --library-path. PYTHONPATH names what the peer imports.
             cwd=cwd,
-            env=_env(peer=True),
+            env={**_env(peer=True), **(env or {})},
             stdout=out,
             stderr=err,
             text=True,

@@ -95,6 +95,27 @@ def markdown(report: Mapping[str, Any]) -> str:
                         f"by jobs done {points}; {cli['jobs_per_s']} jobs/s, exit "
                         f"{cli['exit_code']}"
                     )
+        elif s["kind"] == "bulk":
+            lines += [
+                "",
+                f"**{name}** ({s['describe']})",
+                "",
+                "| run | jobs | jobs/s | % of ideal | % of the no-download rate | images "
+                "| CLI CPU ms/job | fake CPU ms/job | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for peer, m in s["peers"].items():
+                label = "qwen-edit run" + (" --no-download" if peer == "cli_no_download" else "")
+                if "wall_s" not in m:
+                    failed = str(m["failed"])[:60]
+                    lines.append(f"| {label} | {m['jobs']:,} | failed: {failed} ||||||")
+                    continue
+                lines.append(
+                    f"| {label} | {m['jobs']:,} | {_f(m['jobs_per_s'], 0)} | {_f(m['pct_ideal'])} "
+                    f"| {_f(m.get('pct_of_no_download', 100.0))} | {m['images']:,} "
+                    f"| {_f(m['cpu_ms_per_job'], 2)} | {_f(m['fake_cpu_ms_per_job'], 2)} "
+                    f"| {m['errors']} |"
+                )
         elif s["kind"] == "payload":
             p = s["peers"]
             lines += [

@@ -30,6 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bulk_run import run_bulk
 from benchmarks.processes import (
     PYTHON,
     RESULTS,
@@ -41,7 +42,7 @@ from benchmarks.processes import (
     set_library_path,
 )
 from benchmarks.report import machine, markdown, summarize_profile, write_report
-from benchmarks.scenarios import SCENARIOS, Memory, Payload, Scenario, Throughput, select
+from benchmarks.scenarios import SCENARIOS, Bulk, Memory, Payload, Scenario, Throughput, select
 
 # -- numbers --------------------------------------------------------------------------------
 
@@ -462,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results = run_throughput(scenario, peers, workdir, args.profile)
                 elif isinstance(scenario, Memory):
                     results = run_memory(scenario, peers, workdir)
+                elif isinstance(scenario, Bulk):
+                    results = run_bulk(scenario, peers, workdir)
                 else:
                     results = run_payload(scenario, peers, workdir)
             except Exception as exc:  # one broken scenario must not lose the others

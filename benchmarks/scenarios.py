@@ -14,6 +14,7 @@ from typing import Any, Union
 
 __all__ = [
     "SCENARIOS",
+    "Bulk",
     "Memory",
     "Payload",
     "Scenario",
@@ -125,7 +126,29 @@ class Payload:
         return f"{self.images} local images of {self.image_bytes / 2**20:.2f} MiB, DashScope body"
 
 
-Scenario = Union[Throughput, Memory, Payload]
+@dataclasses.dataclass(frozen=True)
+class Bulk:
+    """``qwen-edit run`` over one manifest, with and without downloads, each on a fresh fake."""
+
+    name: str
+    title: str
+    jobs: int
+    in_flight: int
+    latency: float
+    provider: str = "dashscope"
+    peers: tuple[str, ...] = ("cli",)
+    targets: tuple[Target, ...] = ()
+    quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kind: str = "bulk"
+
+    def describe(self) -> str:
+        return (
+            f"qwen-edit run, {self.provider}, {self.jobs:,} jobs, --concurrency "
+            f"{self.in_flight}, fixed {self.latency:g} s, with and without downloads"
+        )
+
+
+Scenario = Union[Throughput, Memory, Payload, Bulk]
 
 
 # -- targets ---------------------------------------------------------------------------
@@ -188,6 +211,15 @@ def _all_ok(results: Results, peer: str = "library") -> tuple[bool, str] | None:
         return None
     ok, jobs = lib.get("ok", 0), lib.get("jobs", 0)
     return ok == jobs and not lib.get("timed_out"), f"{ok}/{jobs} ok"
+
+
+def _download_share(results: Results) -> tuple[bool, str] | None:
+    share = _get(results, "cli", "pct_of_no_download")
+    if share is None:
+        return None
+    with_ = _get(results, "cli", "jobs_per_s") or 0.0
+    without = _get(results, "cli_no_download", "jobs_per_s") or 0.0
+    return share >= 70.0, f"{with_:.0f} vs {without:.0f} jobs/s: {share:.0f}%"
 
 
 def _flat_rss(results: Results) -> tuple[bool, str] | None:
@@ -402,6 +434,15 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             quick={"counts": (128,)},
         ),
+        Bulk(
+            name="bulk",
+            title="7. Bulk CLI: downloads on and off",
+            jobs=6000,
+            in_flight=200,
+            latency=0.2,
+            targets=(Target("with downloads >= 70% of the no-download rate", _download_share),),
+            quick={"jobs": 2000},
+        ),
         Payload(
             name="payload",
             title="5. Payload: three ~10 MB local images",
@@ -421,7 +462,7 @@ def select(
     latency: float | None = None,
 ) -> list[Scenario]:
     """The scenarios named (all when ``names`` is empty), scaled for ``--quick`` and for
-    explicit ``jobs``/``in_flight``/``latency`` overrides (throughput scenarios only;
+    explicit ``jobs``/``in_flight``/``latency`` overrides (throughput and bulk scenarios;
     ``latency`` replaces a fixed latency, or the median of a lognormal one)."""
     chosen = []
     for name in names or list(SCENARIOS):
@@ -431,6 +472,10 @@ def select(
         scenario = SCENARIOS[name]
         if quick and scenario.quick:
             scenario = dataclasses.replace(scenario, **scenario.quick)
+        if isinstance(scenario, Bulk):
+            overrides = {"jobs": jobs, "in_flight": in_flight, "latency": latency}
+            given = {key: value for key, value in overrides.items() if value is not None}
+            scenario = dataclasses.replace(scenario, **given)
         if isinstance(scenario, Throughput):
             if jobs is not None:
                 scenario = dataclasses.replace(scenario, jobs=jobs)

@@ -32,6 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._callbacks import CallbackReceiver
 from ._client import QwenEditClient
+from ._disksync import BatchSync
 from ._errors import (
     AuthenticationError,
     ConfigurationError,
@@ -195,6 +196,7 @@ class BulkRunner:
         self.options = options
         self.tracker = Tracker()
         self.journal = Journal(options.out / JOURNAL_NAME)
+        self._syncer = BatchSync(options.out)
         self._reporter: Reporter = make_reporter(
             options.progress, self.tracker, stderr or sys.stderr, interval=options.progress_interval
         )
@@ -697,7 +699,15 @@ class BulkRunner:
         try:
             if o.resume:
                 await anyio.to_thread.run_sync(remove_partials, folder)
-            paths = await client.download(result, folder, stem="")
+            # Written unsynced, then made durable in batches with other jobs' files, before
+            # the journal lists them. Safe: each file is renamed into place only after its
+            # whole write, so a kill -9 at any point leaves no partial file under a final
+            # name (the kernel keeps what was written); and the journal commit naming the
+            # files comes after the sync, so after a power cut a journaled file is on disk
+            # whole. A cut before the sync loses at most this job's files, which the journal
+            # still shows as ``downloading``: --resume downloads them again.
+            paths = await client._download(result, folder, stem="", durable=False)
+            await self._syncer.sync([*paths, folder, folder.parent])
         except (QwenEditError, OSError) as exc:
             full = _disk_full(exc)
             if full is not None:

@@ -697,9 +697,27 @@ class QwenEditClient:
         ``stem=""`` gives ``<k>.<ext>``), written atomically, capped at
         ``download_max_bytes``. An expired URL raises :class:`DownloadError` saying so.
         """
+        return await self._download(result, dest, stem=stem)
+
+    async def _download(
+        self,
+        result: EditResult,
+        dest: str | os.PathLike[str],
+        *,
+        stem: str | None = None,
+        durable: bool = True,
+    ) -> list[pathlib.Path]:
+        """:meth:`download`; ``durable=False`` leaves the fsyncs to the caller (bulk runs
+        sync their saved files in batches)."""
         self._require_open()
         return await download_result(
-            self._transport, result, dest, stem=stem, config=self.config, limiter=self._downloads
+            self._transport,
+            result,
+            dest,
+            stem=stem,
+            config=self.config,
+            limiter=self._downloads,
+            durable=durable,
         )
 
 

@@ -79,15 +79,22 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+def _write_atomic(path: pathlib.Path, data: bytes, *, durable: bool = True) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    The rename comes only after the whole write: a process killed at any point leaves
+    either no file under ``path`` or the whole one (the kernel keeps what was written).
+    ``durable=False`` skips the fsync: the caller syncs later, before anything records
+    the file (a power cut could otherwise leave it empty once its name is on disk).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; saved images follow the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -221,14 +228,10 @@ class _Transient(Exception):
     pass
 
 
-async def _save_one(
-    transport: Transport,
-    image: GeneratedImage,
-    index: int,
-    folder: pathlib.Path,
-    stem: str,
-    config: ClientConfig,
-) -> pathlib.Path:
+async def _receive(
+    transport: Transport, image: GeneratedImage, index: int, config: ClientConfig
+) -> tuple[bytes, str]:
+    """The bytes of one image (fetched or decoded, checked) and their file extension."""
     if image.b64_json is not None:
         try:
             data = base64.b64decode(image.b64_json, validate=True)
@@ -246,13 +249,44 @@ async def _save_one(
     ext = _sniff_extension(data)
     if ext is None:
         raise DownloadError(f"images[{index}]: the bytes received are not a known image format")
-    name = f"{stem}-{index}{ext}" if stem else f"{index}{ext}"
-    path = folder / name
+    return data, ext
+
+
+def _store(
+    folder: pathlib.Path, files: list[tuple[int, pathlib.Path, bytes]], durable: bool
+) -> tuple[dict[int, pathlib.Path], list[DownloadError]]:
+    """Everything a result's save does on disk, in one worker-thread call.
+
+    One call per result, not one per step and file: each hop to a thread costs a wake-up,
+    and a bulk run with hundreds of results in flight would otherwise keep dozens of
+    threads fighting for the GIL. Returns the files written (by image index) and the
+    errors of those that could not be, so one bad file does not lose the others.
+    """
     try:
-        await anyio.to_thread.run_sync(_write_atomic, path, data)
-    except OSError as exc:  # a full disk, no permission: this job's download failed
-        raise _save_error(f"images[{index}]: could not save {path}", exc) from exc
-    return path
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        error = _save_error(f"could not create {folder}", exc)
+        error.__cause__ = exc
+        return {}, [error]
+    saved: dict[int, pathlib.Path] = {}
+    errors: list[DownloadError] = []
+    for index, path, data in files:
+        try:
+            _write_atomic(path, data, durable=durable)
+        except OSError as exc:  # a full disk, no permission: this image's save failed
+            error = _save_error(f"images[{index}]: could not save {path}", exc)
+            error.__cause__ = exc
+            errors.append(error)
+        else:
+            saved[index] = path
+    if saved and durable:
+        try:
+            _fsync_dir(folder)
+        except OSError as exc:
+            error = _save_error(f"could not sync {folder}", exc)
+            error.__cause__ = exc
+            errors.append(error)
+    return saved, errors
 
 
 def _save_error(what: str, exc: OSError) -> DownloadError:
@@ -267,39 +301,43 @@ async def download_result(
     stem: str | None,
     config: ClientConfig,
     limiter: anyio.CapacityLimiter,
+    durable: bool = True,
 ) -> list[pathlib.Path]:
-    """Save every image of ``result`` into ``dest`` (created if needed), in order."""
+    """Save every image of ``result`` into ``dest`` (created if needed), in order.
+
+    The images are received concurrently (on the event loop), then written by one
+    worker-thread call: the folder, each file atomically, the folder's fsync.
+    ``durable=False`` leaves out the fsyncs: for a caller that syncs many results at once
+    (``BatchSync``) before recording them anywhere.
+    """
     folder = pathlib.Path(dest)
-    try:
-        await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-    except OSError as exc:
-        raise _with_task(_save_error(f"could not create {folder}", exc), result) from exc
     if stem is None:
         stem = result.task_id or result.request_id or ""
     stem = safe_stem(stem) if stem else ""
-    paths: list[pathlib.Path | None] = [None] * len(result.images)
+    received: list[tuple[int, pathlib.Path, bytes]] = []
     errors: list[Exception] = []
 
     async def one(index: int, image: GeneratedImage) -> None:
         async with limiter:
             try:
-                paths[index] = await _save_one(transport, image, index, folder, stem, config)
+                data, ext = await _receive(transport, image, index, config)
             except Exception as exc:
                 # Kept, not raised: the task group would wrap it in an ExceptionGroup.
                 errors.append(_with_task(exc, result))
+                return
+        name = f"{stem}-{index}{ext}" if stem else f"{index}{ext}"
+        received.append((index, folder / name, data))
 
     async with anyio.create_task_group() as group:
         for index, image in enumerate(result.images):
             group.start_soon(one, index, image)
-    if any(path is not None for path in paths):
-        try:
-            await anyio.to_thread.run_sync(_fsync_dir, folder)
-        except OSError as exc:
-            errors.append(_with_task(_save_error(f"could not sync {folder}", exc), result))
+    received.sort(key=lambda item: item[0])
+    saved, failures = await anyio.to_thread.run_sync(_store, folder, received, durable)
+    errors.extend(_with_task(error, result) for error in failures)
     if errors:
         # A DownloadError first; anything else (a bug) as itself, never grouped.
         raise next((e for e in errors if isinstance(e, DownloadError)), errors[0])
-    return [path for path in paths if path is not None]
+    return [saved[index] for index in sorted(saved)]
 
 
 def _with_task(exc: Exception, result: EditResult) -> Exception:

@@ -113,3 +113,25 @@ def test_targets_are_checked(report: dict[str, object]) -> None:
         for target in section["targets"]:
             assert target["met"] in (True, False)
             assert target["measured"]
+
+
+@pytest.mark.slow
+def test_the_bulk_scenario_runs_the_cli_with_and_without_downloads(tmp_path: Path) -> None:
+    """The ``bulk`` scenario, tiny: both CLI runs finish every job, the ratio is theirs."""
+    out = tmp_path / "bulk.json"
+    command = [sys.executable, "-m", "benchmarks", "--scenario", "bulk", "--peer", "cli"]
+    command += ["--jobs", "30", "--in-flight", "10", "--latency", "0.05", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| qwen-edit run --no-download | 30 |" in done.stdout
+    section = json.loads(out.read_text())["scenarios"]["bulk"]
+    with_, without = section["peers"]["cli"], section["peers"]["cli_no_download"]
+    for m in (with_, without):
+        assert m["failed"] is None, m["failed"]
+        assert m["ok"] == m["jobs"] == m["jobs_created"] == 30
+        assert m["errors"] == 0
+        assert m["jobs_per_s"] == pytest.approx(m["ok"] / m["wall_s"])
+    assert with_["images"] == 30 and without["images"] == 0
+    share = 100 * with_["jobs_per_s"] / without["jobs_per_s"]
+    assert with_["pct_of_no_download"] == pytest.approx(share)
+    assert section["targets"][0]["met"] in (True, False)
