@@ -596,14 +596,18 @@ class BulkRunner:
                 # ``submitting`` is committed just before the create is written, after any
                 # rate or cooldown wait: a job still waiting when the process dies stays
                 # ``queued`` (it was never sent) instead of ``uncertain``.
+                # Each accepted task is journaled as it is accepted, resubmissions of a
+                # transiently failed task included: a resumed run attaches to the newest.
                 job = await client._submit(
-                    work.request, on_send=lambda: journal.mark_submitting(job_id)
+                    work.request,
+                    on_send=lambda: journal.mark_submitting(job_id),
+                    on_accepted=lambda task_id, request_id: journal.mark_submitted(
+                        job_id, task_id, request_id
+                    ),
                 )
             except Exception as exc:  # refused, invalid, unreachable, an uploader's failure
                 return await self._failed(work.id, exc)
             self._unreachable.clear()  # the endpoint answered
-            if job.task_id is not None:
-                await journal.mark_submitted(work.id, job.task_id, job.request_id)
         if job.task_id is not None:
             active.phase = "wait"
             if self._stopping:  # re-attachable: leave it for --resume

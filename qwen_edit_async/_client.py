@@ -526,6 +526,8 @@ class QwenEditClient:
                     answer.model = model or provider.model
                 return answer
             job.task_id, job.request_id = answer.task_id, answer.request_id
+            if job._on_accepted is not None:
+                await job._on_accepted(answer.task_id, answer.request_id)
             job.status = JobStatus.PENDING
             job._mark_accepted()
             hint = answer.estimated_time
@@ -630,11 +632,14 @@ class QwenEditClient:
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
         on_send: Callable[[], Awaitable[None]] | None = None,
+        on_accepted: Callable[[str, str | None], Awaitable[None]] | None = None,
     ) -> Job:
-        """:meth:`submit`, with ``on_send`` awaited just before the create is written."""
+        """:meth:`submit`, with ``on_send`` awaited just before each create is written and
+        ``on_accepted(task_id, request_id)`` each time the provider accepts one."""
         task_group = self._require_open()
         job = self._new_job(request, model)
         job._on_send = on_send
+        job._on_accepted = on_accepted
         task_group.start_soon(self._run, job, model, self._timeout(job_timeout))
         try:
             await job._wait_accepted()

@@ -67,6 +67,10 @@ class Job:
         self.request_sent = False
         #: Awaited just before the create is written (the bulk runner journals it there).
         self._on_send: Callable[[], Awaitable[None]] | None = None
+        #: Awaited with (task_id, request_id) each time the provider accepts a create, the
+        #: resubmissions of a transiently failed task included (the bulk runner journals
+        #: the newest task, so a resumed run attaches to it, not to the failed one).
+        self._on_accepted: Callable[[str, str | None], Awaitable[None]] | None = None
         self._result: EditResult | None = None
         self._error: BaseException | None = None
         # Events are made only when someone waits: most jobs (edit, edit_many) never need
