@@ -34,7 +34,7 @@ from ._errors import (
     ValidationError,
 )
 from ._job import Job, JobCancelledError, JobStatus
-from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size
+from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usage
 from ._version import __version__
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "TaskNotFoundError",
     "TransportError",
     "USE_CLIENT_DEFAULT",
+    "Usage",
     "ValidationError",
     "__version__",
     "providers",

@@ -32,6 +32,7 @@ __all__ = [
     "Outcome",
     "Size",
     "SizeLike",
+    "Usage",
 ]
 
 MIN_SIDE = 512
@@ -311,11 +312,62 @@ class GeneratedImage(msgspec.Struct, kw_only=True, omit_defaults=True):
             raise QwenEditError("b64_json is not valid base64") from exc
 
 
+class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What the provider says the edit used, where the providers agree on a meaning.
+
+    ``image_count``: images generated (DashScope ``image_count``, Vtrix ``quantity``).
+    ``cost``: the charge as the provider states it, in its own currency (Vtrix ``cost``);
+    ``None`` where the provider does not say. ``raw`` keeps the provider's usage object as
+    it came, for everything else (DashScope's ``width``/``height``, Evolink's credits).
+
+    >>> Usage.from_raw({"cost": "0.03", "quantity": 1, "unit_price": "0.03"})
+    Usage(image_count=1, cost=0.03, raw={'cost': '0.03', 'quantity': 1, 'unit_price': '0.03'})
+    """
+
+    image_count: int | None = None
+    cost: float | None = None
+    raw: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @classmethod
+    def from_raw(cls, raw: object) -> Usage | None:
+        """Read a provider's usage object (``None`` when there is none).
+
+        Tolerant: a field of an unexpected type is left ``None`` rather than failing a
+        result that was paid for.
+        """
+        if not isinstance(raw, dict):
+            return None
+        count = raw.get("image_count", raw.get("quantity"))
+        return cls(
+            image_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+            cost=_number(raw.get("cost")),
+            raw=raw,
+        )
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 class EditResult(msgspec.Struct, kw_only=True):
     """A finished edit.
 
-    ``raw`` is the provider's decoded body (the final status body for task providers), for
-    what these fields do not model.
+    ``usage`` is what the provider reported as used (see :class:`Usage`). ``raw`` is the
+    provider's decoded body (the final status body for task providers), for what these
+    fields do not model.
+
+    >>> result = EditResult(images=[GeneratedImage(url="https://r/1.png")], provider="vtrix")
+    >>> result.to_dict()["images"]
+    [{'url': 'https://r/1.png'}]
     """
 
     images: list[GeneratedImage]
@@ -323,13 +375,62 @@ class EditResult(msgspec.Struct, kw_only=True):
     model: str | None = None
     task_id: str | None = None
     request_id: str | None = None
-    usage: dict[str, Any] | None = None
+    usage: Usage | None = None
     raw: Any = None
 
     @property
     def urls(self) -> list[str]:
         """The URLs of the images that have one, in order."""
         return [image.url for image in self.images if image.url is not None]
+
+    def to_dict(self, *, include_raw: bool = False) -> dict[str, Any]:
+        """The result as plain JSON values, for a database row or a JSON file.
+
+        Keys: ``images`` (each ``url``, ``b64_json``, ``revised_prompt`` when set),
+        ``provider``, ``model``, ``task_id``, ``request_id``, ``usage`` (``image_count``,
+        ``cost``, ``raw``, or ``None``). The provider's whole body is left out unless
+        ``include_raw`` (it can be large). ``json.dumps`` accepts the answer as it is.
+        """
+        out: dict[str, Any] = {
+            "images": [msgspec.to_builtins(image) for image in self.images],
+            "provider": self.provider,
+            "model": self.model,
+            "task_id": self.task_id,
+            "request_id": self.request_id,
+            "usage": None if self.usage is None else _json_safe(self.usage),
+        }
+        if include_raw:
+            out["raw"] = _json_safe(self.raw)
+        return out
+
+
+def _json_safe(value: Any) -> Any:
+    # msgspec turns structs, bytes (base64), dates and enums into JSON types; anything
+    # else a provider body could hold becomes its text rather than failing the caller.
+    return msgspec.to_builtins(value, enc_hook=_text_hook)
+
+
+def _text_hook(value: Any) -> Any:
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    return repr(value)
+
+
+def error_to_dict(error: BaseException) -> dict[str, Any]:
+    """An error as JSON values: ``type``, ``message`` and what the error knows of the call."""
+    out: dict[str, Any] = {"type": type(error).__name__}
+    if isinstance(error, QwenEditError):
+        out["message"] = error.message
+        for name in ("provider", "status", "code", "request_id", "task_id"):
+            value = getattr(error, name, None)
+            if value is not None:
+                out[name] = value if isinstance(value, (int, str)) else str(value)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            out["retry_after"] = retry_after
+    else:
+        out["message"] = str(error)
+    return out
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -350,3 +451,24 @@ class Outcome(msgspec.Struct, frozen=True):
     def ok(self) -> bool:
         """True when the edit succeeded."""
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The outcome as plain JSON values: ``index``, ``ok``, ``request``, ``result``,
+        ``error``.
+
+        ``request`` is :meth:`EditRequest.to_dict` (paths as text, bytes as base64);
+        ``result`` is :meth:`EditResult.to_dict` or ``None``; ``error`` is ``None`` or
+        ``{"type": class name, "message": ..., "provider", "status", "code", "request_id",
+        "task_id"}`` with the keys the error knows. The API key is never part of it.
+
+        >>> import json
+        >>> async for outcome in client.edit_many(requests):  # doctest: +SKIP
+        ...     print(json.dumps(outcome.to_dict()))
+        """
+        return {
+            "index": self.index,
+            "ok": self.ok,
+            "request": self.request.to_dict(),
+            "result": None if self.result is None else self.result.to_dict(),
+            "error": None if self.error is None else error_to_dict(self.error),
+        }

@@ -178,7 +178,9 @@ def test_parse_documented_success() -> None:
     assert isinstance(result, EditResult)
     assert result.urls == [SIGNED]
     assert result.images[0].b64_json is None
-    assert result.usage == {"width": 1024, "height": 1536, "image_count": 1}
+    assert result.usage is not None
+    assert result.usage.raw == {"width": 1024, "height": 1536, "image_count": 1}
+    assert (result.usage.image_count, result.usage.cost) == (1, None)
     assert result.request_id == "bf37ca26-0abe-98e4-8065-000000000000"
     assert result.provider == "dashscope"
     assert result.raw == SUCCESS

@@ -200,7 +200,9 @@ def test_completed_gives_result() -> None:
         "qwen-image-edit-plus",
     )
     assert result.request_id == "poll-1"
-    assert result.usage == {"credits_reserved": 1}
+    assert result.usage is not None
+    assert result.usage.raw == {"credits_reserved": 1}
+    assert (result.usage.image_count, result.usage.cost) == (None, None)
     assert result.raw == COMPLETED
     assert status.raw == COMPLETED
 

@@ -172,7 +172,9 @@ def test_completed_gives_result() -> None:
     result = status.result
     assert result is not None
     assert result.urls == ["https://cdn.vtrix.ai/1.png"]
-    assert result.usage == {"cost": "0.03", "quantity": 1, "unit_price": "0.03"}
+    assert result.usage is not None
+    assert result.usage.raw == {"cost": "0.03", "quantity": 1, "unit_price": "0.03"}
+    assert (result.usage.image_count, result.usage.cost) == (1, 0.03)
     assert (result.task_id, result.provider, result.request_id) == ("task-1", "vtrix", "p")
     assert result.model == "qwen-image-edit-plus-2025-12-15"
     assert result.raw == answer

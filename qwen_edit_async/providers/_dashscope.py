@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from .._errors import APIError, api_error
-from .._models import EditRequest, EditResult, GeneratedImage
+from .._models import EditRequest, EditResult, GeneratedImage, Usage
 from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
 from ._native import native_request
 from ._wire import (
@@ -135,7 +135,11 @@ class DashScope(Provider):
             raise no_images(self.name, status, rid, raw)
         check_count(images, self.name, status, rid, raw)
         return EditResult(
-            images=images, provider=self.name, request_id=rid, usage=answer.usage, raw=raw
+            images=images,
+            provider=self.name,
+            request_id=rid,
+            usage=Usage.from_raw(answer.usage),
+            raw=raw,
         )
 
     def parse_error(

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from .._errors import APIError, ConfigurationError, api_error
-from .._models import EditRequest, EditResult, GeneratedImage
+from .._models import EditRequest, EditResult, GeneratedImage, Usage
 from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
 from ._dashscope import NativeAnswer, native_images
 from ._native import native_request
@@ -142,7 +142,13 @@ class _Gateway(Provider):
         usage = answer.usage
         if usage is None and kept is not None:
             usage = kept.usage
-        return EditResult(images=images, provider=self.name, request_id=rid, usage=usage, raw=raw)
+        return EditResult(
+            images=images,
+            provider=self.name,
+            request_id=rid,
+            usage=Usage.from_raw(usage),
+            raw=raw,
+        )
 
     def parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None

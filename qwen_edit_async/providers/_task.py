@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from .._errors import QwenEditError, ValidationError, task_error
-from .._models import EditResult, GeneratedImage
+from .._models import EditResult, GeneratedImage, Usage
 from ._base import ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
 from ._wire import (
     ErrorDetail,
@@ -193,7 +193,7 @@ class TaskProvider(Provider, Generic[B]):
             model=self.result_model(task),
             task_id=task_id,
             request_id=rid,
-            usage=task.usage,
+            usage=Usage.from_raw(task.usage),
             raw=raw,
         )
         return TaskStatus(task_id, state, progress, result=result, raw=raw)

@@ -47,8 +47,11 @@ and arrears refusals).
 deeply nested and dripping answers, unusable result URLs), to test a client against it.
 
 Run it standalone with ``python -m qwen_edit_async.testing --port 0`` (prints
-``serving on http://127.0.0.1:PORT``). For pytest, import the fixtures into a conftest:
+``serving on http://127.0.0.1:PORT``). For pytest, the package's plugin gives every test
+suite a ``qwen_fake`` fixture; the async ``fake_provider`` and ``fake_provider_factory``
+(pytest-asyncio) are imported into a conftest:
 ``from qwen_edit_async.testing import fake_provider, fake_provider_factory``.
+``pip install "qwen-edit-async[testing]"`` brings what they need.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from ._server import FakeProvider
 from ._stats import FakeStats
 
 if TYPE_CHECKING:
-    from ._pytest import fake_provider, fake_provider_factory
+    from ._pytest import fake_provider, fake_provider_factory, qwen_fake
 
 __all__ = [
     "FakeProvider",
@@ -74,13 +77,19 @@ __all__ = [
     "fake_provider",
     "fake_provider_factory",
     "main",
+    "qwen_fake",
 ]
+
+_FIXTURES = ("fake_provider", "fake_provider_factory", "qwen_fake")
 
 
 def __getattr__(name: str) -> Any:
-    # The fixtures need pytest-asyncio; import it only when someone asks for them.
-    if name in ("fake_provider", "fake_provider_factory"):
+    # The fixtures need pytest (and the async ones pytest-asyncio); import them only when
+    # someone asks for them, and say what to install when they are missing.
+    if name in _FIXTURES:
         from . import _pytest
 
+        if name != "qwen_fake" and not _pytest.HAS_PYTEST_ASYNCIO:
+            raise ImportError(_pytest.MISSING_ASYNCIO)
         return getattr(_pytest, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
