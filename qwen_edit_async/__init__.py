@@ -13,7 +13,7 @@ poller for every pending task, retries that never double-charge.
 from . import providers
 from ._callbacks import CallbackReceiver, CallbackStatistics
 from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
-from ._config import ClientConfig, set_testing
+from ._config import ClientConfig, log_from_env, set_testing
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -35,7 +35,10 @@ from ._errors import (
 )
 from ._job import Job, JobCancelledError, JobStatus
 from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usage
+from ._sync import SyncJob, SyncQwenEditClient
 from ._version import __version__
+
+log_from_env()  # QWEN_EDIT_LOG=debug|info: the library's log on stderr
 
 __all__ = [
     "APIError",
@@ -65,6 +68,8 @@ __all__ = [
     "ServerError",
     "Size",
     "SubmitUncertainError",
+    "SyncJob",
+    "SyncQwenEditClient",
     "TaskNotFoundError",
     "TransportError",
     "USE_CLIENT_DEFAULT",

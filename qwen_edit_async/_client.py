@@ -29,7 +29,13 @@ from anyio.abc import TaskGroup
 
 from ._body import StreamedBody, split_body
 from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
-from ._config import ClientConfig, resolve_api_key, testing_enabled
+from ._config import (
+    ClientConfig,
+    resolve_api_key,
+    resolve_base_url,
+    resolve_provider,
+    testing_enabled,
+)
 from ._download import download_result
 from ._errors import (
     ConfigurationError,
@@ -42,7 +48,7 @@ from ._images import ImageInput, Uploader
 from ._job import Job, JobCancelledError, JobStatus
 from ._limits import Limits, LocalLimits
 from ._many import run_many
-from ._models import MAX_N, EditRequest, EditResult, Outcome
+from ._models import MAX_N, EditRequest, EditResult, Outcome, RequestLike, as_request
 from ._pacing import AdaptiveRate
 from ._poller import Poller
 from ._prepare import ImagePreparer
@@ -104,10 +110,13 @@ class QwenEditClient:
     ...     paths = await client.download(result, "out/")
 
     ``provider``: a name (``"dashscope"``, ``"dashscope-intl"``, ``"modelstream"``,
-    ``"onetoken"``, ``"evolink"``, ``"vtrix"``) or a provider object. ``api_key``: else
-    ``QWEN_EDIT_API_KEY``, else the provider's own variable. ``base_url``: the root URL
-    (``"http://127.0.0.1:8000"``). ``max_in_flight``: the most jobs between taking a slot
-    and their end (the client learns how many the provider allows, up to this).
+    ``"onetoken"``, ``"evolink"``, ``"vtrix"``) or a provider object; else
+    ``QWEN_EDIT_PROVIDER``, else ``"dashscope"``. ``api_key``: else ``QWEN_EDIT_API_KEY``,
+    else the provider's own variable. ``base_url``: the root URL
+    (``"http://127.0.0.1:8000"``), else ``QWEN_EDIT_BASE_URL`` (unless ``provider`` is an
+    object, which keeps its own). The client's own session honours ``HTTP_PROXY``,
+    ``HTTPS_PROXY`` and ``NO_PROXY``. ``max_in_flight``: the most jobs between taking a
+    slot and their end (the client learns how many the provider allows, up to this).
     ``session``: an ``aiohttp.ClientSession`` to use and leave open. ``uploader``: an
     async ``(data, mime) -> url`` for local images on URL-only providers. ``on_progress``:
     called with :meth:`statistics` whenever a job starts or ends. ``shared``: a
@@ -125,7 +134,7 @@ class QwenEditClient:
 
     def __init__(
         self,
-        provider: str | Provider = "dashscope",
+        provider: str | Provider | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -153,12 +162,9 @@ class QwenEditClient:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         self.config = dataclasses.replace(base, **options) if options else base
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(
-                f"base_url: {base_url!r} is not an http(s) root URL; give scheme and host, "
-                "for example 'https://dashscope-intl.aliyuncs.com' or 'http://127.0.0.1:8000'"
-            )
-        self.provider = get_provider(provider, base_url=base_url, model=model)
+        base_url = resolve_base_url(base_url)
+        chosen = resolve_provider(provider)
+        self.provider = get_provider(chosen, base_url=base_url, model=model)  # type: ignore[arg-type]
         self._api_key = resolve_api_key(api_key, self.provider.env_var)
         if callbacks is not None and not isinstance(callbacks, CallbackReceiver):
             raise ConfigurationError(
@@ -219,6 +225,8 @@ class QwenEditClient:
         )
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
         self._on_progress = on_progress
+        #: The model of calls that name none (``None``: the provider's); views change it.
+        self._default_model: str | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self._task_group: TaskGroup | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -372,6 +380,9 @@ class QwenEditClient:
             return self.config.job_timeout
         return job_timeout
 
+    def _model_for(self, model: str | None) -> str | None:
+        return model if model is not None else self._default_model
+
     async def _run(
         self, job: Job, model: str | None, limit: float | None, *, handle: bool = True
     ) -> None:
@@ -520,7 +531,9 @@ class QwenEditClient:
                     job._mark_accepted()  # the request is on its way
 
             job.submissions += 1
-            answer = await self._transport.create(http, job, body=body, on_send=sending)
+            answer = await self._transport.create(
+                http, job, body=body, on_send=sending, attempts=self.config.max_attempts
+            )
             if isinstance(answer, EditResult):
                 if answer.model is None:
                     answer.model = model or provider.model
@@ -584,12 +597,53 @@ class QwenEditClient:
         self.provider.check(request, model=model)
         return Job(request)
 
+    # -- views ----------------------------------------------------------------------------
+
+    def _root_client(self) -> QwenEditClient:
+        return self
+
+    def with_options(
+        self,
+        *,
+        job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+        max_attempts: int | None = None,
+        model: str | None = None,
+    ) -> QwenEditClient:
+        """A view of this client with other defaults for the calls made through it.
+
+        The view shares everything that must be shared: the HTTP session, the
+        ``max_in_flight`` slots, the 429 cooldown, the poller and the counters of
+        :meth:`statistics`. Only the defaults differ: ``job_timeout`` (``None`` turns the
+        deadline off), ``max_attempts`` for a create (``1``: a 429 or 5xx is raised at
+        once, for a route that must fail fast) and ``model``. The view needs no closing:
+        it lives as long as the client, and closing the client ends it.
+
+        >>> fast = client.with_options(max_attempts=1, job_timeout=20)  # doctest: +SKIP
+        >>> result = await fast.edit(["cat.png"], "Add a hat")          # doctest: +SKIP
+        """
+        config = self.config
+        changes: dict[str, Any] = {}
+        if not isinstance(job_timeout, _Default):
+            changes["job_timeout"] = job_timeout
+        if max_attempts is not None:
+            if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+                raise ValidationError(
+                    f"max_attempts: {max_attempts!r} is not a whole number of at least 1",
+                    field="max_attempts",
+                )
+            changes["max_attempts"] = max_attempts
+        if changes:
+            config = dataclasses.replace(config, **changes)
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ValidationError(f"model: {model!r} is not a model name", field="model")
+        return _ClientView(self._root_client(), config, self._model_for(model))
+
     # -- public API -----------------------------------------------------------------------
 
     async def edit(
         self,
-        images: Sequence[ImageInput] | ImageInput,
-        prompt: str,
+        images: Sequence[ImageInput] | ImageInput | EditRequest,
+        prompt: str | None = None,
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
@@ -598,30 +652,41 @@ class QwenEditClient:
         """Edit ``images`` as ``prompt`` says and wait for the result.
 
         ``options`` are :class:`EditRequest` fields (``n``, ``size``, ``seed``,
-        ``negative_prompt``, ``prompt_extend``, ``watermark``, ``callback_url``).
+        ``negative_prompt``, ``prompt_extend``, ``watermark``, ``callback_url``); a ready
+        :class:`EditRequest` may be given instead of ``images``, ``prompt`` and options.
         ``model`` and ``job_timeout`` override the client's for this call. Cancelling the
         call cancels the job and frees its slot.
 
         >>> result = await client.edit(["cat.png"], "Add a hat", n=2)  # doctest: +SKIP
+        >>> result = await client.edit(qe.EditRequest(images=["cat.png"], prompt="Add a hat"))
+        ... # doctest: +SKIP
         """
         self._require_open()
-        request = EditRequest(images=images, prompt=prompt, **options)  # type: ignore[arg-type]
+        request = as_request(images, prompt, options)
+        model = self._model_for(model)
         job = self._new_job(request, model)
         await self._run(job, model, self._timeout(job_timeout))
         return await job.result()
 
     async def submit(
         self,
-        request: EditRequest,
+        images: Sequence[ImageInput] | ImageInput | EditRequest,
+        prompt: str | None = None,
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
+        **options: Any,
     ) -> Job:
-        """Start ``request`` and return its :class:`Job` once the provider has accepted it
+        """Start an edit and return its :class:`Job` once the provider has accepted it
         (task providers) or once the request is on its way (synchronous providers).
 
-        Errors before acceptance are raised here. The job belongs to the client: it runs
-        on after this call returns, until it ends, ``job.cancel()``, or the client closes.
+        Takes what :meth:`edit` takes: ``images``, ``prompt`` and options, or a ready
+        :class:`EditRequest`. Errors before acceptance are raised here. The job belongs to
+        the client: it runs on after this call returns, until it ends, ``job.cancel()``, or
+        the client closes.
+
+        >>> job = await client.submit(["cat.png"], "Add a hat", seed=7)  # doctest: +SKIP
+        >>> task_id = job.id                                            # doctest: +SKIP
         """
         return await self._submit(request, model=model, job_timeout=job_timeout)
 
@@ -637,6 +702,8 @@ class QwenEditClient:
         """:meth:`submit`, with ``on_send`` awaited just before each create is written and
         ``on_accepted(task_id, request_id)`` each time the provider accepts one."""
         task_group = self._require_open()
+        request = as_request(images, prompt, options)
+        model = self._model_for(model)
         job = self._new_job(request, model)
         job._on_send = on_send
         job._on_accepted = on_accepted
@@ -655,6 +722,10 @@ class QwenEditClient:
     ) -> Job:
         """A :class:`Job` for a task created earlier (task providers only).
 
+        The task is asked for once before this returns: an unknown or expired id raises
+        :class:`TaskNotFoundError` here, and nothing is left running. A task that already
+        ended gives a job that is already done.
+
         >>> job = await client.attach("task-unified-1757156493-imcg5zqt")  # doctest: +SKIP
         >>> result = await job.result()                                      # doctest: +SKIP
         """
@@ -667,19 +738,43 @@ class QwenEditClient:
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id: {task_id!r} is not a task id", field="task_id")
         self.provider.build_status(task_id)  # refuses an id that is not one path segment
+        first = await self._transport.status(task_id)
         job = Job(None, task_id=task_id)
+        if first.state.done:
+            # Ended already: answer from this status rather than waiting for the poller.
+            error: BaseException | None = first.error
+            if first.state is TaskState.SUCCEEDED and first.result is not None:
+                error = None
+            elif error is None:
+                error = QwenEditError(
+                    f"the task ended as {first.state.value} without a result",
+                    provider=self.provider.name,
+                    task_id=task_id,
+                )
+            if isinstance(error, QwenEditError) and error.task_id is None:
+                error.task_id = task_id
+            if error is None:
+                self._completed += 1
+            else:
+                self._failed += 1
+            job._finish(first.result if error is None else None, error)
+            return job
         task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
         await job._wait_accepted()
         return job
 
     def edit_many(
         self,
-        requests: Iterable[EditRequest] | AsyncIterable[EditRequest],
+        requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
     ) -> AsyncGenerator[Outcome, None]:
         """Run many edits, yielding an :class:`Outcome` for each as it ends.
+
+        Each request is an :class:`EditRequest` or a dict of its fields
+        (``{"images": [...], "prompt": "...", "n": 2}``); one that is not valid ends as an
+        outcome with a :class:`ValidationError`, and the others go on.
 
         ``requests`` is consumed lazily: only about ``max_in_flight`` of them are held at a
         time, so a generator of a million requests is fine, and the work started follows
@@ -691,7 +786,9 @@ class QwenEditClient:
         >>> async for outcome in client.edit_many(requests):   # doctest: +SKIP
         ...     print(outcome.index, outcome.result or outcome.error)
         """
-        return run_many(self, requests, model=model, limit=self._timeout(job_timeout))
+        return run_many(
+            self, requests, model=self._model_for(model), limit=self._timeout(job_timeout)
+        )
 
     async def download(
         self, result: EditResult, dest: str | os.PathLike[str], *, stem: str | None = None
@@ -735,6 +832,40 @@ def _with_callback(request: EditRequest, url: str) -> EditRequest:
     clone = copy.copy(request)
     msgspec.structs.force_setattr(clone, "callback_url", url)
     return clone
+
+
+class _ClientView(QwenEditClient):
+    """What :meth:`QwenEditClient.with_options` returns: the client with other defaults.
+
+    Everything but ``config`` and the default model is read from and written to the client
+    itself (slots, poller, transport, counters, state), so the two can never drift apart.
+    """
+
+    def __init__(self, root: QwenEditClient, config: ClientConfig, model: str | None) -> None:
+        # Deliberately no super().__init__(): the view owns nothing of its own.
+        object.__setattr__(self, "_root", root)
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "_default_model", model)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._root, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._root, name, value)
+
+    def _root_client(self) -> QwenEditClient:
+        root: QwenEditClient = self._root
+        return root
+
+    def __repr__(self) -> str:
+        return f"<view of {self._root!r} job_timeout={self.config.job_timeout!r}>"
+
+    async def __aenter__(self) -> QwenEditClient:
+        self._require_open()
+        return self
+
+    async def aclose(self) -> None:
+        """Nothing to close: the view lives as long as its client."""
 
 
 #: Inputs that go to the provider as they are, whatever it accepts.

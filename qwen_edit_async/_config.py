@@ -1,23 +1,53 @@
-"""Client configuration: timeouts, retries, polling, limits; and where the API key comes from.
+"""Client configuration: timeouts, retries, polling, limits; and what the environment sets.
 
 Every value is frozen once the client is built. The API key is held in a :class:`Secret`
 whose ``repr`` and ``str`` never show it.
+
+The environment (each read when a client is built, ``QWEN_EDIT_LOG`` at import):
+
+- ``QWEN_EDIT_API_KEY``, else the provider's own variable: the key.
+- ``QWEN_EDIT_PROVIDER``: the provider when the client names none (else ``dashscope``).
+- ``QWEN_EDIT_BASE_URL``: the root URL when the client gives none.
+- ``QWEN_EDIT_LOG``: ``debug`` or ``info`` sends the library's log to stderr.
+- ``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``: proxies of the client's own session.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import os
+import sys
 import typing
+import warnings
 from collections.abc import Mapping
 
 from ._errors import ConfigurationError, ValidationError
 
-__all__ = ["ClientConfig", "Secret", "resolve_api_key", "set_testing", "testing_enabled"]
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "DEFAULT_PROVIDER",
+    "LOG_ENV",
+    "PROVIDER_ENV",
+    "ClientConfig",
+    "Secret",
+    "check_base_url",
+    "log_from_env",
+    "resolve_api_key",
+    "resolve_base_url",
+    "resolve_provider",
+    "set_testing",
+    "testing_enabled",
+]
 
 API_KEY_ENV = "QWEN_EDIT_API_KEY"
+PROVIDER_ENV = "QWEN_EDIT_PROVIDER"
+BASE_URL_ENV = "QWEN_EDIT_BASE_URL"
+LOG_ENV = "QWEN_EDIT_LOG"
+DEFAULT_PROVIDER = "dashscope"
 
 
 class Secret:
@@ -64,6 +94,75 @@ def resolve_api_key(
             return Secret(value.strip())
     names = " or ".join(name for name in (API_KEY_ENV, provider_env) if name)
     raise ConfigurationError(f"no API key: pass api_key=... or set {names}")
+
+
+def resolve_provider(explicit: object, environ: Mapping[str, str] | None = None) -> object:
+    """The provider: the argument, else ``QWEN_EDIT_PROVIDER``, else ``"dashscope"``."""
+    if explicit is not None:
+        return explicit
+    env = os.environ if environ is None else environ
+    value = env.get(PROVIDER_ENV, "").strip()
+    return value or DEFAULT_PROVIDER
+
+
+def check_base_url(value: str, source: str = "base_url") -> str:
+    """``value`` if it is an http(s) root URL, else :class:`ConfigurationError` naming
+    ``source`` (the argument or the variable it came from)."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"{source}: {value!r} is not an http(s) root URL; give scheme and host, "
+            "for example 'https://dashscope-intl.aliyuncs.com' or 'http://127.0.0.1:8000'"
+        )
+    return value
+
+
+def resolve_base_url(
+    explicit: str | None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The root URL: the argument, else ``QWEN_EDIT_BASE_URL``, else ``None`` (the
+    provider's own), checked the same way whichever gave it."""
+    if explicit is not None:
+        return check_base_url(explicit)
+    env = os.environ if environ is None else environ
+    value = env.get(BASE_URL_ENV, "").strip()
+    return check_base_url(value, BASE_URL_ENV) if value else None
+
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+class _EnvLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler ``QWEN_EDIT_LOG`` installs (marked, so it is installed once)."""
+
+
+def log_from_env(environ: Mapping[str, str] | None = None) -> None:
+    """Send the library's log to stderr at the level ``QWEN_EDIT_LOG`` names.
+
+    ``debug`` shows each HTTP exchange (method, path, status, seconds, request id), each
+    retry and its wait, status requests that failed and when they are asked again;
+    ``info`` shows rate-limit pauses and other events worth a line. API keys are never
+    logged. Unset or empty: the library adds no handler (logging stays the
+    application's). Called at import; call it again after changing the variable.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(LOG_ENV, "").strip().lower()
+    if not value:
+        return
+    level = _LOG_LEVELS.get(value)
+    if level is None:
+        warnings.warn(
+            f"{LOG_ENV}={value!r} is not one of {', '.join(_LOG_LEVELS)}; it is ignored",
+            stacklevel=2,
+        )
+        return
+    logger = logging.getLogger("qwen_edit_async")
+    logger.setLevel(level)
+    if not any(isinstance(h, _EnvLogHandler) for h in logger.handlers):
+        handler = _EnvLogHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        logger.addHandler(handler)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

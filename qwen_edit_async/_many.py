@@ -28,7 +28,7 @@ import anyio
 
 from ._errors import QwenEditError
 from ._job import Job, JobCancelledError
-from ._models import EditRequest, Outcome
+from ._models import EditRequest, Outcome, RequestLike, request_from
 
 if TYPE_CHECKING:
     from ._client import QwenEditClient
@@ -102,7 +102,7 @@ class _Run:
 
     # -- the feeder ----------------------------------------------------------------------
 
-    async def feed(self, requests: Iterable[EditRequest] | AsyncIterable[EditRequest]) -> None:
+    async def feed(self, requests: Iterable[RequestLike] | AsyncIterable[RequestLike]) -> None:
         scope = anyio.CancelScope()
         self.scopes.add(scope)
         loop = asyncio.get_running_loop()
@@ -127,14 +127,16 @@ class _Run:
             self.feed_done = True
             self._wake_consumer()
 
-    def admit(self, request: EditRequest) -> None:
+    def admit(self, given: RequestLike) -> None:
         index = self.count
         self.count += 1
         self.outstanding += 1
         try:
+            request = request_from(given)  # a request, or a dict of its fields
             job = self.client._new_job(request, self.model)
         except QwenEditError as exc:
-            self.offer(Outcome(index, request, None, exc))
+            # Handed back as given: it may be a dict that is no request.
+            self.offer(Outcome(index, given, None, exc))  # type: ignore[arg-type]
             return
         self.queue.append((index, request, job))
         if self.workers < self.max_workers:
@@ -185,7 +187,7 @@ class _Run:
 
 async def run_many(
     client: QwenEditClient,
-    requests: Iterable[EditRequest] | AsyncIterable[EditRequest],
+    requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
     *,
     model: str | None,
     limit: float | None,
@@ -222,8 +224,8 @@ def _cancelled() -> JobCancelledError:
 
 
 async def _aiter(
-    items: Iterable[EditRequest] | AsyncIterable[EditRequest],
-) -> AsyncGenerator[EditRequest, None]:
+    items: Iterable[RequestLike] | AsyncIterable[RequestLike],
+) -> AsyncGenerator[RequestLike, None]:
     if isinstance(items, AsyncIterable):
         async for item in items:
             yield item

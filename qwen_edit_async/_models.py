@@ -13,7 +13,7 @@ import binascii
 import os
 import pathlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 import msgspec
@@ -30,9 +30,12 @@ __all__ = [
     "EditResult",
     "GeneratedImage",
     "Outcome",
+    "RequestLike",
     "Size",
     "SizeLike",
     "Usage",
+    "as_request",
+    "request_from",
 ]
 
 MIN_SIDE = 512
@@ -263,6 +266,55 @@ class EditRequest(
         return out
 
 
+#: What ``edit_many`` takes for one edit: a request, or a dict of its fields.
+RequestLike = Union[EditRequest, Mapping[str, Any]]
+
+_FIELDS = frozenset(EditRequest.__struct_fields__)
+
+
+def request_from(value: object) -> EditRequest:
+    """An :class:`EditRequest` from a request or a dict of its fields.
+
+    >>> request_from({"images": ["https://example.com/a.png"], "prompt": "x", "n": 2}).n
+    2
+    """
+    if isinstance(value, EditRequest):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in _FIELDS)
+        if unknown:
+            raise ValidationError(
+                f"{unknown[0]}: not a field of an edit; the fields are "
+                f"{', '.join(EditRequest.__struct_fields__)}",
+                field=unknown[0],
+            )
+        for name in ("images", "prompt"):
+            if name not in value:
+                raise ValidationError(f"{name}: missing; every edit needs it", field=name)
+        return EditRequest(**value)
+    raise ValidationError(
+        f"request: {type(value).__name__} is not an EditRequest or a dict of its fields",
+        field="request",
+    )
+
+
+def as_request(images: object, prompt: str | None, options: Mapping[str, Any]) -> EditRequest:
+    """The request of an ``edit(images, prompt, **options)`` or ``edit(request)`` call."""
+    if isinstance(images, EditRequest):
+        if prompt is not None or options:
+            given = ["prompt"] * (prompt is not None) + sorted(options)
+            raise ValidationError(
+                f"{given[0]}: given beside an EditRequest; put it in the request instead",
+                field=given[0],
+            )
+        return images
+    if prompt is None:
+        raise ValidationError(
+            "prompt: missing; give the images and a prompt, or an EditRequest", field="prompt"
+        )
+    return request_from({**options, "images": images, "prompt": prompt})
+
+
 def _enc_hook(value: Any) -> Any:
     if isinstance(value, pathlib.PurePath):
         return str(value)
@@ -468,7 +520,11 @@ class Outcome(msgspec.Struct, frozen=True):
         return {
             "index": self.index,
             "ok": self.ok,
-            "request": self.request.to_dict(),
+            "request": (
+                self.request.to_dict()
+                if isinstance(self.request, EditRequest)
+                else _json_safe(self.request)  # an invalid input, handed back as given
+            ),
             "result": None if self.result is None else self.result.to_dict(),
             "error": None if self.error is None else error_to_dict(self.error),
         }

@@ -136,6 +136,8 @@ class Transport:
                 headers={"User-Agent": _USER_AGENT},
                 # Keys travel only in the headers we add per request; no cookie jar needed.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # HTTP(S)_PROXY and NO_PROXY, as users of other HTTP clients expect.
+                trust_env=True,
             )
 
     async def aclose(self) -> None:
@@ -281,6 +283,7 @@ class Transport:
         *,
         body: StreamedBody | None = None,
         on_send: Callable[[], Awaitable[None]] | None = None,
+        attempts: int | None = None,
     ) -> EditResult | TaskAccepted:
         """Send a job-creating request; retry only what the provider certainly refused.
 
@@ -291,9 +294,11 @@ class Transport:
         :class:`~._body.SourceChanged` (the provider got an incomplete request, so nothing
         was created). ``on_send`` is awaited once, after any rate or cooldown wait and just
         before the first attempt is written: from then on the job may exist at the provider.
+        ``attempts`` caps the tries (default: the config's ``max_attempts``).
         """
         limits = self.limits
         provider = self.provider
+        max_attempts = attempts or self._config.max_attempts
         read_timeout = (
             self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
         )
@@ -343,13 +348,13 @@ class Transport:
                         exc.limit if exc.limit in ("concurrency", "rate") else None,  # type: ignore[arg-type]
                         None if after is None else min(after, cap),
                         next_wait(),
-                        retrying=attempt < self._config.max_attempts
+                        retrying=attempt < max_attempts
                         and (after is None or after <= cap),
                     )
             if not error.retryable and not isinstance(error, SubmitUncertainError):
                 raise error
             wait = (
-                None if attempt >= self._config.max_attempts else self._retry_wait(error, next_wait)
+                None if attempt >= max_attempts else self._retry_wait(error, next_wait)
             )
             if wait is None:
                 raise error

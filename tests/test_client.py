@@ -246,12 +246,15 @@ async def test_statistics_and_progress_hook(fake: FakeProvider) -> None:
     assert any(s.in_flight == 1 for s in seen)
 
 
-async def test_attach_to_an_unknown_task_fails_that_job(fake: FakeProvider) -> None:
-    """A status error that retries cannot cure reaches the job instead of hanging it."""
+async def test_attach_to_an_unknown_task_raises_from_attach(fake: FakeProvider) -> None:
+    """attach asks for the task before answering: an unknown id is TaskNotFoundError from
+    attach itself, and no job is left waiting, holding a slot or being polled."""
     async with client_for(fake, "vtrix") as client:
-        job = await client.attach("task-does-not-exist")
         with pytest.raises(qe.TaskNotFoundError) as info:
-            await job.result()
+            await client.attach("task-does-not-exist")
+        stats = client.statistics()
+        assert (stats.in_flight, stats.waiting, stats.polling) == (0, 0, 0)
+        assert fake.stats.polls == 1
         assert info.value.status == 404
         assert info.value.task_id == "task-does-not-exist"
         # The poller survived: other work still runs.

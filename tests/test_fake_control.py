@@ -58,6 +58,7 @@ def test_public_names() -> None:
         "fake_provider",
         "fake_provider_factory",
         "main",
+        "qwen_fake",
     ]
     for name in testing.__all__:
         assert getattr(testing, name) is not None
