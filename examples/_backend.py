@@ -341,8 +341,8 @@ class JobRegistry:
                 return job
             try:
                 job = await self._client.attach(job_id)
-            except qe.ValidationError:
-                return None
+            except (qe.ValidationError, qe.TaskNotFoundError):
+                return None  # attach asked the provider: there is no such task
             self.add(job)
             return job
 

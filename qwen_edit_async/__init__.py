@@ -13,7 +13,8 @@ poller for every pending task, retries that never double-charge.
 from . import providers
 from ._callbacks import CallbackReceiver, CallbackStatistics
 from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
-from ._config import ClientConfig, log_from_env, set_testing
+from ._config import ClientConfig, set_testing
+from ._config import log_from_env as _log_from_env
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -38,7 +39,7 @@ from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usa
 from ._sync import SyncJob, SyncQwenEditClient
 from ._version import __version__
 
-log_from_env()  # QWEN_EDIT_LOG=debug|info: the library's log on stderr
+_log_from_env()  # QWEN_EDIT_LOG=debug|info: the library's log on stderr
 
 __all__ = [
     "APIError",

@@ -55,6 +55,7 @@ def test_public_names() -> None:
         "Faults",
         "HostileProvider",
         "Latency",
+        "fake_in_thread",
         "fake_provider",
         "fake_provider_factory",
         "main",

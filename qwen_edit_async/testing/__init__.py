@@ -51,7 +51,8 @@ Run it standalone with ``python -m qwen_edit_async.testing --port 0`` (prints
 suite a ``qwen_fake`` fixture; the async ``fake_provider`` and ``fake_provider_factory``
 (pytest-asyncio) are imported into a conftest:
 ``from qwen_edit_async.testing import fake_provider, fake_provider_factory``.
-``pip install "qwen-edit-async[testing]"`` brings what they need.
+``pip install "qwen-edit-async[testing]"`` brings what they need. Blocking code (the
+``SyncQwenEditClient``) can run the fake on its own thread: ``with fake_in_thread() as fake:``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from ._hostile import HostileProvider
 from ._latency import Latency
 from ._server import FakeProvider
 from ._stats import FakeStats
+from ._thread import fake_in_thread
 
 if TYPE_CHECKING:
     from ._pytest import fake_provider, fake_provider_factory, qwen_fake
@@ -74,6 +76,7 @@ __all__ = [
     "Faults",
     "HostileProvider",
     "Latency",
+    "fake_in_thread",
     "fake_provider",
     "fake_provider_factory",
     "main",

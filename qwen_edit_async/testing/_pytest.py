@@ -27,9 +27,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - pytest loads this modul
         "pip install 'qwen-edit-async[testing]'"
     ) from exc
 
-from anyio.from_thread import start_blocking_portal
-
 from ._server import FakeProvider
+from ._thread import fake_in_thread
 
 try:
     import pytest_asyncio
@@ -66,16 +65,8 @@ def qwen_fake() -> Iterator[FakeProvider]:
             assert qwen_fake.stats.jobs_created == 1
     """
 
-    async def start() -> FakeProvider:
-        return await FakeProvider(latency=0.01).start()
-
-    with start_blocking_portal(backend="asyncio") as portal:
-        fake = portal.call(start)
-        try:
-            yield fake
-        finally:
-            portal.call(fake.close)
-
+    with fake_in_thread() as fake:
+        yield fake
 
 if pytest_asyncio is None:
 
