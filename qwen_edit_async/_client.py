@@ -162,7 +162,9 @@ class QwenEditClient:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         self.config = dataclasses.replace(base, **options) if options else base
-        base_url = resolve_base_url(base_url)
+        if base_url is not None or not isinstance(provider, Provider):
+            # A provider object keeps its own root URL unless base_url says otherwise.
+            base_url = resolve_base_url(base_url)
         chosen = resolve_provider(provider)
         self.provider = get_provider(chosen, base_url=base_url, model=model)  # type: ignore[arg-type]
         self._api_key = resolve_api_key(api_key, self.provider.env_var)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
+from ._config import BASE_URL_ENV, resolve_provider
 from ._errors import QwenEditError
 from ._journal import JOURNAL_NAME
 from ._logs import setup_logging
@@ -244,11 +246,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         meta = _journal_settings(args.out)
         provider = meta.get("provider")
         model = model or meta.get("model")
+    base_url = args.base_url
+    if base_url is None and provider is None:
+        base_url = os.environ.get(BASE_URL_ENV) or None  # checked like --base-url
     options = RunOptions(
         manifest=Path(args.manifest),
         out=Path(args.out),
-        provider=provider or "dashscope",
-        base_url=args.base_url,
+        provider=provider or str(resolve_provider(None)),  # QWEN_EDIT_PROVIDER, else dashscope
+        base_url=base_url,
         model=model,
         concurrency=args.concurrency,
         resume=args.resume,

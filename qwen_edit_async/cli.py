@@ -85,13 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--provider",
         choices=sorted(PROVIDERS),
-        help="who runs the edits (default: dashscope; with --resume, the journal's provider, "
-        "base URL and model), e.g. --provider evolink",
+        help="who runs the edits (default: $QWEN_EDIT_PROVIDER, else dashscope; with --resume, "
+        "the journal's provider and model), e.g. --provider evolink",
     )
     run.add_argument(
         "--base-url",
         metavar="URL",
-        help="the provider's root URL, e.g. --base-url http://127.0.0.1:8000 (a fake)",
+        help="the provider's root URL (default: $QWEN_EDIT_BASE_URL when no --provider is "
+        "given either, else the provider's), e.g. --base-url http://127.0.0.1:8000 (a fake)",
     )
     run.add_argument("--model", metavar="M", help="e.g. --model qwen-image-edit-max")
     run.add_argument(

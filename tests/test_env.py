@@ -13,6 +13,7 @@ from conftest import API_KEY
 
 import qwen_edit_async as qe
 from qwen_edit_async.testing import FakeProvider
+from tests._bulk_support import FakeServer, cli_env, run_cli
 
 URL = "https://example.com/a.png"
 
@@ -148,3 +149,28 @@ def test_qwen_edit_log_applies_to_the_command_line(tmp_path: pathlib.Path) -> No
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "DEBUG qwen_edit_async: POST " in done.stderr
+
+
+def test_cli_run_takes_provider_and_base_url_from_the_environment(
+    tmp_path: pathlib.Path,
+) -> None:
+    """qwen-edit run with no --provider/--base-url uses QWEN_EDIT_PROVIDER and
+    QWEN_EDIT_BASE_URL; a bad QWEN_EDIT_BASE_URL is refused before any job, naming it."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"id": "a", "images": ["https://example.com/a.png"], "prompt": "x"}\n', encoding="utf-8"
+    )
+    server = FakeServer()
+    try:
+        env = cli_env(QWEN_EDIT_PROVIDER="vtrix", QWEN_EDIT_BASE_URL=server.url)
+        done = run_cli("run", manifest, "--out", tmp_path / "out", "--progress", "none", env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        jobs = server.stats(jobs=True)["jobs"]
+        assert [job["dialect"] for job in jobs] == ["vtrix"]
+        bad = cli_env(QWEN_EDIT_BASE_URL="127.0.0.1:8765")
+        refused = run_cli("run", manifest, "--out", tmp_path / "bad", "--progress", "none", env=bad)
+        assert refused.returncode != 0
+        assert "127.0.0.1:8765" in refused.stderr
+        assert len(server.stats(jobs=True)["jobs"]) == 1
+    finally:
+        server.close()
