@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import pathlib
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -126,9 +127,10 @@ class SyncQwenEditClient:
         on_progress: ProgressHook | None = None,
         **options: Any,
     ) -> None:
-        portal_cm = start_blocking_portal(backend="asyncio", name="qwen-edit-sync")
+        portal_cm = start_blocking_portal(backend="asyncio")
         portal = portal_cm.__enter__()
         try:
+            portal.call(_name_thread, "qwen-edit-sync")  # for thread dumps and debuggers
             # Built on the loop's thread: its limiters and events belong to that loop.
             client = portal.call(
                 functools.partial(
@@ -348,6 +350,10 @@ def _iterate(portal: BlockingPortal, outcomes: AsyncGenerator[Outcome, None]) ->
         # A RuntimeError: the client's loop has already stopped, so nothing is left running.
         with contextlib.suppress(RuntimeError):
             portal.call(outcomes.aclose)
+
+
+def _name_thread(name: str) -> None:
+    threading.current_thread().name = name
 
 
 def _shut_down(

@@ -30,7 +30,7 @@ def fake_in_thread(**options: Any) -> Iterator[FakeProvider]:
     async def start() -> FakeProvider:
         return await FakeProvider(**options).start()
 
-    with start_blocking_portal(backend="asyncio", name="qwen-edit-fake") as portal:
+    with start_blocking_portal(backend="asyncio") as portal:
         fake = portal.call(start)
         try:
             yield fake
