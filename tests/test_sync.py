@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -187,3 +189,30 @@ async def test_works_where_the_calling_thread_already_runs_a_loop(
 
     outcomes = notebook_cell()
     assert [o.ok for o in outcomes] == [True, True, True]
+
+
+def test_a_script_that_never_closes_still_exits(tmp_path: pathlib.Path) -> None:
+    """A script that leaves a sync client (with a stuck job and an unfinished edit_many)
+    and a threaded fake open exits promptly: both are closed at exit, nothing hangs."""
+    script = tmp_path / "leak.py"
+    script.write_text(
+        "import qwen_edit_async as qe\n"
+        "from qwen_edit_async.testing import fake_in_thread\n"
+        "running = fake_in_thread()\n"
+        "fake = running.__enter__()\n"
+        "client = qe.SyncQwenEditClient('vtrix', api_key='k', base_url=fake.url)\n"
+        "assert client.edit(['https://example.com/a.png'], 'x').images\n"
+        "job = client.submit(['https://example.com/a.png'], '[stuck] y')\n"
+        "outcomes = client.edit_many([{'images': ['https://example.com/a.png'],"
+        " 'prompt': '[stuck] z'}])\n"
+        "print('leaving')\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "leaving"
