@@ -8,6 +8,7 @@ waits for its answer; interrupting the wait (Ctrl-C) cancels the coroutine.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -323,11 +324,20 @@ def _call(portal: BlockingPortal, func: Callable[[], Awaitable[T]]) -> T:
     """Run ``func()`` on the portal's loop and wait; an interrupted wait cancels it."""
     future = portal.start_task_soon(func)
     try:
-        return future.result()
+        while True:
+            try:
+                # Waits in slices: a wait with a timeout lets Ctrl-C through at once.
+                return future.result(timeout=_WAIT_SLICE)
+            except concurrent.futures.TimeoutError:
+                if future.done():
+                    raise  # the call itself timed out (SyncJob.result(timeout=...))
     except BaseException:
         future.cancel()  # Ctrl-C while waiting: the coroutine must not run on unwatched
         raise
 
+
+#: Seconds between checks for a signal while waiting for the client's loop.
+_WAIT_SLICE = 0.5
 
 _END = object()
 

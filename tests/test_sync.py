@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
@@ -216,3 +217,21 @@ def test_a_script_that_never_closes_still_exits(tmp_path: pathlib.Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "leaving"
+
+
+def test_ctrl_c_while_waiting_cancels_the_job(qwen_fake: FakeProvider) -> None:
+    """An interrupt (Ctrl-C) during a blocking edit reaches the caller and cancels the job:
+    its slot comes back instead of the edit running on unwatched."""
+    main = threading.main_thread().ident
+    assert main is not None and threading.get_ident() == main
+
+    with sync_client(qwen_fake) as client:
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                client.edit([URL], "[stuck] forever")
+        finally:
+            timer.cancel()
+        wait_until(lambda: client.statistics().in_flight == 0)
+        assert client.statistics().failed == 1
