@@ -759,6 +759,7 @@ class QwenEditClient:
                 self._completed += 1
             else:
                 self._failed += 1
+            self._poller.completed_by_poll += 1  # a status request told its end
             job._finish(first.result if error is None else None, error)
             return job
         task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
