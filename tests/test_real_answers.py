@@ -100,7 +100,7 @@ def test_collapsed_choices_take_the_images_from_metadata(as_text: bool) -> None:
     assert isinstance(result, qe.EditResult)
     assert result.urls == [URL1, URL2]
     assert result.images[0].revised_prompt == "a cat, watercolour"
-    assert result.usage == upstream["usage"]
+    assert result.usage == qe.Usage.from_raw(upstream["usage"])
 
 
 def test_metadata_with_no_more_images_leaves_data_alone() -> None:
@@ -113,7 +113,8 @@ def test_metadata_with_no_more_images_leaves_data_alone() -> None:
     result = ModelStream().parse_create(200, {}, body(answer))
     assert isinstance(result, qe.EditResult)
     assert result.urls == [URL1, URL2]
-    assert result.usage == {"image_count": 2}
+    assert result.usage is not None and result.usage.raw == {"image_count": 2}
+    assert result.usage.image_count == 2
 
 
 @pytest.mark.parametrize("metadata", [{}, {"output": 5}, "not json", [1, 2], None])
