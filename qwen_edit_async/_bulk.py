@@ -692,7 +692,7 @@ class BulkRunner:
         assert client is not None
         urls = [image.url for image in result.images]
         ids = {"task_id": result.task_id, "request_id": result.request_id}
-        usage = result.usage
+        usage = result.usage.raw if result.usage is not None else None  # as the provider gave it
         if not o.download:
             await journal.succeed(job_id, urls=urls, files=[], usage=usage, **ids)
             return "succeeded", 0

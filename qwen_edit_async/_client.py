@@ -690,6 +690,8 @@ class QwenEditClient:
         >>> job = await client.submit(["cat.png"], "Add a hat", seed=7)  # doctest: +SKIP
         >>> task_id = job.id                                            # doctest: +SKIP
         """
+        self._require_open()
+        request = as_request(images, prompt, options)
         return await self._submit(request, model=model, job_timeout=job_timeout)
 
     async def _submit(
@@ -704,7 +706,6 @@ class QwenEditClient:
         """:meth:`submit`, with ``on_send`` awaited just before each create is written and
         ``on_accepted(task_id, request_id)`` each time the provider accepts one."""
         task_group = self._require_open()
-        request = as_request(images, prompt, options)
         model = self._model_for(model)
         job = self._new_job(request, model)
         job._on_send = on_send
