@@ -120,6 +120,7 @@ def test_task_provider_survives_kill_9_at_random_points(server: FakeServer, tmp_
     assert_paid_once(server, results, "task_id")
 
 
+@pytest.mark.slow
 def test_sync_provider_survives_kill_9(server: FakeServer, tmp_path: Path) -> None:
     """DashScope (synchronous, no task id): a job killed mid-request is uncertain, never
     resubmitted; the others complete after --resume, with their files."""

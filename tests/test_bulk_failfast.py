@@ -221,6 +221,7 @@ def test_jobs_waiting_to_be_sent_when_killed_are_queued_not_uncertain(
     assert fake.stats()["jobs_created"] == 6
 
 
+@pytest.mark.slow
 def test_version_verbose_and_log_file_never_show_the_key(fake: FakeServer, tmp_path: Path) -> None:
     """`qwen-edit --version`; -vv prints the library's log lines on stderr and --log-file
     writes them to a file; neither ever holds the API key."""

@@ -22,6 +22,7 @@ def _benchmark():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.mark.slow
 def test_scaled_down_bulk_run_stays_within_a_generous_rss_bound(tmp_path: Path) -> None:
     """benchmarks/bulk_memory.py on 1,500 lines (one shared image, concurrency 128, tiny
     latency, downloads on): the run succeeds and the CLI's peak RSS stays under 250 MB

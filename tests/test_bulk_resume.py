@@ -96,6 +96,7 @@ def test_ids_that_differ_only_by_case_or_by_a_hash_suffix_get_their_own_folders(
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(folders)
 
 
+@pytest.mark.slow
 def test_a_changed_line_or_another_manifest_is_refused_naming_the_first_difference(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -141,6 +142,7 @@ def test_a_changed_line_or_another_manifest_is_refused_naming_the_first_differen
     assert fake.stats()["jobs_created"] == 5
 
 
+@pytest.mark.slow
 def test_a_bad_line_fixed_before_resuming_is_not_a_change(
     fake: FakeServer, tmp_path: Path
 ) -> None:

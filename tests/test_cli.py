@@ -90,6 +90,7 @@ def test_help_explains_every_option_with_examples() -> None:
     assert "QWEN_EDIT_API_KEY" in text and "Exit status" in text
 
 
+@pytest.mark.slow
 def test_run_downloads_every_image_and_writes_results(fake: FakeServer, tmp_path: Path) -> None:
     """A task-provider run: exit 0, every job's n images saved as valid PNGs under
     images/<id>/, results.jsonl in manifest order with DESIGN's fields, a summary on
@@ -114,6 +115,7 @@ def test_run_downloads_every_image_and_writes_results(fake: FakeServer, tmp_path
     assert fake.stats()["jobs_created"] == 20
 
 
+@pytest.mark.slow
 def test_existing_journal_without_resume_is_refused(fake: FakeServer, tmp_path: Path) -> None:
     """A second run into the same folder without --resume exits 2, says to use --resume,
     and creates nothing; --resume without --provider continues with the journal's."""
@@ -131,6 +133,7 @@ def test_existing_journal_without_resume_is_refused(fake: FakeServer, tmp_path: 
     assert fake.stats()["jobs_created"] == 3
 
 
+@pytest.mark.slow
 def test_resume_attaches_to_submitted_tasks_instead_of_resubmitting(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -161,6 +164,7 @@ def test_resume_attaches_to_submitted_tasks_instead_of_resubmitting(
     assert {r["status"] for r in results.values()} == {"succeeded"}
 
 
+@pytest.mark.slow
 def test_uncertain_jobs_are_resubmitted_only_with_retry_uncertain(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -239,6 +243,7 @@ def test_bad_lines_and_duplicate_ids_fail_with_line_numbers(
     assert "job-0000\tManifestError\tline 6: duplicate id" in status.stdout
 
 
+@pytest.mark.slow
 def test_expired_urls_are_failed_with_a_download_error_on_resume(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -265,6 +270,7 @@ def test_expired_urls_are_failed_with_a_download_error_on_resume(
     assert fake.stats()["jobs_created"] == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_records_where_everything_stands_and_resume_finishes(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -292,6 +298,7 @@ def test_ctrl_c_records_where_everything_stands_and_resume_finishes(
     assert fake.stats()["jobs_created"] <= 24
 
 
+@pytest.mark.slow
 def test_timed_out_jobs_keep_their_task_and_are_attached_again_on_resume(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -375,6 +382,7 @@ def test_status_without_a_journal_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no run journal" in done.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_anywhere_without_key_or_network(tmp_path: Path) -> None:
     """`qwen-edit demo` in an empty working directory, with no API key: exit 0, its outputs
     present; run again, it uses a new subfolder."""

@@ -59,6 +59,7 @@ def run_args(manifest: Path, out: Path, fake: FakeServer, *extra: str) -> list[s
     ]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_exits_2_and_sends_nothing(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -87,6 +88,7 @@ def test_a_second_run_on_the_same_folder_exits_2_and_sends_nothing(
     check_folder(out, [f"job-{i:04d}" for i in range(12)])
 
 
+@pytest.mark.slow
 def test_the_lock_is_released_when_the_holder_is_killed(fake: FakeServer, tmp_path: Path) -> None:
     """`kill -9` of the holder frees DIR: a resume right after it runs (no stale lock)."""
     write_images(tmp_path)
@@ -188,6 +190,7 @@ def test_status_on_a_damaged_journal_says_so_in_one_line(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_the_run_with_exit_2_and_the_resume_command(
     fake: FakeServer, tmp_path: Path
 ) -> None:

@@ -218,6 +218,7 @@ def _run(manifest: Path, out: Path, fake: FakeServer, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_max_images_never_sends_a_job_past_the_budget_and_resume_sends_the_rest(
     tmp_path: Path, fake: FakeServer
 ) -> None:

@@ -151,6 +151,7 @@ def test_qwen_edit_log_applies_to_the_command_line(tmp_path: pathlib.Path) -> No
     assert "DEBUG qwen_edit_async: POST " in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_takes_provider_and_base_url_from_the_environment(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -61,6 +61,7 @@ async def test_quickstart_runs_against_an_in_process_fake(tmp_path: Path) -> Non
     assert "Unclosed" not in out and "ResourceWarning" not in out
 
 
+@pytest.mark.slow
 async def test_bulk_script_edits_a_folder_with_a_plain_progress_bar(tmp_path: Path) -> None:
     """With no base URL the bulk script fans 20 images out against an in-process fake,
     prints plain progress lines and the summary, saves every result with --out, skips

@@ -100,6 +100,7 @@ async def test_bad_key_is_authentication_error_without_the_key(
     assert secret not in caplog.text
 
 
+@pytest.mark.slow
 async def test_a_429_pauses_every_submission_once(fake: FakeProvider) -> None:
     """One 429 with Retry-After starts one client-wide cooldown that all submissions wait
     out, instead of each job hammering the provider."""
@@ -117,6 +118,7 @@ async def test_a_429_pauses_every_submission_once(fake: FakeProvider) -> None:
     assert fake.stats.creates == 9
 
 
+@pytest.mark.slow
 async def test_thousand_jobs_all_accounted_for_under_faults() -> None:
     """1,000 jobs under injected 429s, 5xx, failed and stuck tasks: every one ends once,
     with a result or a typed error; a job is created again only after its task failed."""

@@ -272,6 +272,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_instants_leaves_every_write_whole(tmp_path: Path) -> None:
     """A writer killed with SIGKILL at 5 random instants: the file is intact, every batch of
     admitted lines is there whole or not at all (50 rows per admit), and every row's fields

@@ -132,6 +132,7 @@ async def test_no_burst_of_max_in_flight_creates_in_the_first_second() -> None:
     assert stats.submit_rate_limit is not None and stats.submit_rate_limit > _limits.INITIAL_RATE
 
 
+@pytest.mark.slow
 async def test_a_hidden_concurrency_quota_is_learned_without_losing_jobs() -> None:
     """Against a quota of 6 the client is never told, with max_in_flight=64: every job
     succeeds (none fails with RateLimitError after its retries, as with a fixed 64), few

@@ -132,6 +132,7 @@ def test_reading_is_lazy_on_an_endless_stream(folder: Path) -> None:
     assert first[-1].line == 1000
 
 
+@pytest.mark.slow
 def test_a_100k_line_manifest_is_read_in_flat_memory(folder: Path) -> None:
     """Reading all 100,000 lines of a manifest (distinct prompts) while dropping each entry
     grows the process by far less than the lines themselves would take (generous bound)."""

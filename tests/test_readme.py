@@ -19,6 +19,7 @@ def test_readme_has_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.slow
 def test_readme_example_runs(index: int, tmp_path: pathlib.Path) -> None:
     """Each ```python block of the README exits 0 in a fresh interpreter."""
     script = tmp_path / f"example_{index}.py"

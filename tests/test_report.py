@@ -82,6 +82,7 @@ def thumbnails_match_their_files(browser: Browser, base: Path) -> int:
     return len(boxes)
 
 
+@pytest.mark.slow
 def test_run_writes_a_report_that_shows_every_job_and_its_thumbnails(
     tmp_path: Path, server: FakeServer, browser: Browser
 ) -> None:
