@@ -151,6 +151,7 @@ THROTTLE = "Requests rate limit exceeded, please try again later."
         (400, THROTTLE, qe.RateLimitError),
         (429, "Request rate increased too quickly.", qe.RateLimitError),
         (400, "The size parameter is invalid", qe.BadRequestError),
+        (400, "The image could not be generated", qe.BadRequestError),
         (500, "An internal error has occurred", qe.ServerError),
     ],
 )
