@@ -381,3 +381,30 @@ async def test_completed_before_results_by_callback_is_collected_by_polling(
         result = await client.edit([URL], "cat", n=2)
     assert len(result.images) == 2
     assert fake.stats.callbacks_delivered >= 1
+
+
+async def test_modes_switch_over_the_control_routes(fake: FakeProvider) -> None:
+    """A fake in another process is switched the same way: ``POST /_fake/faults`` and
+    ``/_fake/script`` take the new fields and words."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            fake.url + "/_fake/faults", json={"relay": True, "relay_code": None}
+        ) as resp:
+            assert resp.status == 200
+        async with session.post(fake.url + "/_fake/script", json=["refuse:burst"]) as resp:
+            assert resp.status == 200
+        async with session.post(fake.url + "/_fake/script", json=["refuse:nope"]) as resp:
+            assert resp.status == 400
+    assert fake.faults.relay and fake.faults.relay_code is None
+    async with client_for(fake.url, "modelstream") as client:
+        result = await client.edit([URL], "cat", n=2)
+    assert len(result.images) == 2 and fake.stats.rate_limited == 1
+
+
+def test_unknown_refusal_names_the_known_ones() -> None:
+    """``refuse:NAME`` with an unknown name is refused, listing the names."""
+    fake = FakeProvider()
+    with pytest.raises(ValueError, match="free_tier_only"):
+        fake.script("refuse:nope")
