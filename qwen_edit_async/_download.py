@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["download_result", "safe_stem"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_EXTENSIONS = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "image/bmp": ".bmp",
-    "image/tiff": ".tiff",
-}
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", ".png"),
     (b"\xff\xd8\xff", ".jpg"),
