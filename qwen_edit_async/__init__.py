@@ -23,6 +23,7 @@ from ._errors import (
     ContentFilterError,
     DownloadError,
     InsufficientQuotaError,
+    JobCancelledError,
     JobFailedError,
     JobTimeoutError,
     PermissionDeniedError,
@@ -34,7 +35,7 @@ from ._errors import (
     TransportError,
     ValidationError,
 )
-from ._job import Job, JobCancelledError, JobStatus
+from ._job import Job, JobStatus
 from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usage
 from ._sync import SyncJob, SyncQwenEditClient
 from ._version import __version__

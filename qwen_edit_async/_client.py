@@ -39,13 +39,14 @@ from ._config import (
 from ._download import download_result
 from ._errors import (
     ConfigurationError,
+    JobCancelledError,
     JobFailedError,
     JobTimeoutError,
     QwenEditError,
     ValidationError,
 )
 from ._images import ImageInput, Uploader
-from ._job import Job, JobCancelledError, JobStatus
+from ._job import Job, JobStatus
 from ._limits import Limits, LocalLimits
 from ._many import run_many
 from ._models import MAX_N, EditRequest, EditResult, Outcome, RequestLike, as_request

@@ -16,8 +16,11 @@
     │   │   ├── ContentFilterError moderation, at submission or inside a task
     │   │   └── TaskNotFoundError  no such task (unknown or expired id given to attach)
     │   └── ServerError            5xx and 408: the provider failed; retried
+    ├── ProtocolError              an answer that cannot be read (internal, see below)
     ├── JobFailedError             the task ended in failure
     ├── JobTimeoutError            the job's deadline passed; the task may still finish
+    ├── JobCancelledError          the job was cancelled (``job.cancel()`` or closing the client)
+    ├── ManifestError              a manifest line that is not a usable edit
     └── DownloadError              a result image could not be saved
 
 Every error carries what is needed to recover or report: ``provider``, ``status`` (HTTP),
@@ -43,9 +46,12 @@ __all__ = [
     "ContentFilterError",
     "DownloadError",
     "InsufficientQuotaError",
+    "JobCancelledError",
     "JobFailedError",
     "JobTimeoutError",
+    "ManifestError",
     "PermissionDeniedError",
+    "ProtocolError",
     "QwenEditError",
     "RateLimitError",
     "ServerError",
@@ -214,6 +220,14 @@ class ServerError(APIError):
     retryable = True
 
 
+class ProtocolError(QwenEditError):
+    """An answer that cannot be read (malformed JSON, missing fields).
+
+    Internal: the transport turns it into :class:`~qwen_edit_async.SubmitUncertainError` for
+    a create (the job may exist) or retries it for a GET.
+    """
+
+
 class JobFailedError(QwenEditError):
     """The task ended in failure on the provider's side (``code`` says why)."""
 
@@ -224,6 +238,17 @@ class JobTimeoutError(QwenEditError):
     The task may still finish (and be billed): ``task_id`` lets you collect it later with
     ``client.attach(task_id)``.
     """
+
+
+class JobCancelledError(QwenEditError):
+    """The job was cancelled before it ended (by ``job.cancel()`` or by closing the client).
+
+    A task the provider had already accepted may still finish: ``task_id`` names it.
+    """
+
+
+class ManifestError(QwenEditError):
+    """A manifest line that is not a usable edit (bad JSON, not an object, bad or duplicate id)."""
 
 
 class DownloadError(QwenEditError):

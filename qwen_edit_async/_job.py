@@ -8,19 +8,13 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._errors import QwenEditError
+from ._errors import JobCancelledError
 from ._models import EditRequest, EditResult
 
 __all__ = ["Job", "JobCancelledError", "JobStatus"]
 
 _ids = itertools.count(1)
 
-
-class JobCancelledError(QwenEditError):
-    """The job was cancelled before it ended (by ``job.cancel()`` or by closing the client).
-
-    A task the provider had already accepted may still finish: ``task_id`` names it.
-    """
 
 
 class JobStatus(str, enum.Enum):

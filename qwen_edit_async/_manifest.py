@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from ._errors import QwenEditError, ValidationError
+from ._errors import ManifestError, QwenEditError, ValidationError
 from ._models import EditRequest
 
 __all__ = [
@@ -50,9 +50,6 @@ _WHAT = (
 _decode = msgspec.json.Decoder().decode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
-
-class ManifestError(QwenEditError):
-    """A manifest line that is not a usable edit (bad JSON, not an object, bad or duplicate id)."""
 
 
 @dataclasses.dataclass(slots=True)

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import QwenEditError
-from ._job import Job, JobCancelledError
+from ._errors import JobCancelledError, QwenEditError
+from ._job import Job
 from ._models import EditRequest, Outcome, RequestLike, request_from
 
 if TYPE_CHECKING:

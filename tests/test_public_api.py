@@ -64,3 +64,23 @@ def test_errors_carry_context_and_survive_pickling() -> None:
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is qe.RateLimitError
     assert (clone.status, clone.retry_after, clone.task_id) == (429, 2.5, "t-1")
+
+
+def test_every_error_class_lives_in_the_one_tree() -> None:
+    """Every error class of the package is defined in ``_errors`` and drawn in its docstring."""
+    import inspect
+
+    from qwen_edit_async import _errors, _job, _manifest, providers
+
+    found = {
+        value
+        for module in (qe, _job, _manifest, providers)
+        for value in vars(module).values()
+        if inspect.isclass(value) and issubclass(value, qe.QwenEditError)
+    }
+    assert {"JobCancelledError", "ManifestError", "ProtocolError"} <= {c.__name__ for c in found}
+    tree = _errors.__doc__ or ""
+    for cls in found:
+        assert cls.__module__ == "qwen_edit_async._errors", cls
+        drawn = f"── {cls.__name__} " in tree or tree.count(f"\n    {cls.__name__}\n") == 1
+        assert drawn, cls

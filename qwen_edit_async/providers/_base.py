@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
-from .._errors import APIError, ConfigurationError, QwenEditError, ValidationError
+from .._errors import APIError, ConfigurationError, ProtocolError, QwenEditError, ValidationError
 from .._models import EditRequest, EditResult
 
 __all__ = [
@@ -91,13 +91,6 @@ class TaskStatus:
     error: QwenEditError | None = None
     raw: Any = None
 
-
-class ProtocolError(QwenEditError):
-    """An answer that cannot be read (malformed JSON, missing fields).
-
-    Internal: the transport turns it into :class:`~qwen_edit_async.SubmitUncertainError` for
-    a create (the job may exist) or retries it for a GET.
-    """
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
