@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 import qwen_edit_async as qe
-from qwen_edit_async._errors import api_error, limit_kind, task_error
+from qwen_edit_async._error_map import api_error, limit_kind, task_error
+from qwen_edit_async.providers import DashScope, Evolink, ModelStream
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,15 @@ def test_api_error_picks_the_class(
     status: int, code: object, message: str | None, cls: type[qe.APIError]
 ) -> None:
     """api_error maps (status, code) to the documented class and keeps the context."""
-    err = api_error(provider="p", status=status, code=code, message=message, request_id="r")  # type: ignore[arg-type]
+    codes = DashScope.error_codes | Evolink.error_codes
+    err = api_error(
+        provider="p",
+        status=status,
+        code=code,  # type: ignore[arg-type]
+        message=message,
+        codes=codes,
+        request_id="r",
+    )
     assert type(err) is cls
     assert err.status == status and err.request_id == "r" and err.provider == "p"
     assert err.retryable == (cls in (qe.RateLimitError, qe.ServerError))
@@ -55,7 +64,13 @@ def test_api_error_picks_the_class(
 )
 def test_task_error_keeps_the_task_id(code: object, cls: type[qe.QwenEditError]) -> None:
     """A failed task's error is classified like a submission error and names its task."""
-    err = task_error(provider="evolink", code=code, message="m", task_id="task-9")  # type: ignore[arg-type]
+    err = task_error(
+        provider="evolink",
+        code=code,  # type: ignore[arg-type]
+        message="m",
+        task_id="task-9",
+        codes=Evolink.error_codes,
+    )
     assert type(err) is cls
     assert err.task_id == "task-9"
 
@@ -63,7 +78,11 @@ def test_task_error_keeps_the_task_id(code: object, cls: type[qe.QwenEditError])
 def test_a_relayed_message_that_merely_contains_rate_is_not_throttling() -> None:
     """Words are matched as phrases: "Failed to generate" (a relayed 400 with a generic code)
     is a bad request, not a rate limit, while a relayed throttling message still is one."""
-    generic = {"provider": "modelstream", "code": "bad_response_status_code"}
+    generic = {
+        "provider": "modelstream",
+        "code": "bad_response_status_code",
+        "codes": ModelStream.error_codes,
+    }
     failed = api_error(status=400, message="Failed to generate the image", **generic)
     assert type(failed) is qe.BadRequestError
     throttled = api_error(status=429, message="Request rate increased too quickly", **generic)

@@ -9,7 +9,7 @@ from conftest import API_KEY
 
 import qwen_edit_async as qe
 from qwen_edit_async import _limits
-from qwen_edit_async._errors import api_error, limit_kind
+from qwen_edit_async._error_map import api_error, limit_kind
 from qwen_edit_async._limits import Learned, LocalLimits
 from qwen_edit_async.providers import get_provider
 from qwen_edit_async.testing import FakeProvider

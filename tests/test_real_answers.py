@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 import qwen_edit_async as qe
-from qwen_edit_async._errors import api_error, task_error
+from qwen_edit_async._error_map import api_error, task_error
 from qwen_edit_async.providers import DashScope, Evolink, ModelStream, OneToken, TaskState, Vtrix
 
 URL1, URL2 = "https://r.example/1.png", "https://r.example/2.png"
@@ -175,13 +175,20 @@ def test_exhausted_free_quota_relayed_as_429_is_never_retried() -> None:
         status=429,
         code="bad_response_status_code",
         message="Free allocated quota exceeded.",
+        codes=ModelStream.error_codes,
     )
     assert isinstance(err, qe.InsufficientQuotaError) and not err.retryable
 
 
 def test_a_specific_code_beats_the_message() -> None:
     """Words decide only when the code says nothing: a known code keeps its class."""
-    err = api_error(provider="p", status=400, code="InvalidParameter", message=THROTTLE)
+    err = api_error(
+        provider="p",
+        status=400,
+        code="InvalidParameter",
+        message=THROTTLE,
+        codes=DashScope.error_codes,
+    )
     assert type(err) is qe.BadRequestError
 
 
@@ -301,7 +308,9 @@ def test_vtrix_403_without_balance_words_stays_permission() -> None:
 )
 def test_transient_task_failures_are_retryable(code: str) -> None:
     """Failures a provider lists as "retry later" are retryable JobFailedErrors."""
-    err = task_error(provider="evolink", code=code, message="later", task_id="t")
+    err = task_error(
+        provider="evolink", code=code, message="later", task_id="t", codes=Evolink.error_codes
+    )
     assert type(err) is qe.JobFailedError and err.retryable
     assert err.task_id == "t"
 
@@ -322,7 +331,9 @@ def test_moderation_and_bad_input_task_failures_are_final(
     code: str, cls: type[qe.QwenEditError]
 ) -> None:
     """Moderation, bad input and an empty balance are never retryable."""
-    err = task_error(provider="evolink", code=code, message="no", task_id="t")
+    err = task_error(
+        provider="evolink", code=code, message="no", task_id="t", codes=Evolink.error_codes
+    )
     assert type(err) is cls and not err.retryable
 
 
@@ -340,7 +351,13 @@ def test_evolink_quota_exceeded_task_is_transient() -> None:
 
 def test_error_says_how_many_submissions() -> None:
     """An error that ended a resubmitted job shows the count in its text."""
-    err = task_error(provider="evolink", code="service_error", message="busy", task_id="t-3")
+    err = task_error(
+        provider="evolink",
+        code="service_error",
+        message="busy",
+        task_id="t-3",
+        codes=Evolink.error_codes,
+    )
     err.submissions = 3
     assert "submissions=3" in str(err) and "task_id=t-3" in str(err)
 

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import email.utils
 import enum
-import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-import msgspec
-
-from .._errors import APIError, ConfigurationError, ProtocolError, QwenEditError, ValidationError
+from .._error_map import NO_CODES, ErrorCodes, api_error
+from .._errors import (
+    APIError,
+    ConfigurationError,
+    ProtocolError,
+    QwenEditError,
+    ValidationError,
+)
 from .._models import EditRequest, EditResult
+from ._wire import header, parse_retry_after, read_error
 
 __all__ = [
     "HttpRequest",
@@ -37,7 +41,6 @@ __all__ = [
     "parse_retry_after",
 ]
 
-T = TypeVar("T")
 P = TypeVar("P", bound="Provider")
 
 
@@ -92,51 +95,6 @@ class TaskStatus:
     raw: Any = None
 
 
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-def header(headers: Mapping[str, str], *names: str) -> str | None:
-    """The first of ``names`` present in ``headers`` (case-insensitively for plain dicts)."""
-    for name in names:
-        value = headers.get(name)
-        if value is None and not hasattr(headers, "getall"):
-            lowered = name.lower()
-            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-        if value:
-            return value
-    return None
-
-
-def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, provider: str, status: int) -> T:
-    """Decode ``body`` or raise :class:`ProtocolError` saying what was wrong."""
-    try:
-        return decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        # RecursionError: JSON nested deeper than the decoder follows; unreadable too.
-        snippet = body[:200].decode("utf-8", "replace")
-        raise ProtocolError(
-            f"unreadable answer: {exc}; body starts {snippet!r}", provider=provider, status=status
-        ) from exc
-
-
 def check_base_url(url: str, *, provider: str | None = None) -> str:
     """``url`` without its trailing slash, or :class:`ConfigurationError` if it is not an
     http(s) root URL (``127.0.0.1:8765`` without a scheme would never reach a server).
@@ -172,14 +130,28 @@ def check_base_url(url: str, *, provider: str | None = None) -> str:
 class Provider(abc.ABC):
     """A wire dialect of qwen-image-edit-plus, bound to a base URL and a default model.
 
-    Subclasses set the class attributes that declare what the provider accepts, so bad
-    combinations fail before any request, and implement the build/parse methods.
+    Subclasses declare their vocabulary as class attributes: paths, the auth and request-id
+    headers, what their error codes mean (``error_codes``), and what they accept, so bad
+    combinations fail before any request. They implement the build/parse methods, usually by
+    filling in :class:`~qwen_edit_async.providers._sync.SyncProvider` or
+    :class:`~qwen_edit_async.providers._task.TaskProvider`.
     """
 
     #: Registry name, e.g. ``"evolink"``.
     name: ClassVar[str]
     #: Root URL (scheme and host, plus a prefix only where the gateway adds one).
     default_base_url: ClassVar[str]
+    #: Path of the request that starts an edit, after ``base_url``.
+    create_path: ClassVar[str]
+    #: Path of a task's status, ``{task_id}`` where the id goes (task providers only).
+    status_path: ClassVar[str | None] = None
+    #: The request header carrying the API key, and the scheme written before the key.
+    auth_header: ClassVar[str] = "Authorization"
+    auth_scheme: ClassVar[str | None] = "Bearer"
+    #: Answer headers holding the request id, tried in order when the body has none.
+    request_id_headers: ClassVar[tuple[str, ...]] = ("x-dashscope-request-id", "x-request-id")
+    #: What the provider's own error codes mean (statuses and message words are shared).
+    error_codes: ClassVar[ErrorCodes] = NO_CODES
     #: The provider's own API key variable, read after ``QWEN_EDIT_API_KEY``.
     env_var: ClassVar[str | None] = None
     #: ``"sync"``: the create answers with the result. ``"task"``: poll a task id.
@@ -211,6 +183,15 @@ class Provider(abc.ABC):
     @property
     def is_task(self) -> bool:
         return self.mode == "task"
+
+    def authorization(self, api_key: str) -> dict[str, str]:
+        """The header that carries ``api_key``, e.g. ``{"Authorization": "Bearer k"}``."""
+        value = api_key if self.auth_scheme is None else f"{self.auth_scheme} {api_key}"
+        return {self.auth_header: value}
+
+    def request_id(self, headers: Mapping[str, str], from_body: str | None = None) -> str | None:
+        """The provider's id of a request: the one in the body, else from its headers."""
+        return from_body or header(headers, *self.request_id_headers)
 
     # -- validation ---------------------------------------------------------------------
 
@@ -276,8 +257,20 @@ class Provider(abc.ABC):
         """Read a status answer; raise the right error for an error answer."""
         raise NotImplementedError(f"{self.name} has no tasks to poll")
 
-    @abc.abstractmethod
     def parse_error(
         self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
     ) -> APIError:
-        """The error for a non-2xx answer, read from the provider's own error shape."""
+        """The error for an error answer: its body read by the one error reader, its class
+        decided by the shared mapping with this dialect's ``error_codes``."""
+        answer = read_error(status, body)
+        return api_error(
+            provider=self.name,
+            status=status,
+            code=answer.code,
+            message=answer.message,
+            codes=self.error_codes,
+            request_id=self.request_id(headers, answer.request_id),
+            task_id=task_id,
+            retry_after=parse_retry_after(headers),
+            body=answer.raw,
+        )

@@ -8,29 +8,49 @@ as ``InvalidParameter``, ``DataInspectionFailed`` or ``Throttling``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from .._errors import APIError, api_error
-from .._models import EditRequest, EditResult, GeneratedImage, Usage
-from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
+from .._error_map import ErrorCodes
+from .._models import EditRequest, GeneratedImage
+from ._base import HttpRequest
 from ._native import native_request
-from ._wire import (
-    WireResponse,
-    check_count,
-    fallback_message,
-    is_success,
-    load,
-    load_error,
-    no_images,
-    request_id,
-)
+from ._sync import SyncProvider
+from ._wire import WireResponse
 
-__all__ = ["DashScope", "DashScopeIntl", "NativeAnswer", "dashscope_error", "native_images"]
+__all__ = ["DASHSCOPE_CODES", "DashScope", "DashScopeIntl", "NativeAnswer", "native_images"]
 
 PATH = "/api/v1/services/aigc/multimodal-generation/generation"
+
+#: DashScope's codes and what they mean. Every relay of DashScope (the OpenAI-shaped
+#: gateways, Vtrix) passes them through, so those dialects speak them too.
+DASHSCOPE_CODES = ErrorCodes(
+    content_filter=frozenset({"DataInspectionFailed", "IPInfringementSuspect"}),
+    quota=frozenset({"Arrearage", "AllocationQuota.FreeTierOnly"}),
+    throttling=frozenset({"Throttling", "Throttling.RateQuota", "Throttling.BurstRate"}),
+    # "Free allocated quota exceeded." is exhausted; "Allocated quota exceeded, please
+    # increase your quota limit." is a per-period throttle.
+    free_quota_or_throttling=frozenset({"Throttling.AllocationQuota"}),
+    auth=frozenset({"InvalidApiKey"}),
+    server=frozenset(
+        {"InternalError", "InternalError.Algo", "InternalError.Timeout", "SystemError"}
+    ),
+    not_found=frozenset({"NotFound"}),
+    transient=frozenset(
+        {
+            "InternalError",
+            "InternalError.Algo",
+            "InternalError.Timeout",
+            "SystemError",
+            "RequestTimeOut",
+            "ServiceUnavailable",
+            "Throttling",
+            "Throttling.RateQuota",
+            "Throttling.BurstRate",
+        }
+    ),
+)
 
 
 class _Content(WireResponse):
@@ -69,29 +89,7 @@ def native_images(output: _Output | None) -> list[GeneratedImage]:
     ]
 
 
-def dashscope_error(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    task_id: str | None = None,
-) -> APIError:
-    """The error for DashScope's flat ``{"request_id", "code", "message"}`` body."""
-    error, raw = load_error(body)
-    return api_error(
-        provider=provider,
-        status=status,
-        code=error.code,
-        message=error.message or fallback_message(status, raw),
-        request_id=request_id(headers, error.request_id),
-        task_id=task_id,
-        retry_after=parse_retry_after(headers),
-        body=raw,
-    )
-
-
-class DashScope(Provider):
+class DashScope(SyncProvider[NativeAnswer]):
     """Alibaba Model Studio in Beijing (``https://dashscope.aliyuncs.com``).
 
     Synchronous: give the transport a long read timeout. Takes URLs, data URIs and
@@ -113,39 +111,27 @@ class DashScope(Provider):
     name = "dashscope"
     default_base_url = "https://dashscope.aliyuncs.com"
     env_var = "DASHSCOPE_API_KEY"
-    mode = "sync"
+    create_path = PATH
+    error_codes = DASHSCOPE_CODES
     accepts_oss = True
+    answer_body = NativeAnswer
 
     def build_create(
         self, request: EditRequest, images: list[str], *, model: str | None = None
     ) -> HttpRequest:
         return native_request(self.base_url + PATH, request, images, self.wire_model(model))
 
-    def parse_create(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> EditResult | TaskAccepted:
-        if not is_success(status):
-            raise self.parse_error(status, headers, body)
-        answer, raw = load(body, NativeAnswer, provider=self.name, status=status)
-        rid = request_id(headers, answer.request_id)
-        if answer.output is None and answer.code:
-            raise self.parse_error(status, headers, body)
-        images = native_images(answer.output)
-        if not images:
-            raise no_images(self.name, status, rid, raw)
-        check_count(images, self.name, status, rid, raw)
-        return EditResult(
-            images=images,
-            provider=self.name,
-            request_id=rid,
-            usage=Usage.from_raw(answer.usage),
-            raw=raw,
-        )
+    def answer_error(self, answer: NativeAnswer) -> bool:
+        return answer.output is None and bool(answer.code)
 
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
-    ) -> APIError:
-        return dashscope_error(self.name, status, headers, body, task_id=task_id)
+    def answer_request_id(self, answer: NativeAnswer) -> str | None:
+        return answer.request_id
+
+    def result_images(self, answer: NativeAnswer) -> list[GeneratedImage]:
+        return native_images(answer.output)
+
+    def result_usage(self, answer: NativeAnswer) -> dict[str, Any] | None:
+        return answer.usage
 
 
 class DashScopeIntl(DashScope):

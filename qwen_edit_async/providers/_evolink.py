@@ -9,29 +9,39 @@ only, ``size`` as ``WxH``), answered by a task object; poll ``GET /v1/tasks/{id}
      "error": {"code": "content_policy_violation", "message": "..."}}   (failed)
 
 HTTP errors are OpenAI-shaped, with ``code`` a string in current docs and an integer in
-older ones (see :func:`~qwen_edit_async.providers._openai.openai_error`).
+older ones (read by :func:`~qwen_edit_async.providers._wire.read_error`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from .._errors import APIError
+from .._error_map import ErrorCodes
 from .._models import EditRequest, GeneratedImage
 from ._base import HttpRequest
-from ._openai import openai_error
-from ._task import TaskBody, TaskProvider, task_segment
-from ._wire import (
-    ENCODER,
-    JSON_HEADERS,
-    NO_HEADERS,
-    WireRequest,
-    WireResponse,
-    size_text,
-    url_only,
-)
+from ._dashscope import DASHSCOPE_CODES
+from ._openai import OPENAI_CODES
+from ._task import TaskBody, TaskProvider, task_words
+from ._wire import ENCODER, JSON_HEADERS, WireRequest, WireResponse, size_text, url_only
 
-__all__ = ["Evolink"]
+__all__ = ["EVOLINK_CODES", "Evolink"]
+
+#: Evolink's own codes, beside OpenAI's (its HTTP errors are OpenAI's object) and DashScope's
+#: (the model's owner, whose codes relays pass on). Its task errors list ``quota_exceeded``,
+#: ``service_error``... as "retry later"; HTTP 402 ``quota_exceeded`` is the balance error.
+EVOLINK_CODES = DASHSCOPE_CODES | OPENAI_CODES | ErrorCodes(
+    content_filter=frozenset({"content_policy_violation"}),
+    quota=frozenset({"quota_exceeded", "insufficient_balance"}),
+    not_found=frozenset({"invalid_task_id", "task_not_found", "not_found"}),
+    transient=frozenset(
+        {
+            "quota_exceeded",
+            "service_error",
+            "generation_timeout",
+            "resource_exhausted",
+            "service_unavailable",
+            "internal_error",
+        }
+    ),
+)
 
 
 class _Body(WireRequest, kw_only=True):
@@ -80,6 +90,16 @@ class Evolink(TaskProvider[_Task]):
     name = "evolink"
     default_base_url = "https://api.evolink.ai"
     env_var = "EVOLINK_API_KEY"
+    create_path = "/v1/images/generations"
+    status_path = "/v1/tasks/{task_id}"
+    error_codes = EVOLINK_CODES
+    # Documented: pending, processing, completed, failed; the rest are read for tolerance.
+    status_words = task_words(
+        pending=("pending", "queued", "submitted"),
+        running=("processing", "in_progress", "running"),
+        succeeded=("completed", "succeeded", "success"),
+        failed=("failed", "failure", "error", "cancelled", "canceled"),
+    )
     accepts_data_uri = False
     max_prompt = 2000
     supports_callback = True
@@ -101,12 +121,8 @@ class Evolink(TaskProvider[_Task]):
             seed=request.seed,
             callback_url=request.callback_url,
         )
-        url = self.base_url + "/v1/images/generations"
+        url = self.base_url + self.create_path
         return HttpRequest("POST", url, ENCODER.encode(body), JSON_HEADERS)
-
-    def build_status(self, task_id: str) -> HttpRequest:
-        url = f"{self.base_url}/v1/tasks/{task_segment(task_id)}"
-        return HttpRequest("GET", url, None, NO_HEADERS)
 
     def estimated_time(self, task: _Task) -> float | None:
         return task.task_info.estimated_time if task.task_info else None
@@ -114,8 +130,3 @@ class Evolink(TaskProvider[_Task]):
     def result_images(self, task: _Task) -> list[GeneratedImage]:
         urls = (item if isinstance(item, str) else item.url for item in task.results or ())
         return [GeneratedImage(url=url) for url in urls if url]
-
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
-    ) -> APIError:
-        return openai_error(self.name, status, headers, body, task_id=task_id)

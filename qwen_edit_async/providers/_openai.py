@@ -7,8 +7,8 @@ Both most likely relay to DashScope synchronously, so DashScope's codes (``DataI
                                            "revised_prompt": "..."}]}
     4xx  {"error": {"message": "...", "type": "...", "param": null, "code": "DataInspectionFailed"}}
 
-:func:`openai_error` reads that error object (``code`` a string, an integer or null) and is
-also used by Evolink, whose errors have the same shape.
+:func:`~qwen_edit_async.providers._wire.read_error` reads that error object (``code`` a
+string, an integer or null), as it reads every error shape.
 
 Relays built on new-api (which such gateways run) add three habits, all handled here: every
 image carries ``"b64_json": ""`` beside its ``url`` (an empty string is absent); ``data[]`` has
@@ -20,30 +20,28 @@ the message decides the class (see :func:`~qwen_edit_async._errors.api_error`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
-from .._errors import APIError, ConfigurationError, api_error
-from .._models import EditRequest, EditResult, GeneratedImage, Usage
-from ._base import HttpRequest, Provider, TaskAccepted, parse_retry_after
-from ._dashscope import NativeAnswer, native_images
+from .._error_map import ErrorCodes
+from .._errors import ConfigurationError
+from .._models import EditRequest, GeneratedImage
+from ._base import HttpRequest
+from ._dashscope import DASHSCOPE_CODES, NativeAnswer, native_images
 from ._native import native_request
-from ._wire import (
-    ErrorDetail,
-    WireResponse,
-    check_count,
-    error_fields,
-    fallback_message,
-    is_success,
-    load,
-    load_error,
-    no_images,
-    request_id,
-)
+from ._sync import SyncProvider
+from ._wire import ErrorDetail, WireResponse
 
-__all__ = ["ModelStream", "OneToken", "openai_error"]
+__all__ = ["OPENAI_CODES", "ModelStream", "OneToken"]
+
+#: The codes of OpenAI's error object as gateways (new-api and its forks) use them.
+OPENAI_CODES = ErrorCodes(
+    content_filter=frozenset({"content_policy_violation", "content_filter"}),
+    quota=frozenset({"insufficient_quota", "insufficient_user_quota"}),
+    throttling=frozenset({"rate_limit_exceeded"}),
+    auth=frozenset({"invalid_api_key"}),
+)
 
 
 class _Image(WireResponse):
@@ -76,52 +74,24 @@ def _upstream(metadata: Any) -> NativeAnswer | None:
         return None
 
 
-def openai_error(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    task_id: str | None = None,
-) -> APIError:
-    """The error for an OpenAI-style ``{"error": {"code", "message", "type", "param"}}`` body.
+class _Gateway(SyncProvider[_Answer]):
+    """The native body sent to ``{base}{create_path}``, read in OpenAI's image shape."""
 
-    A relayed flat DashScope body (``{"code", "message", "request_id"}``) is read too.
-    """
-    error, raw = load_error(body)
-    code, message = error_fields(error.error)
-    return api_error(
-        provider=provider,
-        status=status,
-        code=error.code if code is None else code,
-        message=message or error.message or fallback_message(status, raw),
-        request_id=request_id(headers, error.request_id),
-        task_id=task_id,
-        retry_after=parse_retry_after(headers),
-        body=raw,
-    )
-
-
-class _Gateway(Provider):
-    """The native body sent to ``{base}{path}``, read in OpenAI's image shape."""
-
-    path: ClassVar[str]
+    # They relay DashScope, whose codes surface inside OpenAI's error object.
+    error_codes = DASHSCOPE_CODES | OPENAI_CODES
+    answer_body = _Answer
 
     def build_create(
         self, request: EditRequest, images: list[str], *, model: str | None = None
     ) -> HttpRequest:
-        return native_request(self.base_url + self.path, request, images, self.wire_model(model))
+        url = self.base_url + self.create_path
+        return native_request(url, request, images, self.wire_model(model))
 
-    def parse_create(
-        self, status: int, headers: Mapping[str, str], body: bytes
-    ) -> EditResult | TaskAccepted:
-        if not is_success(status):
-            raise self.parse_error(status, headers, body)
-        answer, raw = load(body, _Answer, provider=self.name, status=status)
-        rid = request_id(headers)
-        if not answer.data and answer.error is not None:
-            # Some gateways answer 200 with an error object.
-            raise self.parse_error(status, headers, body)
+    def answer_error(self, answer: _Answer) -> bool:
+        # Some gateways answer 200 with an error object.
+        return not answer.data and answer.error is not None
+
+    def result_images(self, answer: _Answer) -> list[GeneratedImage]:
         images = [
             GeneratedImage(url=item.url, b64_json=item.b64_json, revised_prompt=item.revised_prompt)
             for item in answer.data or ()
@@ -136,24 +106,13 @@ class _Gateway(Provider):
             for image, item in zip(upstream, answer.data or (), strict=False):
                 image.revised_prompt = item.revised_prompt or None
             images = upstream
-        if not images:
-            raise no_images(self.name, status, rid, raw)
-        check_count(images, self.name, status, rid, raw)
-        usage = answer.usage
-        if usage is None and kept is not None:
-            usage = kept.usage
-        return EditResult(
-            images=images,
-            provider=self.name,
-            request_id=rid,
-            usage=Usage.from_raw(usage),
-            raw=raw,
-        )
+        return images
 
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
-    ) -> APIError:
-        return openai_error(self.name, status, headers, body, task_id=task_id)
+    def result_usage(self, answer: _Answer) -> dict[str, Any] | None:
+        if answer.usage is not None:
+            return answer.usage
+        kept = _upstream(answer.metadata)
+        return None if kept is None else kept.usage
 
 
 class ModelStream(_Gateway):
@@ -170,7 +129,7 @@ class ModelStream(_Gateway):
     name = "modelstream"
     default_base_url = "https://api.modelstream.ai"
     env_var = "MODELSTREAM_API_KEY"
-    path = "/v1/images/generations"
+    create_path = "/v1/images/generations"
 
 
 class OneToken(_Gateway):
@@ -189,7 +148,7 @@ class OneToken(_Gateway):
     # No published host: the constructor insists on ``base_url`` instead.
     default_base_url = ""
     env_var = "ONETOKEN_API_KEY"
-    path = "/v1/images/edits"
+    create_path = "/v1/images/edits"
 
     def __init__(self, *, base_url: str | None = None, model: str | None = None) -> None:
         if not base_url:

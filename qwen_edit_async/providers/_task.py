@@ -1,21 +1,25 @@
-"""What the task dialects (Evolink, Vtrix) share: reading a created task and a status answer.
+"""The template of task dialects (Evolink, Vtrix): a create answered by a task, then polls.
 
 Both answer with a task object ``{"id", "status", "progress", "model", "usage", "error"}``;
-they differ in where the images are, the progress scale, and their wire details, which
-subclasses supply.
+each dialect declares its status words, paths and error codes and supplies where its images
+are and its request body.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+import logging
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import quote
 
-from .._errors import QwenEditError, ValidationError, task_error
+from .._error_map import task_error
+from .._errors import QwenEditError, ValidationError
 from .._models import EditResult, GeneratedImage, Usage
-from ._base import ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
+from ._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskState, TaskStatus
 from ._wire import (
+    NO_HEADERS,
     ErrorDetail,
     WireResponse,
     check_count,
@@ -23,8 +27,15 @@ from ._wire import (
     is_success,
     load,
     no_images,
-    request_id,
 )
+
+__all__ = ["TaskBody", "TaskProvider", "task_segment", "task_words"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+#: (provider, word) pairs already logged as unknown: each is logged once per process.
+_UNKNOWN_WORDS: set[tuple[str, str]] = set()
+_UNKNOWN_WORDS_MAX = 1000
 
 
 class TaskBody(WireResponse):
@@ -40,22 +51,27 @@ class TaskBody(WireResponse):
     error: ErrorDetail | str | None = None
 
 
-_STATES = {
-    "pending": TaskState.PENDING,
-    "queued": TaskState.PENDING,
-    "submitted": TaskState.PENDING,
-    "in_progress": TaskState.RUNNING,
-    "processing": TaskState.RUNNING,
-    "running": TaskState.RUNNING,
-    "completed": TaskState.SUCCEEDED,
-    "succeeded": TaskState.SUCCEEDED,
-    "success": TaskState.SUCCEEDED,
-    "failed": TaskState.FAILED,
-    "failure": TaskState.FAILED,
-    "error": TaskState.FAILED,
-    "cancelled": TaskState.FAILED,
-    "canceled": TaskState.FAILED,
-}
+def task_words(
+    *,
+    pending: Iterable[str] = (),
+    running: Iterable[str] = (),
+    succeeded: Iterable[str] = (),
+    failed: Iterable[str] = (),
+) -> Mapping[str, TaskState]:
+    """A dialect's ``status_words``: each word, lower-cased, to the state it means.
+
+    >>> task_words(running=["Baking"], succeeded=["done"])["baking"]
+    <TaskState.RUNNING: 'running'>
+    """
+    groups = (
+        (TaskState.PENDING, pending),
+        (TaskState.RUNNING, running),
+        (TaskState.SUCCEEDED, succeeded),
+        (TaskState.FAILED, failed),
+    )
+    return MappingProxyType(
+        {word.strip().lower(): state for state, words in groups for word in words}
+    )
 
 
 def task_segment(task_id: str) -> str:
@@ -77,13 +93,6 @@ def task_segment(task_id: str) -> str:
     return quote(task_id, safe="")
 
 
-def task_state(word: str) -> TaskState:
-    """The state for a provider's status word, any case. An unknown word counts as running:
-    the task exists and has not said it ended, so the poller keeps watching it (bounded by
-    the job's deadline) instead of failing a job that may still be billed."""
-    return _STATES.get(word.strip().lower(), TaskState.RUNNING)
-
-
 def fraction(value: float | None, *, percent: bool) -> float | None:
     """Progress as 0.0-1.0 from a percentage or a fraction, clamped."""
     if value is None:
@@ -93,32 +102,64 @@ def fraction(value: float | None, *, percent: bool) -> float | None:
     return min(1.0, max(0.0, value))
 
 
-def _failure(
-    provider: str, error: ErrorDetail | str | None, task_id: str, request_id: str | None, raw: Any
-) -> QwenEditError:
-    """The error of a failed task from its ``error`` field (an object, a string or absent)."""
-    code, message = error_fields(error)
-    return task_error(
-        provider=provider,
-        code=code,
-        message=message,
-        task_id=task_id,
-        request_id=request_id,
-        body=raw,
-    )
-
-
 B = TypeVar("B", bound=TaskBody)
 
 
 class TaskProvider(Provider, Generic[B]):
-    """A provider whose create answers with a task to poll."""
+    """A provider whose create answers with a task to poll.
+
+    A dialect declares ``create_path``, ``status_path``, ``status_words``, ``error_codes``
+    and ``task_body``, and writes ``build_create`` and ``result_images``; the template reads
+    creates, statuses and failures. A status word it does not declare is logged once per
+    word and read as running: the task exists and has not said it ended, so it keeps being
+    checked (bounded by the job's deadline) rather than failing a job that may be billed.
+    """
 
     mode = "task"
+    status_path: ClassVar[str]
+    #: The provider's status words, lower-cased, and what each means.
+    status_words: ClassVar[Mapping[str, TaskState]]
     #: The Struct of this provider's task answers.
     task_body: type[B]
     #: Whether ``progress`` is a percentage (else a fraction 0.0-1.0).
     progress_percent = False
+
+    def build_status(self, task_id: str) -> HttpRequest:
+        url = self.base_url + self.status_path.format(task_id=task_segment(task_id))
+        return HttpRequest("GET", url, None, NO_HEADERS)
+
+    def task_state(self, word: str) -> TaskState:
+        """The state for a status word, any case; an unknown word is running (and logged
+        once per word)."""
+        key = word.strip().lower()
+        state = self.status_words.get(key)
+        if state is not None:
+            return state
+        seen = (self.name, key)
+        if seen not in _UNKNOWN_WORDS and len(_UNKNOWN_WORDS) < _UNKNOWN_WORDS_MAX:
+            _UNKNOWN_WORDS.add(seen)
+            logger.warning(
+                "%s answered the unknown task status %r: read as running, the task keeps "
+                "being checked until it ends or the job's deadline passes",
+                self.name,
+                key[:80],
+            )
+        return TaskState.RUNNING
+
+    def _failure(
+        self, error: ErrorDetail | str | None, task_id: str, request_id: str | None, raw: Any
+    ) -> QwenEditError:
+        """The error of a failed task from its ``error`` field (an object, a string or absent)."""
+        code, message = error_fields(error)
+        return task_error(
+            provider=self.name,
+            code=code,
+            message=message,
+            task_id=task_id,
+            codes=self.error_codes,
+            request_id=request_id,
+            body=raw,
+        )
 
     @abc.abstractmethod
     def result_images(self, task: B) -> list[GeneratedImage]:
@@ -138,7 +179,7 @@ class TaskProvider(Provider, Generic[B]):
         if not is_success(status):
             raise self.parse_error(status, headers, body)
         task, raw = load(body, self.task_body, provider=self.name, status=status)
-        rid = request_id(headers)
+        rid = self.request_id(headers)
         task_id = task.id or task.task_id
         if not task_id:
             if task.error is not None:
@@ -157,7 +198,7 @@ class TaskProvider(Provider, Generic[B]):
         if not is_success(status):
             raise self.parse_error(status, headers, body, task_id=task_id)
         task, raw = load(body, self.task_body, provider=self.name, status=status)
-        rid = request_id(headers)
+        rid = self.request_id(headers)
         if task.status is None:
             if task.error is not None:
                 # An error object instead of a task: the provider's verdict on this status
@@ -170,10 +211,10 @@ class TaskProvider(Provider, Generic[B]):
                 request_id=rid,
                 task_id=task_id,
             )
-        state = task_state(task.status)
+        state = self.task_state(task.status)
         progress = fraction(task.progress, percent=self.progress_percent)
         if state is TaskState.FAILED:
-            error = _failure(self.name, task.error, task_id, rid, raw)
+            error = self._failure(task.error, task_id, rid, raw)
             return TaskStatus(task_id, state, progress, error=error, raw=raw)
         if state is not TaskState.SUCCEEDED:
             return TaskStatus(task_id, state, progress, raw=raw)

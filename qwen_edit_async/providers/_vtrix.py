@@ -17,25 +17,25 @@ balance error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import msgspec
 
-from .._errors import APIError, api_error
+from .._error_map import ErrorCodes
 from .._models import EditRequest, GeneratedImage
-from ._base import HttpRequest, parse_retry_after
+from ._base import HttpRequest
+from ._dashscope import DASHSCOPE_CODES
 from ._native import native_request
-from ._task import TaskBody, TaskProvider, task_segment
-from ._wire import (
-    NO_HEADERS,
-    WireResponse,
-    error_fields,
-    fallback_message,
-    load_error,
-    request_id,
-)
+from ._task import TaskBody, TaskProvider, task_words
+from ._wire import WireResponse
 
-__all__ = ["Vtrix", "vtrix_error"]
+__all__ = ["VTRIX_CODES", "Vtrix"]
+
+#: Vtrix relays DashScope (its failed tasks carry DashScope's codes) and adds its own. Its
+#: 403 ``{"error": "insufficient balance"}`` has no code: the message words decide.
+VTRIX_CODES = DASHSCOPE_CODES | ErrorCodes(
+    content_filter=frozenset({"sensitive_content", "data_inspection_failed"}),
+    quota=frozenset({"insufficient_balance"}),
+    not_found=frozenset({"task_not_found", "not_found"}),
+)
 
 
 class _Url(WireResponse):
@@ -65,37 +65,6 @@ class _Task(TaskBody):
     output: list[_Output] | None = None
 
 
-def vtrix_error(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    task_id: str | None = None,
-) -> APIError:
-    """The error for Vtrix's ``{"message": ...}`` or ``{"error": "..." | {code, message}}``.
-
-    A 403 whose message speaks of balance becomes
-    :class:`~qwen_edit_async.InsufficientQuotaError` (decided by :func:`api_error`).
-    """
-    error, raw = load_error(body)
-    code, message = error_fields(error.error)
-    if error.message and message and message.lower() not in error.message.lower():
-        # {"error": "insufficient balance", "message": "Forbidden"}: the cause is in
-        # ``error``; keep both texts so the mapping reads it.
-        message = f"{error.message}: {message}"
-    return api_error(
-        provider=provider,
-        status=status,
-        code=error.code if code is None else code,
-        message=message or error.message or fallback_message(status, raw),
-        request_id=request_id(headers, error.request_id),
-        task_id=task_id,
-        retry_after=parse_retry_after(headers),
-        body=raw,
-    )
-
-
 class Vtrix(TaskProvider[_Task]):
     """Vtrix (``https://cloud.vtrix.ai``): task mode, the native body, URLs or data URIs.
 
@@ -115,6 +84,17 @@ class Vtrix(TaskProvider[_Task]):
     name = "vtrix"
     default_base_url = "https://cloud.vtrix.ai"
     env_var = "VTRIX_API_KEY"
+    create_path = "/model/v1/generation"
+    status_path = "/model/v1/generation/task/{task_id}"
+    error_codes = VTRIX_CODES
+    # Seen in its sources: in_progress, pending, processing, completed, failed (accept all);
+    # the rest are read for tolerance.
+    status_words = task_words(
+        pending=("pending", "queued", "submitted"),
+        running=("processing", "in_progress", "running"),
+        succeeded=("completed", "succeeded", "success"),
+        failed=("failed", "failure", "error", "cancelled", "canceled"),
+    )
     task_body = _Task
 
     def wire_model(self, model: str | None = None) -> str:
@@ -123,12 +103,8 @@ class Vtrix(TaskProvider[_Task]):
     def build_create(
         self, request: EditRequest, images: list[str], *, model: str | None = None
     ) -> HttpRequest:
-        url = self.base_url + "/model/v1/generation"
+        url = self.base_url + self.create_path
         return native_request(url, request, images, self.wire_model(model))
-
-    def build_status(self, task_id: str) -> HttpRequest:
-        url = f"{self.base_url}/model/v1/generation/task/{task_segment(task_id)}"
-        return HttpRequest("GET", url, None, NO_HEADERS)
 
     def result_images(self, task: _Task) -> list[GeneratedImage]:
         links = (item.image_link() for output in task.output or () for item in output.content)
@@ -137,8 +113,3 @@ class Vtrix(TaskProvider[_Task]):
     def result_model(self, task: _Task) -> str | None:
         # Back to the canonical hyphen form the caller used.
         return None if task.model is None else task.model.replace("_", "-")
-
-    def parse_error(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, task_id: str | None = None
-    ) -> APIError:
-        return vtrix_error(self.name, status, headers, body, task_id=task_id)

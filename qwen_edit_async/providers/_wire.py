@@ -8,15 +8,16 @@ bodies, half the time and no second copy of multi-megabyte ``b64_json`` answers.
 
 from __future__ import annotations
 
+import email.utils
+import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from .._errors import ConfigurationError, JobFailedError
+from .._errors import ConfigurationError, JobFailedError, ProtocolError
 from .._models import MAX_N, EditRequest, GeneratedImage, Size
-from ._base import ProtocolError, decode, header
 
 T = TypeVar("T")
 
@@ -24,11 +25,52 @@ T = TypeVar("T")
 JSON_HEADERS: Mapping[str, str] = MappingProxyType({"Content-Type": "application/json"})
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
-#: Where providers put a request id when the body has none.
-REQUEST_ID_HEADERS = ("x-dashscope-request-id", "x-request-id")
-
 ENCODER = msgspec.json.Encoder()
 _ANY = msgspec.json.Decoder()
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta seconds or an HTTP date."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def header(headers: Mapping[str, str], *names: str) -> str | None:
+    """The first of ``names`` present in ``headers`` (case-insensitively for plain dicts)."""
+    for name in names:
+        value = headers.get(name)
+        if value is None and not hasattr(headers, "getall"):
+            lowered = name.lower()
+            value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+        if value:
+            return value
+    return None
+
+
+def decode(decoder: msgspec.json.Decoder[T], body: bytes, *, provider: str, status: int) -> T:
+    """Decode ``body`` or raise :class:`ProtocolError` saying what was wrong."""
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the decoder follows; unreadable too.
+        snippet = body[:200].decode("utf-8", "replace")
+        raise ProtocolError(
+            f"unreadable answer: {exc}; body starts {snippet!r}", provider=provider, status=status
+        ) from exc
 
 
 class WireRequest(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
@@ -99,8 +141,44 @@ def fallback_message(status: int, raw: Any) -> str:
     return f"HTTP {status}: {raw}" if isinstance(raw, str) else f"HTTP {status}"
 
 
-def request_id(headers: Mapping[str, str], from_body: str | None = None) -> str | None:
-    return from_body or header(headers, *REQUEST_ID_HEADERS)
+class ErrorAnswer(NamedTuple):
+    """What an error body says, whichever of the three shapes it came in."""
+
+    code: str | int | None
+    message: str
+    #: The request id the body carries, if any.
+    request_id: str | None
+    #: The decoded body (or its text, cut, when it was not JSON).
+    raw: Any
+
+
+def read_error(status: int, body: bytes) -> ErrorAnswer:
+    """The one reader of error bodies, in any of the shapes providers use.
+
+    - flat ``{"request_id", "code", "message"}`` (DashScope, relayed DashScope),
+    - OpenAI's ``{"error": {"code", "message", "type", "param"}}`` (gateways, Evolink;
+      ``code`` a string, an integer or null),
+    - ``{"message": ...}`` or ``{"error": "..." | {"code", "error_message"}}`` (Vtrix).
+
+    The nested error's code and message win; where a body has a message of its own beside a
+    different nested one (``{"error": "insufficient balance", "message": "Forbidden"}``) both
+    are kept, because the cause may be in either. An unreadable body gives the status alone.
+
+    >>> read_error(403, b'{"error": "insufficient balance", "message": "Forbidden"}').message
+    'Forbidden: insufficient balance'
+    >>> read_error(400, b'{"code": "InvalidParameter", "message": "bad n"}')[:2]
+    ('InvalidParameter', 'bad n')
+    """
+    error, raw = load_error(body)
+    code, message = error_fields(error.error)
+    if error.message and message and message.lower() not in error.message.lower():
+        message = f"{error.message}: {message}"
+    return ErrorAnswer(
+        code=error.code if code is None else code,
+        message=message or error.message or fallback_message(status, raw),
+        request_id=error.request_id,
+        raw=raw,
+    )
 
 
 def size_text(request: EditRequest, separator: str = "*") -> str | None:
