@@ -13,7 +13,7 @@ poller for every pending task, retries that never double-charge.
 from . import providers
 from ._callbacks import CallbackReceiver, CallbackStatistics
 from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
-from ._config import ClientConfig, set_testing
+from ._config import ClientConfig
 from ._config import log_from_env as _log_from_env
 from ._errors import (
     APIError,
@@ -37,6 +37,7 @@ from ._errors import (
 )
 from ._job import Job, JobStatus
 from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usage
+from ._retry import set_testing
 from ._sync import SyncJob, SyncQwenEditClient
 from ._version import __version__
 

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import os
@@ -34,7 +35,6 @@ from ._config import (
     resolve_api_key,
     resolve_base_url,
     resolve_provider,
-    testing_enabled,
 )
 from ._download import download_result
 from ._errors import (
@@ -214,11 +214,11 @@ class QwenEditClient:
         if self.provider.poll_rate_limit is not None:
             ceiling = min(ceiling or math.inf, self.provider.poll_rate_limit)
         self._poller = Poller(
-            self._transport,
+            functools.partial(self._transport.status, attempts=1),
             self._schedule,
             concurrency=poll_concurrency,
             rate=AdaptiveRate(ceiling=ceiling),
-            retry_base=cfg.backoff_base,
+            policy=self._transport.policy,
             retry_max=cfg.poll_max_interval,
         )
         self._safety = SafetyNet(
@@ -481,9 +481,11 @@ class QwenEditClient:
                 # job.task_id names the failed task until the new one is accepted, so an
                 # error (a timeout) in between still says which task was paid for last.
                 create = True
-                wait = min(self.config.backoff_max, self.config.backoff_base * 2**job.submissions)
-                if not testing_enabled():
-                    await anyio.sleep(random.uniform(0, wait))
+                # Full jitter, one doubling ahead of the create retries: the task ran and
+                # failed, so the provider had a moment already.
+                wait = self._transport.policy.delay(job.submissions + 1)
+                if wait:
+                    await anyio.sleep(wait)
                 continue
             asked = MAX_N if job.request is None else job.request.n or 1
             if len(result.images) > asked:

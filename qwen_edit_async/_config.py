@@ -39,8 +39,6 @@ __all__ = [
     "resolve_api_key",
     "resolve_base_url",
     "resolve_provider",
-    "set_testing",
-    "testing_enabled",
 ]
 
 API_KEY_ENV = "QWEN_EDIT_API_KEY"
@@ -294,17 +292,3 @@ def _check_field(name: str, value: object, annotation: object) -> None:
             raise ValidationError(f"{name}: {value} must be 0 or more", field=name)
     elif value <= 0:
         raise ValidationError(f"{name}: {value} must be greater than 0", field=name)
-
-
-_testing = False
-
-
-def set_testing(enabled: bool) -> None:
-    """Make every retry wait zero (for test suites). Cooldowns still order requests."""
-    global _testing
-    _testing = enabled
-
-
-def testing_enabled() -> bool:
-    """Whether :func:`set_testing` switched waits off."""
-    return _testing

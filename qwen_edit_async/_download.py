@@ -17,9 +17,10 @@ import aiohttp
 import anyio
 
 from ._addresses import forbidden_address, forbidden_in
-from ._config import ClientConfig, testing_enabled
+from ._config import ClientConfig
 from ._errors import DownloadError
 from ._models import EditResult, GeneratedImage
+from .providers._base import parse_retry_after
 
 if TYPE_CHECKING:
     from ._transport import Transport
@@ -160,8 +161,15 @@ async def _fetch(transport: Transport, url: str, config: ClientConfig, index: in
                     f"images[{index}]: download failed after {attempt} attempts: {exc}",
                     provider=provider,
                 ) from exc
-            if not testing_enabled():
-                await anyio.sleep(min(config.backoff_max, config.backoff_base * 2**attempt))
+            retry_after = exc.retry_after if isinstance(exc, _Transient) else None
+            wait = transport.policy.delay(attempt, retry_after)
+            if wait is None:
+                raise DownloadError(
+                    f"images[{index}]: {exc}; the server asked to wait {retry_after:g} s, "
+                    f"more than retry_after_max={transport.policy.retry_after_max:g}",
+                    provider=provider,
+                ) from exc
+            await anyio.sleep(wait)
 
 
 async def _fetch_once(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
@@ -188,7 +196,9 @@ async def _fetch_once(transport: Transport, url: str, config: ClientConfig, inde
                     status=response.status,
                 )
             if response.status >= 400:
-                raise _Transient(f"HTTP {response.status}")
+                raise _Transient(
+                    f"HTTP {response.status}", retry_after=parse_retry_after(response.headers)
+                )
             ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
                 raise DownloadError(
@@ -217,7 +227,12 @@ async def _fetch_once(transport: Transport, url: str, config: ClientConfig, inde
 
 
 class _Transient(Exception):
-    pass
+    """A download failure worth another attempt (``retry_after``: the wait the server
+    asked for, if it did)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 async def _receive(

@@ -37,7 +37,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ._config import testing_enabled
+from ._retry import testing_enabled
 
 __all__ = [
     "INITIAL_IN_FLIGHT",

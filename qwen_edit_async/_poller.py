@@ -21,20 +21,18 @@ import asyncio
 import heapq
 import itertools
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ._config import testing_enabled
 from ._errors import QwenEditError, RateLimitError
 from ._pacing import AdaptiveRate
+from ._retry import RetryPolicy, pause
 from ._schedule import PollPlan, PollSchedule
-from ._transport import Transport
 from .providers._base import TaskState, TaskStatus
 
 __all__ = ["Plan", "Poller", "Pushed"]
@@ -98,21 +96,23 @@ class Poller:
 
     def __init__(
         self,
-        transport: Transport,
+        status: Callable[[str], Awaitable[TaskStatus]],
         schedule: PollSchedule,
         *,
         concurrency: int,
         rate: AdaptiveRate | None = None,
-        retry_base: float = 0.5,
+        policy: RetryPolicy | None = None,
         retry_max: float = 10.0,
         slow_after: float = 1.0,
     ) -> None:
-        self._retry_base = retry_base
+        #: One status request for a task id, without retries: the poller reschedules
+        #: a transient failure itself, so no worker sleeps through a backoff.
+        self._status = status
+        self._policy = policy or RetryPolicy(backoff_base=0.5, backoff_max=retry_max)
         self._slow_after = slow_after
         #: Start times of the status requests in flight, by task.
         self._started: dict[_Watch, float] = {}
         self._retry_max = retry_max
-        self._transport = transport
         self._schedule = schedule
         self._concurrency = concurrency
         #: The pace of status requests (``rate.rate`` is the current requests per second).
@@ -279,21 +279,20 @@ class Poller:
     async def _check(self, watch: _Watch, sent: float) -> None:
         """One status request for ``watch`` and what its answer means."""
         try:
-            status = await self._transport.status(watch.task_id, attempts=1)
+            status = await self._status(watch.task_id)
         except QwenEditError as exc:
+            retry_after: float | None = getattr(exc, "retry_after", None)
             if isinstance(exc, RateLimitError):
-                self.rate.limited(None if testing_enabled() else exc.retry_after)
+                self.rate.limited(None if retry_after is None else pause(retry_after))
             if watch.event.is_set():
                 return  # a callback ended it meanwhile
-            if exc.retryable and not watch.cancelled:
+            if self._policy.should_retry(exc, idempotent=True) and not watch.cancelled:
                 # The task exists; an outage of the status endpoint is waited out (the
-                # job's deadline bounds it), without holding a worker through the wait.
+                # job's deadline bounds it), without holding a worker through the wait,
+                # and never longer than the schedule's longest interval between checks.
                 watch.failures += 1
-                delay = min(self._retry_max, self._retry_base * 2 ** (watch.failures - 1))
-                retry_after = getattr(exc, "retry_after", None)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, self._retry_max))
-                delay = 0.0 if testing_enabled() else random.uniform(delay / 2, delay)
+                delay = self._policy.delay(watch.failures, retry_after)
+                delay = pause(self._retry_max) if delay is None else min(delay, self._retry_max)
                 logger.debug("status of %s failed (%s); again in %.2f s", watch.task_id, exc, delay)
                 self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
                 return

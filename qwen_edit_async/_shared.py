@@ -34,7 +34,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ._config import Secret, testing_enabled
+from ._config import Secret
 from ._errors import ConfigurationError
 from ._limits import (
     RATE_MAX,
@@ -47,6 +47,7 @@ from ._limits import (
     note_slot_time,
     refused,
 )
+from ._retry import testing_enabled
 
 try:
     import redis.asyncio as aioredis

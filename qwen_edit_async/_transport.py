@@ -34,11 +34,10 @@ from typing import TypeVar
 
 import aiohttp
 import anyio
-import backoff
 
 from ._addresses import ForbiddenAddress, GuardedResolver, forbidden_address
 from ._body import SourceChanged, StreamedBody
-from ._config import ClientConfig, Secret, testing_enabled
+from ._config import ClientConfig, Secret
 from ._errors import (
     APIError,
     QwenEditError,
@@ -49,6 +48,7 @@ from ._errors import (
 from ._limits import Limits, LocalLimits
 from ._models import EditResult
 from ._redact import Redactor
+from ._retry import RetryPolicy
 from ._version import __version__
 from .providers._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskStatus
 
@@ -110,6 +110,8 @@ class Transport:
         self._key = api_key
         self._redact = Redactor(api_key.get())
         self._config = config
+        #: When to send a failed request again; the poller and downloads follow it too.
+        self.policy = RetryPolicy.from_config(config)
         self._session = session
         self._owns_session = session is None
         self._connections = connections
@@ -150,27 +152,6 @@ class Transport:
         if self._session is None:
             raise RuntimeError("the transport is not open")
         return self._session
-
-    # -- waits ----------------------------------------------------------------------------
-
-    def _waits(self) -> Callable[[], float]:
-        gen = backoff.expo(factor=self._config.backoff_base, max_value=self._config.backoff_max)
-        next(gen)  # prime the generator, as backoff itself does
-
-        def wait() -> float:
-            if testing_enabled():
-                return 0.0
-            return float(backoff.full_jitter(gen.send(None)))
-
-        return wait
-
-    def _retry_wait(self, exc: QwenEditError, next_wait: Callable[[], float]) -> float | None:
-        """Seconds to wait before retrying after ``exc``, or None to give up."""
-        if isinstance(exc, APIError) and exc.retry_after is not None:
-            if exc.retry_after > self._config.retry_after_max:
-                return None
-            return 0.0 if testing_enabled() else exc.retry_after
-        return next_wait()
 
     # -- sending --------------------------------------------------------------------------
 
@@ -302,7 +283,7 @@ class Transport:
         read_timeout = (
             self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
         )
-        next_wait = self._waits()
+        policy = self.policy
         attempt = 0
         while True:
             attempt += 1
@@ -347,15 +328,13 @@ class Transport:
                         holder,
                         exc.limit if exc.limit in ("concurrency", "rate") else None,  # type: ignore[arg-type]
                         None if after is None else min(after, cap),
-                        next_wait(),
+                        policy.delay(attempt) or 0.0,
                         retrying=attempt < max_attempts
                         and (after is None or after <= cap),
                     )
-            if not error.retryable and not isinstance(error, SubmitUncertainError):
+            if not policy.should_retry(error, idempotent=False):
                 raise error
-            wait = (
-                None if attempt >= max_attempts else self._retry_wait(error, next_wait)
-            )
+            wait = None if attempt >= max_attempts else policy.delay(attempt, _retry_after(error))
             if wait is None:
                 raise error
             logger.debug("retrying create after %s: waiting %.2f s", type(error).__name__, wait)
@@ -391,7 +370,7 @@ class Transport:
         ``total``: seconds for each attempt, its answer included.
         """
         max_attempts = attempts or self._config.max_attempts
-        next_wait = self._waits()
+        policy = self.policy
         attempt = 0
         while True:
             attempt += 1
@@ -409,14 +388,11 @@ class Transport:
                 if isinstance(exc, (_Unusable, _TooLarge)):
                     error.retryable = False  # the same answer again cannot help
                     raise error from exc.__cause__
-            except ProtocolError as exc:
-                error = exc
-                error.retryable = True
             except QwenEditError as exc:
-                if not exc.retryable:
+                if not policy.should_retry(exc, idempotent=True):
                     raise
                 error = exc
-            wait = None if attempt >= max_attempts else self._retry_wait(error, next_wait)
+            wait = None if attempt >= max_attempts else policy.delay(attempt, _retry_after(error))
             if wait is None:
                 raise error
             if wait > 0:
@@ -499,6 +475,10 @@ def _raise_if_source_changed(exc: BaseException) -> None:
         if isinstance(seen, SourceChanged):
             raise seen
         seen = seen.__cause__ or seen.__context__
+
+
+def _retry_after(error: QwenEditError) -> float | None:
+    return error.retry_after if isinstance(error, APIError) else None
 
 
 def _path(url: str) -> str:
