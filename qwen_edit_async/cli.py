@@ -19,14 +19,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._demo import run_demo
 from ._errors import QwenEditError
 from ._logs import add_logging_options
-from ._report import write_report
-from ._run_cli import cmd_run
-from ._status import cmd_status
-from ._validate_manifest import check_manifest, print_check
 from ._version import __version__
+from .bulk._demo import run_demo
+from .bulk._report import write_report
+from .bulk._run_cli import cmd_run
+from .bulk._status import cmd_status
+from .bulk._validate_manifest import check_manifest, print_check
 from .providers import PROVIDERS, get_provider
 
 __all__ = ["build_parser", "main"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_edit_async._run_cli import resume_hint, retry_filter
+from qwen_edit_async.bulk._run_cli import resume_hint, retry_filter
 from tests._bulk_support import (
     FakeServer,
     check_folder,

@@ -17,8 +17,9 @@ import pytest
 from conftest import API_KEY
 
 import qwen_edit_async as qe
-from qwen_edit_async import _disksync, cli
-from qwen_edit_async._disksync import BatchSync, sync_paths
+from qwen_edit_async import cli
+from qwen_edit_async.bulk import _disksync
+from qwen_edit_async.bulk._disksync import BatchSync, sync_paths
 from qwen_edit_async.testing import FakeProvider
 
 URL = "https://example.com/a.png"

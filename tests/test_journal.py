@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from qwen_edit_async import EditRequest, JobTimeoutError, SubmitUncertainError
-from qwen_edit_async._journal import Action, Journal, ProviderMismatch
-from qwen_edit_async._manifest import Entry, ManifestError
+from qwen_edit_async.bulk._journal import Action, Journal, ProviderMismatch
+from qwen_edit_async.bulk._manifest import Entry, ManifestError
 from tests._bulk_support import cli_env
 
 META = {"provider": "vtrix", "base_url": "http://127.0.0.1:1", "model": "m"}
@@ -243,8 +243,8 @@ _WRITER = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from qwen_edit_async import EditRequest
-    from qwen_edit_async._journal import Journal
-    from qwen_edit_async._manifest import Entry
+    from qwen_edit_async.bulk._journal import Journal
+    from qwen_edit_async.bulk._manifest import Entry
 
     REQUEST = EditRequest(images=["https://example.com/a.png"], prompt="x")
 

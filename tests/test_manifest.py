@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from qwen_edit_async import ValidationError
-from qwen_edit_async._manifest import ManifestError, count_lines, read_manifest, stable_id
+from qwen_edit_async.bulk._manifest import ManifestError, count_lines, read_manifest, stable_id
 from tests._imagegen import make_image
 
 

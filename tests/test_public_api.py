@@ -70,7 +70,8 @@ def test_every_error_class_lives_in_the_one_tree() -> None:
     """Every error class of the package is defined in ``_errors`` and drawn in its docstring."""
     import inspect
 
-    from qwen_edit_async import _errors, _job, _manifest, providers
+    from qwen_edit_async import _errors, _job, providers
+    from qwen_edit_async.bulk import _manifest
 
     found = {
         value

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from qwen_edit_async._report import ReportData, render_report
+from qwen_edit_async.bulk._report import ReportData, render_report
 from qwen_edit_async.cli import main
 from qwen_edit_async.testing._png import png_bytes
 from tests._bulk_support import FakeServer, journal_rows, run_cli, write_manifest

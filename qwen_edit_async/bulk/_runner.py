@@ -30,10 +30,9 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._callbacks import CallbackReceiver
-from ._client import QwenEditClient
-from ._disksync import BatchSync
-from ._errors import (
+from .._callbacks import CallbackReceiver
+from .._client import QwenEditClient
+from .._errors import (
     AuthenticationError,
     ConfigurationError,
     InsufficientQuotaError,
@@ -42,8 +41,12 @@ from ._errors import (
     SubmitUncertainError,
     TransportError,
 )
-from ._images import Uploader
-from ._job import Job, JobCancelledError
+from .._images import Uploader
+from .._job import Job, JobCancelledError
+from .._models import EditRequest, EditResult, GeneratedImage
+from .._version import __version__
+from ..providers import Provider, get_provider
+from ._disksync import BatchSync
 from ._journal import (
     JOURNAL_NAME,
     Action,
@@ -54,13 +57,10 @@ from ._journal import (
 )
 from ._lock import FolderLock, FolderLocked
 from ._manifest import Entry, ManifestError, check_format, count_lines, read_manifest
-from ._models import EditRequest, EditResult, GeneratedImage
 from ._progress import ProgressMode, Reporter, Tracker, make_reporter
 from ._results import find_symlink, folder_name, remove_partials
 from ._resume_check import compare_manifest
 from ._upload import HttpUploader, find_fake_upload, local_inputs
-from ._version import __version__
-from .providers import Provider, get_provider
 
 __all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
 

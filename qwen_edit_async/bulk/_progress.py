@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Literal, Protocol
 
-from ._text import printable
+from .._text import printable
 
 __all__ = ["BarReporter", "LineReporter", "Reporter", "Tracker", "make_reporter"]
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
-from ._loop import run_async
+from .._loop import run_async
 from ._progress import ProgressMode
 from ._run_cli import print_report, run_with_signals
+from ._runner import BulkRunner, RunOptions, RunRefused, RunReport
 
 __all__ = ["run_demo", "write_demo_inputs"]
 
@@ -40,7 +40,7 @@ def _new_demo_folder(base: Path) -> Path:
 
 def write_demo_inputs(folder: Path, jobs: int) -> Path:
     """Real PNG inputs and a manifest of ``jobs`` edits in ``folder``; return the manifest."""
-    from .testing._png import png_bytes
+    from ..testing._png import png_bytes
 
     inputs = folder / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def write_demo_inputs(folder: Path, jobs: int) -> Path:
 
 def run_demo(base: Path, *, jobs: int = 36, progress: ProgressMode = "auto") -> int:
     """``qwen-edit demo``: a bulk run against the fake provider, in this process."""
-    from .testing import FakeProvider, Latency
+    from ..testing import FakeProvider, Latency
 
     try:
         folder = _new_demo_folder(base.resolve())

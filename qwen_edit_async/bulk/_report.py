@@ -32,8 +32,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import QwenEditError
-from ._images import image_kind
+from .._errors import QwenEditError
+from .._images import image_kind
 from ._journal import JOURNAL_NAME
 from ._manifest import Entry, read_manifest
 from ._progress import format_seconds

@@ -26,8 +26,8 @@ from typing import Any
 
 import msgspec
 
-from ._errors import ManifestError, QwenEditError, ValidationError
-from ._models import EditRequest
+from .._errors import ManifestError, QwenEditError, ValidationError
+from .._models import EditRequest
 
 __all__ = [
     "Entry",

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from ._download import safe_stem
+from .._download import safe_stem
 
 __all__ = [
     "ResultLine",

@@ -8,9 +8,9 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from .._text import printable
 from ._journal import JOURNAL_NAME
 from ._results import read_summary
-from ._text import printable
 
 __all__ = ["cmd_status"]
 

@@ -15,16 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-from ._bulk import BulkRunner, RunOptions, RunRefused, RunReport
-from ._config import BASE_URL_ENV, resolve_provider
-from ._errors import QwenEditError
+from .._config import BASE_URL_ENV, resolve_provider
+from .._errors import QwenEditError
+from .._logs import setup_logging
+from .._loop import run_async
+from .._text import printable
 from ._journal import JOURNAL_NAME
-from ._logs import setup_logging
-from ._loop import run_async
 from ._progress import format_seconds
 from ._report import write_report
 from ._results import read_summary
-from ._text import printable
+from ._runner import BulkRunner, RunOptions, RunRefused, RunReport
 
 __all__ = ["cmd_run", "execute", "print_report", "resume_hint", "run_with_signals"]
 

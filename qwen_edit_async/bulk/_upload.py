@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 
-from ._errors import ConfigurationError
-from ._images import image_kind
-from ._models import EditRequest
+from .._errors import ConfigurationError
+from .._images import image_kind
+from .._models import EditRequest
 
 __all__ = ["HttpUploader", "find_fake_upload", "local_inputs"]
 

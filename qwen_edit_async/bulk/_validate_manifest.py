@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import IO
 
-from ._errors import QwenEditError
-from ._images import MAX_IMAGE_BYTES, image_kind, sniff
+from .._errors import QwenEditError
+from .._images import MAX_IMAGE_BYTES, image_kind, sniff
+from ..providers import Provider
 from ._manifest import Entry, check_format, read_manifest
-from .providers import Provider
 
 __all__ = ["ManifestCheck", "Problem", "check_manifest", "print_check"]
 

@@ -1,0 +1,66 @@
+"""The bulk package sits on top of the core: the core never imports it.
+
+Checked two ways: statically (no module outside ``bulk/`` except the command line imports
+``bulk``) and at run time (importing the library and its fake loads no ``bulk`` module).
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "qwen_edit_async"
+
+# The command line is the one place above both the core and the bulk package.
+_ALLOWED = {PACKAGE / "cli.py"}
+
+
+def _imports_bulk(path: pathlib.Path) -> list[str]:
+    """The import statements of ``path`` that reach the bulk package."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+            else:
+                target = node.module or ""
+            names = [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found += [n for n in names if n.startswith("qwen_edit_async.bulk")]
+    return found
+
+
+def test_no_core_module_imports_the_bulk_package() -> None:
+    """Only ``bulk/`` itself and ``cli.py`` import ``qwen_edit_async.bulk``."""
+    offenders = {
+        str(path.relative_to(PACKAGE)): hits
+        for path in PACKAGE.rglob("*.py")
+        if "bulk" not in path.relative_to(PACKAGE).parts and path not in _ALLOWED
+        if (hits := _imports_bulk(path))
+    }
+    assert offenders == {}
+
+
+def test_the_check_sees_a_relative_import_of_bulk() -> None:
+    """The static check recognises the relative spelling a core module would use."""
+    assert _imports_bulk(PACKAGE / "cli.py")
+
+
+def test_importing_the_library_and_the_fake_loads_no_bulk_module() -> None:
+    """``import qwen_edit_async`` (and its testing helpers) leaves ``bulk`` unloaded."""
+    code = (
+        "import sys, qwen_edit_async, qwen_edit_async.testing\n"
+        "print(sorted(m for m in sys.modules if m.startswith('qwen_edit_async.bulk')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
