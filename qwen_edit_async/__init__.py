@@ -12,9 +12,10 @@ poller for every pending task, retries that never double-charge.
 
 from . import providers
 from ._callbacks import CallbackReceiver, CallbackStatistics
-from ._client import USE_CLIENT_DEFAULT, ClientStatistics, QwenEditClient
+from ._client import QwenEditClient
 from ._config import ClientConfig
 from ._config import log_from_env as _log_from_env
+from ._defaults import USE_CLIENT_DEFAULT
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -38,6 +39,7 @@ from ._errors import (
 from ._job import Job, JobStatus
 from ._models import EditRequest, EditResult, GeneratedImage, Outcome, Size, Usage
 from ._retry import set_testing
+from ._statistics import ClientStatistics
 from ._sync import SyncJob, SyncQwenEditClient
 from ._version import __version__
 

@@ -2,102 +2,43 @@
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import dataclasses
-import enum
-import functools
 import logging
-import math
 import os
 import pathlib
-import random
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    Awaitable,
-    Callable,
-    Iterable,
-    Sequence,
-)
-from contextlib import nullcontext
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sequence
 from typing import Any, Literal
 
 import aiohttp
 import anyio
-import msgspec
 from anyio.abc import TaskGroup
 
-from ._body import StreamedBody, split_body
-from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
-from ._config import (
-    ClientConfig,
-    resolve_api_key,
-    resolve_base_url,
-    resolve_provider,
-)
+from ._callbacks import CallbackReceiver, SafetyNet
+from ._config import ClientConfig, resolve_api_key, resolve_base_url, resolve_provider
+from ._defaults import USE_CLIENT_DEFAULT, _Default
 from ._download import download_result
-from ._errors import (
-    ConfigurationError,
-    JobCancelledError,
-    JobFailedError,
-    JobTimeoutError,
-    QwenEditError,
-    ValidationError,
-)
+from ._errors import ValidationError
 from ._images import ImageInput, Uploader
-from ._job import Job, JobStatus
-from ._limits import Limits, LocalLimits
+from ._job import Job, OnAccepted, OnSend
+from ._jobs import JobRunner
 from ._many import run_many
-from ._models import MAX_N, EditRequest, EditResult, Outcome, RequestLike, as_request
-from ._pacing import AdaptiveRate
-from ._poller import Poller
+from ._models import EditRequest, EditResult, Outcome, RequestLike, as_request
+from ._parts import (
+    check_callbacks,
+    check_max_in_flight,
+    config_with,
+    make_limits,
+    make_poller,
+    make_transport,
+    view_config,
+)
 from ._prepare import ImagePreparer
-from ._schedule import PollSchedule
-from ._transport import Transport
+from ._statistics import ClientStatistics, ProgressHook
+from ._taskhost import TaskHost
 from .providers import Provider, get_provider
-from .providers._base import HttpRequest, TaskState
 
 __all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
 
 logger = logging.getLogger("qwen_edit_async")
-
-
-class _Default(enum.Enum):
-    USE_CLIENT_DEFAULT = "USE_CLIENT_DEFAULT"
-
-
-#: Marks an argument left to the client's configuration (distinct from ``None``, which
-#: disables a timeout).
-USE_CLIENT_DEFAULT = _Default.USE_CLIENT_DEFAULT
-
-
-class ClientStatistics(msgspec.Struct, frozen=True):
-    """A snapshot of a client's work (``client.statistics()``)."""
-
-    #: Jobs holding a slot (between taking it and their end).
-    in_flight: int
-    #: Jobs waiting for a slot.
-    waiting: int
-    #: Tasks the poller is watching.
-    polling: int
-    #: Jobs that ended with a result, and with an error.
-    completed: int
-    failed: int
-    #: Status requests sent so far.
-    status_requests: int
-    #: Tasks whose end a provider callback reported, and a status request (with
-    #: ``callbacks=``, polling only catches the callbacks that did not come).
-    completed_by_callback: int = 0
-    completed_by_poll: int = 0
-    #: The limits in force: jobs in flight and creates per second (``None``: unpaced),
-    #: learned from the provider unless ``adaptive_limits=False``; and 429s received.
-    in_flight_limit: int = 0
-    submit_rate_limit: float | None = None
-    rate_limited: int = 0
-
-
-ProgressHook = Callable[[ClientStatistics], None]
 
 
 class QwenEditClient:
@@ -149,52 +90,28 @@ class QwenEditClient:
         shared: str | None = None,
         **options: Any,
     ) -> None:
-        if (
-            isinstance(max_in_flight, bool)
-            or not isinstance(max_in_flight, int)
-            or max_in_flight < 1
-        ):
-            raise ValidationError(
-                f"max_in_flight: {max_in_flight!r} must be a whole number of at least 1",
-                field="max_in_flight",
-            )
-        base = config or ClientConfig()
-        unknown = set(options) - {f.name for f in dataclasses.fields(ClientConfig)}
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-        self.config = dataclasses.replace(base, **options) if options else base
+        check_max_in_flight(max_in_flight)
+        self.config = config_with(config or ClientConfig(), options)
         if base_url is not None or not isinstance(provider, Provider):
             # A provider object keeps its own root URL unless base_url says otherwise.
             base_url = resolve_base_url(base_url)
         chosen = resolve_provider(provider)
         self.provider = get_provider(chosen, base_url=base_url, model=model)  # type: ignore[arg-type]
         self._api_key = resolve_api_key(api_key, self.provider.env_var)
-        if callbacks is not None and not isinstance(callbacks, CallbackReceiver):
-            raise ConfigurationError(
-                f"callbacks: {type(callbacks).__name__} is not a CallbackReceiver"
-            )
-        if callbacks is not None and not self.provider.supports_callback:
-            raise ConfigurationError(
-                f"callbacks: {self.provider.name} does not call back when a task ends "
-                "(only evolink takes a callback_url); leave callbacks unset and its jobs "
-                "are polled",
-                provider=self.provider.name,
-            )
+        check_callbacks(callbacks, self.provider)
         self._callbacks = callbacks
         self.max_in_flight = max_in_flight
         cfg = self.config
         poll_concurrency = min(cfg.poll_concurrency or max_in_flight, max_in_flight)
-        connections = max_in_flight + cfg.download_concurrency
-        if self.provider.is_task:
-            connections += poll_concurrency
-        self._limits = self._make_limits(shared)
-        self._transport = Transport(
+        self._limits = make_limits(cfg, self.provider, self._api_key, max_in_flight, shared)
+        self._transport = make_transport(
+            cfg,
             self.provider,
             self._api_key,
-            cfg,
-            session=session,
-            connections=connections,
-            limits=self._limits,
+            self._limits,
+            session,
+            max_in_flight=max_in_flight,
+            poll_concurrency=poll_concurrency,
         )
         self._preparer = ImagePreparer(
             accepts_data_uri=self.provider.accepts_data_uri,
@@ -202,29 +119,21 @@ class QwenEditClient:
             provider=self.provider.name,
             cache_bytes=cfg.image_cache_bytes,
         )
-        self._schedule = PollSchedule(
-            initial=cfg.poll_initial,
-            growth=cfg.poll_growth,
-            max_interval=cfg.poll_max_interval,
-            jitter=cfg.poll_jitter,
-            rng=random.Random(),
-            recheck=True,  # the poller asks again when an entry comes due
-        )
-        ceiling = cfg.poll_rate
-        if self.provider.poll_rate_limit is not None:
-            ceiling = min(ceiling or math.inf, self.provider.poll_rate_limit)
-        self._poller = Poller(
-            functools.partial(self._transport.status, attempts=1),
-            self._schedule,
-            concurrency=poll_concurrency,
-            rate=AdaptiveRate(ceiling=ceiling),
-            policy=self._transport.policy,
-            retry_max=cfg.poll_max_interval,
-        )
+        self._poller = make_poller(cfg, self.provider, self._transport, poll_concurrency)
         self._safety = SafetyNet(
             initial=cfg.poll_initial,
             max_interval=cfg.poll_max_interval,
             public_url=callbacks.public_url if callbacks is not None else "",
+        )
+        self._jobs = JobRunner(
+            self.provider,
+            self._transport,
+            self._limits,
+            self._poller,
+            self._preparer,
+            self._safety,
+            callbacks,
+            progress=self._progress,
         )
         self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
         self._on_progress = on_progress
@@ -232,31 +141,7 @@ class QwenEditClient:
         self._default_model: str | None = None
         self._state: Literal["new", "open", "closed"] = "new"
         self._task_group: TaskGroup | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._waiting = 0
-        self._completed = 0
-        self._failed = 0
-
-    def _make_limits(self, shared: str | None) -> Limits:
-        cfg = self.config
-        local = LocalLimits(
-            max_in_flight=self.max_in_flight,
-            submit_rate=cfg.submit_rate,
-            adaptive=cfg.adaptive_limits,
-        )
-        if shared is None:
-            return local
-        from ._shared import RedisLimits  # the redis package is an optional extra
-
-        return RedisLimits(
-            shared,
-            local,
-            provider=self.provider.name,
-            base_url=self.provider.base_url,
-            api_key=self._api_key,
-            lease_ttl=cfg.lease_ttl,
-        )
+        self._host = TaskHost()
 
     def __repr__(self) -> str:
         return (
@@ -273,37 +158,16 @@ class QwenEditClient:
         if self._state == "closed":
             raise RuntimeError("a closed QwenEditClient cannot be reopened; create a new one")
         await self._transport.open()
-        # The task group lives in a task of its own, not in the caller's: then any task may
-        # close the client (a FastAPI lifespan, a signal handler), and a job's failure never
-        # cancels the code inside ``async with``.
-        started: asyncio.Future[TaskGroup] = asyncio.get_running_loop().create_future()
-        self._stop = asyncio.Event()
-        runner = self._runner = asyncio.create_task(self._hold_task_group(started))
         try:
-            await asyncio.wait((started, runner), return_when=asyncio.FIRST_COMPLETED)
-            if not started.done():
-                raise RuntimeError("the client's task group ended as it started") from (
-                    runner.exception()
-                )
+            self._task_group = await self._host.start(self._poller.run)
         except BaseException:
-            runner.cancel()
             with anyio.CancelScope(shield=True):
-                await asyncio.gather(runner, return_exceptions=True)
                 await self._transport.aclose()
             self._state = "closed"
             raise
-        self._task_group = started.result()
         await self._limits.open(self._task_group)
         self._state = "open"
         return self
-
-    async def _hold_task_group(self, started: asyncio.Future[TaskGroup]) -> None:
-        """Own the client's task group (the poller and every job) until :meth:`aclose`."""
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self._poller.run, task_group)
-            started.set_result(task_group)
-            await self._stop.wait()
-            task_group.cancel_scope.cancel()
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
@@ -319,17 +183,8 @@ class QwenEditClient:
             return
         self._state = "closed"
         self._task_group = None
-        runner, self._runner = self._runner, None
         try:
-            self._stop.set()
-            if runner is not None:
-                # Shielded: a caller cancelled while closing still leaves nothing running.
-                with anyio.CancelScope(shield=True):
-                    (outcome,) = await asyncio.gather(runner, return_exceptions=True)
-                if isinstance(outcome, Exception):
-                    # Jobs and the poller catch their own errors; this is a bug, so say so
-                    # rather than raise an exception group out of a close.
-                    logger.error("the client's task group failed", exc_info=outcome)
+            await self._host.stop()
         finally:
             with anyio.CancelScope(shield=True):
                 try:
@@ -356,10 +211,10 @@ class QwenEditClient:
         limits = self._limits.snapshot()
         return ClientStatistics(
             in_flight=self._limits.in_flight,
-            waiting=self._waiting,
+            waiting=self._jobs.waiting,
             polling=self._poller.pending,
-            completed=self._completed,
-            failed=self._failed,
+            completed=self._jobs.completed,
+            failed=self._jobs.failed,
             status_requests=self._transport.status_requests,
             completed_by_callback=self._poller.completed_by_callback,
             completed_by_poll=self._poller.completed_by_poll,
@@ -389,218 +244,23 @@ class QwenEditClient:
     async def _run(
         self, job: Job, model: str | None, limit: float | None, *, handle: bool = True
     ) -> None:
-        """Run ``job`` to its end in the current task; never raises (but cancellation).
+        """Run ``job`` to its end in the current task (see :meth:`JobRunner.run`)."""
+        await self._jobs.run(job, model, limit, self.config, handle=handle)
 
-        ``handle``: the job has a handle (``job.cancel()``) and needs its own cancel scope;
-        ``edit_many``'s jobs are cancelled with their worker, and go without one.
-        """
-        error: BaseException | None = None
-        result: EditResult | None = None
-        try:
-            scope = anyio.CancelScope() if handle else None
-            with scope if scope is not None else nullcontext():
-                if scope is not None:
-                    job._scope = scope
-                    if job._cancel_requested:
-                        scope.cancel()
-                self._waiting += 1
-                try:
-                    # A free slot needs no trip through the event loop.
-                    if not self._limits.try_acquire(job):
-                        await self._limits.acquire(job)
-                finally:
-                    self._waiting -= 1
-                try:
-                    self._progress()
-                    if limit is None:
-                        result = await self._execute(job, model)
-                    else:
-                        try:
-                            with anyio.fail_after(limit):
-                                result = await self._execute(job, model)
-                        except TimeoutError:
-                            error = JobTimeoutError(
-                                f"no result within the job timeout of {limit:g} s; the task "
-                                "may still finish: collect it later with "
-                                "client.attach(task_id)",
-                                provider=self.provider.name,
-                                task_id=job.task_id,
-                            )
-                finally:
-                    self._limits.release(job)
-            if scope is not None and scope.cancelled_caught:
-                error = JobCancelledError(
-                    "the job was cancelled", provider=self.provider.name, task_id=job.task_id
-                )
-        except QwenEditError as exc:
-            error = exc
-        except anyio.get_cancelled_exc_class():
-            job._finish(
-                None,
-                JobCancelledError(
-                    "the job was cancelled", provider=self.provider.name, task_id=job.task_id
-                ),
-            )
-            self._failed += 1
-            raise
-        except Exception as exc:
-            error = exc
-        if isinstance(error, QwenEditError):
-            if error.task_id is None:
-                error.task_id = job.task_id
-            if job.submissions > 1:
-                error.submissions = job.submissions
-        if error is None:
-            self._completed += 1
-        else:
-            self._failed += 1
-        job._finish(result, error)
-        self._progress()
-
-    async def _execute(self, job: Job, model: str | None) -> EditResult:
-        """Submit ``job`` and wait for its end, submitting it again after a task failure the
-        provider calls transient (a failed task is not billed), up to ``max_resubmits``."""
-        create = job.task_id is None  # else the job attaches to a task created earlier
-        while True:
-            try:
-                result = await self._submission(job, model, create)
-            except JobFailedError as exc:
-                if not (
-                    exc.retryable
-                    and job.request is not None
-                    and job.submissions <= self.config.max_resubmits
-                ):
-                    raise
-                logger.info(
-                    "task %s failed transiently (%s); submitting the job again (%d of %d)",
-                    job.task_id,
-                    exc.code or exc.message,
-                    job.submissions,
-                    self.config.max_resubmits,
-                )
-                # job.task_id names the failed task until the new one is accepted, so an
-                # error (a timeout) in between still says which task was paid for last.
-                create = True
-                # Full jitter, one doubling ahead of the create retries: the task ran and
-                # failed, so the provider had a moment already.
-                wait = self._transport.policy.delay(job.submissions + 1)
-                if wait:
-                    await anyio.sleep(wait)
-                continue
-            asked = MAX_N if job.request is None else job.request.n or 1
-            if len(result.images) > asked:
-                raise JobFailedError(
-                    f"the result lists {len(result.images)} images; {asked} asked for: "
-                    "refused, nothing was fetched",
-                    provider=result.provider,
-                    task_id=result.task_id,
-                    request_id=result.request_id,
-                    body=result.raw,
-                )
-            return result
-
-    async def _submission(self, job: Job, model: str | None, create: bool) -> EditResult:
-        """One create (unless the job attaches to its task) and the wait for its end, told
-        by a completion callback when the client has a receiver."""
-        receiver = self._callbacks
-        if (
-            receiver is None
-            or not create
-            or job.request is None
-            or job.request.callback_url is not None
-        ):
-            return await self._execute_once(job, model, None, create)
-        ticket = receiver._issue(self.provider, mask=self._transport.mask)
-        try:
-            return await self._execute_once(job, model, ticket, create)
-        finally:
-            receiver._retire(ticket)
-
-    async def _execute_once(
-        self, job: Job, model: str | None, ticket: _Ticket | None, create: bool
-    ) -> EditResult:
-        provider = self.provider
-        if create:
-            request = job.request
-            assert request is not None
-            if ticket is not None:
-                request = _with_callback(request, ticket.url)
-            job.status = JobStatus.SUBMITTING
-            http, body = await self._build_create(request, model)
-
-            async def sending() -> None:
-                if job._on_send is not None:
-                    await job._on_send()
-                job.request_sent = True
-                if provider.mode == "sync":
-                    job._mark_accepted()  # the request is on its way
-
-            job.submissions += 1
-            answer = await self._transport.create(
-                http, job, body=body, on_send=sending, attempts=self.config.max_attempts
-            )
-            if isinstance(answer, EditResult):
-                if answer.model is None:
-                    answer.model = model or provider.model
-                return answer
-            job.task_id, job.request_id = answer.task_id, answer.request_id
-            if job._on_accepted is not None:
-                await job._on_accepted(answer.task_id, answer.request_id)
-            job.status = JobStatus.PENDING
-            job._mark_accepted()
-            hint = answer.estimated_time
-        else:
-            job.status = JobStatus.PENDING
-            job._mark_accepted()
-            hint = None
-        assert job.task_id is not None
-        if ticket is None:
-            status = await self._poller.wait(job.task_id, hint)
-        else:
-            ticket.bind(job.task_id)
-            plan = self._safety.plan(hint)
-            status = await self._poller.wait(job.task_id, hint, plan=plan, pushed=ticket)
-            if ticket.elapsed is not None:
-                self._safety.observe_callback(ticket.elapsed)
-            else:
-                self._safety.observe_poll()
-        if status.state is TaskState.SUCCEEDED and status.result is not None:
-            return status.result
-        if status.error is not None:
-            raise status.error
-        raise QwenEditError(
-            f"the task ended as {status.state.value} without a result",
-            provider=provider.name,
-            task_id=job.task_id,
-        )
-
-    async def _build_create(
-        self, request: EditRequest, model: str | None
-    ) -> tuple[HttpRequest, StreamedBody | None]:
-        """The create request; local images as a body streamed while it is sent."""
-        images = request.images
-        urls = [i for i in images if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
-        if len(urls) == len(images):
-            return self.provider.build_create(request, urls, model=model), None
-        prepared, sources = await self._preparer.prepare_parts(images)
-        http = self.provider.build_create(request, prepared, model=model)
-        if not sources:
-            return http, None
-        assert http.body is not None
-        body = split_body(http.body, sources)
-        if body is not None:
-            return http, body
-        # A dialect that does not carry the data URI verbatim: build the body whole.
-        prepared = await self._preparer.prepare(images)
-        return self.provider.build_create(request, prepared, model=model), None
-
-    def _new_job(self, request: EditRequest, model: str | None) -> Job:
+    def _new_job(
+        self,
+        request: EditRequest,
+        model: str | None,
+        *,
+        on_send: OnSend | None = None,
+        on_accepted: OnAccepted | None = None,
+    ) -> Job:
         if not isinstance(request, EditRequest):
             raise ValidationError(
                 f"request: {type(request).__name__} is not an EditRequest", field="request"
             )
         self.provider.check(request, model=model)
-        return Job(request)
+        return Job(request, on_send=on_send, on_accepted=on_accepted)
 
     # -- views ----------------------------------------------------------------------------
 
@@ -626,21 +286,7 @@ class QwenEditClient:
         >>> fast = client.with_options(max_attempts=1, job_timeout=20)  # doctest: +SKIP
         >>> result = await fast.edit(["cat.png"], "Add a hat")          # doctest: +SKIP
         """
-        config = self.config
-        changes: dict[str, Any] = {}
-        if not isinstance(job_timeout, _Default):
-            changes["job_timeout"] = job_timeout
-        if max_attempts is not None:
-            if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-                raise ValidationError(
-                    f"max_attempts: {max_attempts!r} is not a whole number of at least 1",
-                    field="max_attempts",
-                )
-            changes["max_attempts"] = max_attempts
-        if changes:
-            config = dataclasses.replace(config, **changes)
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise ValidationError(f"model: {model!r} is not a model name", field="model")
+        config = view_config(self.config, job_timeout, max_attempts, model)
         return _ClientView(self._root_client(), config, self._model_for(model))
 
     # -- public API -----------------------------------------------------------------------
@@ -703,16 +349,14 @@ class QwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-        on_send: Callable[[], Awaitable[None]] | None = None,
-        on_accepted: Callable[[str, str | None], Awaitable[None]] | None = None,
+        on_send: OnSend | None = None,
+        on_accepted: OnAccepted | None = None,
     ) -> Job:
         """:meth:`submit`, with ``on_send`` awaited just before each create is written and
         ``on_accepted(task_id, request_id)`` each time the provider accepts one."""
         task_group = self._require_open()
         model = self._model_for(model)
-        job = self._new_job(request, model)
-        job._on_send = on_send
-        job._on_accepted = on_accepted
+        job = self._new_job(request, model, on_send=on_send, on_accepted=on_accepted)
         task_group.start_soon(self._run, job, model, self._timeout(job_timeout))
         try:
             await job._wait_accepted()
@@ -748,23 +392,7 @@ class QwenEditClient:
         job = Job(None, task_id=task_id)
         if first.state.done:
             # Ended already: answer from this status rather than waiting for the poller.
-            error: BaseException | None = first.error
-            if first.state is TaskState.SUCCEEDED and first.result is not None:
-                error = None
-            elif error is None:
-                error = QwenEditError(
-                    f"the task ended as {first.state.value} without a result",
-                    provider=self.provider.name,
-                    task_id=task_id,
-                )
-            if isinstance(error, QwenEditError) and error.task_id is None:
-                error.task_id = task_id
-            if error is None:
-                self._completed += 1
-            else:
-                self._failed += 1
-            self._poller.completed_by_poll += 1  # a status request told its end
-            job._finish(first.result if error is None else None, error)
+            self._jobs.end_attached(job, first)
             return job
         task_group.start_soon(self._run, job, None, self._timeout(job_timeout))
         await job._wait_accepted()
@@ -793,8 +421,14 @@ class QwenEditClient:
         >>> async for outcome in client.edit_many(requests):   # doctest: +SKIP
         ...     print(outcome.index, outcome.result or outcome.error)
         """
+        model = self._model_for(model)
+        limit, config, runner = self._timeout(job_timeout), self.config, self._jobs
         return run_many(
-            self, requests, model=self._model_for(model), limit=self._timeout(job_timeout)
+            requests,
+            open_group=self._require_open,
+            width=self.max_in_flight,
+            new_job=lambda request: self._new_job(request, model),
+            run_job=lambda job: runner.run(job, model, limit, config, handle=False),
         )
 
     async def download(
@@ -830,17 +464,6 @@ class QwenEditClient:
         )
 
 
-def _with_callback(request: EditRequest, url: str) -> EditRequest:
-    """A copy of ``request`` carrying the job's own callback URL.
-
-    Set without re-validating: the receiver checked the URL, and a loopback ``http://`` one
-    (a local fake provider) is allowed there, not in user requests.
-    """
-    clone = copy.copy(request)
-    msgspec.structs.force_setattr(clone, "callback_url", url)
-    return clone
-
-
 class _ClientView(QwenEditClient):
     """What :meth:`QwenEditClient.with_options` returns: the client with other defaults.
 
@@ -873,8 +496,4 @@ class _ClientView(QwenEditClient):
 
     async def aclose(self) -> None:
         """Nothing to close: the view lives as long as its client."""
-
-
-#: Inputs that go to the provider as they are, whatever it accepts.
-_URL_PREFIXES = ("https://", "http://")
 

@@ -32,7 +32,8 @@ API keys are never part of an error.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, TypeVar
 
 __all__ = [
     "APIError",
@@ -55,6 +56,7 @@ __all__ = [
     "TaskNotFoundError",
     "TransportError",
     "ValidationError",
+    "with_context",
 ]
 
 
@@ -118,6 +120,32 @@ def _rebuild(cls: type[QwenEditError], message: str, state: dict[str, Any]) -> Q
     Exception.__init__(err, message)
     err.__dict__.update(state)
     return err
+
+
+_E = TypeVar("_E", bound=QwenEditError)
+
+
+def with_context(error: _E, **context: Any) -> _E:
+    """``error`` with the ``context`` it lacks (``task_id=...``), as a new error.
+
+    An error is never changed once raised: whoever learns more about it (the job knows its
+    task id and how many times it was submitted) makes a copy that also says it. Only fields
+    that are ``None`` on ``error`` are filled; with nothing to add, ``error`` itself comes
+    back. The copy keeps the original's cause, context and traceback.
+    """
+    missing = {
+        name: value
+        for name, value in context.items()
+        if value is not None and getattr(error, name, None) is None
+    }
+    if not missing:
+        return error
+    clone = copy.copy(error)
+    clone.__dict__.update(missing)
+    clone.__cause__ = error.__cause__
+    clone.__context__ = error.__context__
+    clone.__suppress_context__ = error.__suppress_context__
+    return clone.with_traceback(error.__traceback__)
 
 
 class ValidationError(QwenEditError, ValueError):

@@ -8,13 +8,17 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._errors import JobCancelledError
+from ._errors import JobCancelledError, QwenEditError, with_context
 from ._models import EditRequest, EditResult
 
 __all__ = ["Job", "JobCancelledError", "JobStatus"]
 
 _ids = itertools.count(1)
 
+#: Awaited just before a create is written.
+OnSend = Callable[[], Awaitable[None]]
+#: Awaited with (task_id, request_id) each time the provider accepts a create.
+OnAccepted = Callable[[str, str | None], Awaitable[None]]
 
 
 class JobStatus(str, enum.Enum):
@@ -46,7 +50,14 @@ class Job:
     >>> result = await job.result()                    # doctest: +SKIP
     """
 
-    def __init__(self, request: EditRequest | None, *, task_id: str | None = None) -> None:
+    def __init__(
+        self,
+        request: EditRequest | None,
+        *,
+        task_id: str | None = None,
+        on_send: OnSend | None = None,
+        on_accepted: OnAccepted | None = None,
+    ) -> None:
         self.request = request
         self.task_id = task_id
         self.local_id = f"job-{next(_ids)}"
@@ -60,11 +71,11 @@ class Job:
         #: sent, so it cannot exist (or be billed) at the provider.
         self.request_sent = False
         #: Awaited just before the create is written (the bulk runner journals it there).
-        self._on_send: Callable[[], Awaitable[None]] | None = None
+        self._on_send = on_send
         #: Awaited with (task_id, request_id) each time the provider accepts a create, the
         #: resubmissions of a transiently failed task included (the bulk runner journals
         #: the newest task, so a resumed run attaches to it, not to the failed one).
-        self._on_accepted: Callable[[str, str | None], Awaitable[None]] | None = None
+        self._on_accepted = on_accepted
         self._result: EditResult | None = None
         self._error: BaseException | None = None
         # Events are made only when someone waits: most jobs (edit, edit_many) never need
@@ -124,6 +135,50 @@ class Job:
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status.value}>"
 
+    # -- its transitions, driven by the client ------------------------------------------
+    # The job changes its own fields: whoever runs it calls these, in this order.
+
+    def _open_scope(self) -> anyio.CancelScope:
+        """The cancel scope :meth:`cancel` cancels; already cancelled if asked for earlier."""
+        scope = self._scope = anyio.CancelScope()
+        if self._cancel_requested:
+            scope.cancel()
+        return scope
+
+    def _submitting(self) -> None:
+        """It holds a slot and its create is being built."""
+        self.status = JobStatus.SUBMITTING
+
+    def _count_submission(self) -> None:
+        """One more create is about to be sent for it."""
+        self.submissions += 1
+
+    async def _sending(self, *, accepted: bool) -> None:
+        """Its create starts to go out on the wire; ``accepted``: a synchronous provider,
+        for which a request on its way is as good as accepted."""
+        if self._on_send is not None:
+            await self._on_send()
+        self.request_sent = True
+        if accepted:
+            self._mark_accepted()
+
+    async def _accept(self, task_id: str, request_id: str | None) -> None:
+        """The provider accepted its create as ``task_id``."""
+        self.task_id, self.request_id = task_id, request_id
+        if self._on_accepted is not None:
+            await self._on_accepted(task_id, request_id)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Its task is known (accepted, or attached to): from now on it is polled."""
+        self.status = JobStatus.PENDING
+        self._mark_accepted()
+
+    @property
+    def _outcome(self) -> tuple[EditResult | None, BaseException | None]:
+        """Its result and error as they stand (both ``None`` until it ends)."""
+        return self._result, self._error
+
     # -- used by the client -------------------------------------------------------------
 
     def _mark_accepted(self) -> None:
@@ -134,6 +189,13 @@ class Job:
     def _finish(self, result: EditResult | None, error: BaseException | None) -> None:
         if self._is_done:
             return
+        if isinstance(error, QwenEditError):
+            # The error says which task it concerns and how many creates the job took.
+            error = with_context(
+                error,
+                task_id=self.task_id,
+                submissions=self.submissions if self.submissions > 1 else None,
+            )
         self._result, self._error = result, error
         if error is None:
             self.status = JobStatus.SUCCEEDED

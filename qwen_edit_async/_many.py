@@ -21,51 +21,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ._errors import JobCancelledError, QwenEditError
 from ._job import Job
 from ._models import EditRequest, Outcome, RequestLike, request_from
 
-if TYPE_CHECKING:
-    from ._client import QwenEditClient
-
 __all__ = ["run_many"]
+
+#: A new job for a request (raises :class:`QwenEditError` for one the provider refuses).
+NewJob = Callable[[EditRequest], Job]
+#: Runs a job to its end in the current task; never raises (but cancellation).
+RunJob = Callable[[Job], Awaitable[None]]
 
 
 class _Run:
     """The shared state of one ``edit_many`` call."""
 
     __slots__ = (
-        "client",
         "closing",
         "consumer_wake",
         "count",
         "feed_done",
         "feed_error",
         "feeder_wake",
-        "limit",
         "max_workers",
-        "model",
+        "new_job",
         "outcomes",
         "outstanding",
         "queue",
         "refill_at",
+        "run",
         "scopes",
+        "task_group",
         "window",
         "workers",
     )
 
-    def __init__(self, client: QwenEditClient, model: str | None, limit: float | None) -> None:
-        self.client = client
-        self.model = model
-        self.limit = limit
-        self.max_workers = client.max_in_flight
+    def __init__(self, task_group: TaskGroup, width: int, new_job: NewJob, run: RunJob) -> None:
+        self.task_group = task_group
+        self.new_job = new_job
+        self.run = run
+        self.max_workers = width
         #: Requests admitted but not yet yielded: bounds memory whatever the input's length.
-        self.window = client.max_in_flight * 2
+        self.window = width * 2
         #: The feeder is woken once the window has this much room, not for every outcome.
         self.refill_at = self.window - max(1, self.window // 4)
         self.outstanding = 0
@@ -133,7 +135,7 @@ class _Run:
         self.outstanding += 1
         try:
             request = request_from(given)  # a request, or a dict of its fields
-            job = self.client._new_job(request, self.model)
+            job = self.new_job(request)
         except QwenEditError as exc:
             # Handed back as given: it may be a dict that is no request.
             self.offer(Outcome(index, given, None, exc))  # type: ignore[arg-type]
@@ -141,9 +143,7 @@ class _Run:
         self.queue.append((index, request, job))
         if self.workers < self.max_workers:
             self.workers += 1
-            task_group = self.client._task_group
-            assert task_group is not None
-            task_group.start_soon(self.work)
+            self.task_group.start_soon(self.work)
 
     # -- a worker ------------------------------------------------------------------------
 
@@ -151,17 +151,16 @@ class _Run:
         scope = anyio.CancelScope()
         self.scopes.add(scope)
         queue = self.queue
-        run = self.client._run
+        run = self.run
         try:
             with scope:
                 while queue and not self.closing:
                     index, request, job = queue.popleft()
                     try:
-                        await run(job, self.model, self.limit, handle=False)
+                        await run(job)
                     finally:
-                        self.offer(
-                            Outcome(index, request, job._result, job._error, job.submissions)
-                        )
+                        result, error = job._outcome
+                        self.offer(Outcome(index, request, result, error, job.submissions))
         except anyio.get_cancelled_exc_class():
             # The client is closing: the jobs no worker will start end as cancelled, so
             # a consumer still waiting for them gets every outcome.
@@ -169,7 +168,7 @@ class _Run:
                 index, request, job = queue.popleft()
                 job.cancel()
                 job._finish(None, _cancelled())
-                self.offer(Outcome(index, request, None, job._error))
+                self.offer(Outcome(index, request, None, job.exception()))
             raise
         finally:
             self.workers -= 1
@@ -186,15 +185,20 @@ class _Run:
 
 
 async def run_many(
-    client: QwenEditClient,
     requests: Iterable[RequestLike] | AsyncIterable[RequestLike],
     *,
-    model: str | None,
-    limit: float | None,
+    open_group: Callable[[], TaskGroup],
+    width: int,
+    new_job: NewJob,
+    run_job: RunJob,
 ) -> AsyncGenerator[Outcome, None]:
-    """The body of :meth:`QwenEditClient.edit_many` (see there)."""
-    task_group = client._require_open()
-    run = _Run(client, model, limit)
+    """The body of :meth:`QwenEditClient.edit_many` (see there).
+
+    ``open_group()`` gives the client's task group (or raises if the client is not open);
+    ``width`` is its ``max_in_flight``; ``new_job`` and ``run_job`` make and run one job.
+    """
+    task_group = open_group()
+    run = _Run(task_group, width, new_job, run_job)
     loop = asyncio.get_running_loop()
     task_group.start_soon(run.feed, requests)
     outcomes = run.outcomes

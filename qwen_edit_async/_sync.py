@@ -23,11 +23,13 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._client import USE_CLIENT_DEFAULT, ClientStatistics, ProgressHook, QwenEditClient, _Default
+from ._client import QwenEditClient
 from ._config import ClientConfig
+from ._defaults import USE_CLIENT_DEFAULT, _Default
 from ._images import ImageInput, Uploader
 from ._job import Job, JobStatus
 from ._models import EditRequest, EditResult, Outcome, RequestLike
+from ._statistics import ClientStatistics, ProgressHook
 from .providers import Provider
 
 __all__ = ["SyncJob", "SyncQwenEditClient"]

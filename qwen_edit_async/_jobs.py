@@ -1,0 +1,309 @@
+"""Running one job to its end: its slot, its deadline, its create, the wait for its task and
+its resubmission after a transient task failure.
+
+The client builds one :class:`JobRunner` and hands it every job; the job changes its own
+fields through its transition methods (``job._submitting()``, ``job._accept(...)``,
+``job._finish(...)``), the runner only says when.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import anyio
+import msgspec
+
+from ._body import StreamedBody, split_body
+from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
+from ._config import ClientConfig
+from ._errors import JobCancelledError, JobFailedError, JobTimeoutError, QwenEditError
+from ._job import Job
+from ._limits import Limits
+from ._models import MAX_N, EditRequest, EditResult
+from ._poller import Poller
+from ._prepare import ImagePreparer
+from ._transport import Transport
+from .providers import Provider
+from .providers._base import HttpRequest, TaskAccepted, TaskState, TaskStatus
+
+__all__ = ["JobRunner"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+#: Inputs that go to the provider as they are, whatever it accepts.
+_URL_PREFIXES = ("https://", "http://")
+
+_Outcome = tuple[EditResult | None, BaseException | None]
+
+
+class JobRunner:
+    """Runs the jobs of one client; counts those waiting for a slot and those ended."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        transport: Transport,
+        limits: Limits,
+        poller: Poller,
+        preparer: ImagePreparer,
+        safety: SafetyNet,
+        callbacks: CallbackReceiver | None,
+        progress: Callable[[], None],
+    ) -> None:
+        self._provider = provider
+        self._transport = transport
+        self._limits = limits
+        self._poller = poller
+        self._preparer = preparer
+        self._safety = safety
+        self._callbacks = callbacks
+        self._progress = progress
+        #: Jobs waiting for a slot; jobs ended with a result, and with an error.
+        self.waiting = 0
+        self.completed = 0
+        self.failed = 0
+
+    async def run(
+        self,
+        job: Job,
+        model: str | None,
+        limit: float | None,
+        config: ClientConfig,
+        *,
+        handle: bool = True,
+    ) -> None:
+        """Run ``job`` to its end in the current task; never raises (but cancellation).
+
+        ``limit``: the job's deadline in seconds (``None``: none). ``handle``: the job has a
+        handle (``job.cancel()``) and needs its own cancel scope; ``edit_many``'s jobs are
+        cancelled with their worker, and go without one.
+        """
+        outcome: _Outcome = (None, None)
+        try:
+            if not handle:
+                outcome = await self._in_slot(job, model, limit, config)
+            else:
+                with job._open_scope() as scope:
+                    outcome = await self._in_slot(job, model, limit, config)
+                if scope.cancelled_caught:
+                    outcome = (None, self._cancelled(job))
+        except anyio.get_cancelled_exc_class():
+            job._finish(None, self._cancelled(job))
+            self.failed += 1
+            raise
+        self._end(job, *outcome)
+        self._progress()
+
+    def end_attached(self, job: Job, status: TaskStatus) -> None:
+        """End ``job``, attached to a task that had already ended, as ``status`` says."""
+        error: BaseException | None = status.error
+        if status.state is TaskState.SUCCEEDED and status.result is not None:
+            error = None
+        elif error is None:
+            error = self._no_result(status, job)
+        self._poller.completed_by_poll += 1  # a status request told its end
+        self._end(job, status.result if error is None else None, error)
+
+    def _end(self, job: Job, result: EditResult | None, error: BaseException | None) -> None:
+        if error is None:
+            self.completed += 1
+        else:
+            self.failed += 1
+        job._finish(result, error)
+
+    def _cancelled(self, job: Job) -> JobCancelledError:
+        return JobCancelledError(
+            "the job was cancelled", provider=self._provider.name, task_id=job.task_id
+        )
+
+    def _no_result(self, status: TaskStatus, job: Job) -> QwenEditError:
+        return QwenEditError(
+            f"the task ended as {status.state.value} without a result",
+            provider=self._provider.name,
+            task_id=job.task_id,
+        )
+
+    async def _in_slot(
+        self, job: Job, model: str | None, limit: float | None, config: ClientConfig
+    ) -> _Outcome:
+        """Take a slot, run the job within its deadline, give the slot back."""
+        try:
+            self.waiting += 1
+            try:
+                # A free slot needs no trip through the event loop.
+                if not self._limits.try_acquire(job):
+                    await self._limits.acquire(job)
+            finally:
+                self.waiting -= 1
+            try:
+                self._progress()
+                return await self._within_deadline(job, model, limit, config), None
+            finally:
+                self._limits.release(job)
+        except Exception as exc:
+            return None, exc
+
+    async def _within_deadline(
+        self, job: Job, model: str | None, limit: float | None, config: ClientConfig
+    ) -> EditResult:
+        if limit is None:
+            return await self._execute(job, model, config)
+        try:
+            with anyio.fail_after(limit):
+                return await self._execute(job, model, config)
+        except TimeoutError:
+            raise JobTimeoutError(
+                f"no result within the job timeout of {limit:g} s; the task may still "
+                "finish: collect it later with client.attach(task_id)",
+                provider=self._provider.name,
+                task_id=job.task_id,
+            ) from None
+
+    async def _execute(self, job: Job, model: str | None, config: ClientConfig) -> EditResult:
+        """Submit ``job`` and wait for its end, submitting it again after a task failure the
+        provider calls transient (a failed task is not billed), up to ``max_resubmits``."""
+        create = job.task_id is None  # else the job attaches to a task created earlier
+        while True:
+            try:
+                result = await self._submission(job, model, create, config.max_attempts)
+            except JobFailedError as exc:
+                if not (
+                    exc.retryable
+                    and job.request is not None
+                    and job.submissions <= config.max_resubmits
+                ):
+                    raise
+                logger.info(
+                    "task %s failed transiently (%s); submitting the job again (%d of %d)",
+                    job.task_id,
+                    exc.code or exc.message,
+                    job.submissions,
+                    config.max_resubmits,
+                )
+                # job.task_id names the failed task until the new one is accepted, so an
+                # error (a timeout) in between still says which task was paid for last.
+                create = True
+                # Full jitter, one doubling ahead of the create retries: the task ran and
+                # failed, so the provider had a moment already.
+                wait = self._transport.policy.delay(job.submissions + 1)
+                if wait:
+                    await anyio.sleep(wait)
+                continue
+            asked = MAX_N if job.request is None else job.request.n or 1
+            if len(result.images) > asked:
+                raise JobFailedError(
+                    f"the result lists {len(result.images)} images; {asked} asked for: "
+                    "refused, nothing was fetched",
+                    provider=result.provider,
+                    task_id=result.task_id,
+                    request_id=result.request_id,
+                    body=result.raw,
+                )
+            return result
+
+    async def _submission(
+        self, job: Job, model: str | None, create: bool, attempts: int
+    ) -> EditResult:
+        """One create (unless the job attaches to its task) and the wait for its end, told
+        by a completion callback when the client has a receiver."""
+        receiver = self._callbacks
+        ticket: _Ticket | None = None
+        if (
+            receiver is not None
+            and create
+            and job.request is not None
+            and job.request.callback_url is None
+        ):
+            ticket = receiver._issue(self._provider, mask=self._transport.mask)
+        try:
+            hint = None
+            if create:
+                answer = await self._create(job, model, ticket, attempts)
+                if isinstance(answer, EditResult):
+                    return answer
+                await job._accept(answer.task_id, answer.request_id)
+                hint = answer.estimated_time
+            else:
+                job._watch()
+            return await self._wait_task(job, ticket, hint)
+        finally:
+            if receiver is not None and ticket is not None:
+                receiver._retire(ticket)
+
+    async def _create(
+        self, job: Job, model: str | None, ticket: _Ticket | None, attempts: int
+    ) -> EditResult | TaskAccepted:
+        """Build and send the job's create: its result (synchronous providers) or the
+        provider's acceptance of its task."""
+        request = job.request
+        assert request is not None
+        if ticket is not None:
+            request = _with_callback(request, ticket.url)
+        job._submitting()
+        http, body = await self._build_create(request, model)
+        sync = self._provider.mode == "sync"
+
+        async def sending() -> None:
+            await job._sending(accepted=sync)
+
+        job._count_submission()
+        answer = await self._transport.create(
+            http, job, body=body, on_send=sending, attempts=attempts
+        )
+        if isinstance(answer, EditResult) and answer.model is None:
+            answer.model = model or self._provider.model
+        return answer
+
+    async def _wait_task(self, job: Job, ticket: _Ticket | None, hint: float | None) -> EditResult:
+        """Wait for the end of the job's task: polled, or told by its callback."""
+        task_id = job.task_id
+        assert task_id is not None
+        if ticket is None:
+            status = await self._poller.wait(task_id, hint)
+        else:
+            ticket.bind(task_id)
+            plan = self._safety.plan(hint)
+            status = await self._poller.wait(task_id, hint, plan=plan, pushed=ticket)
+            if ticket.elapsed is not None:
+                self._safety.observe_callback(ticket.elapsed)
+            else:
+                self._safety.observe_poll()
+        if status.state is TaskState.SUCCEEDED and status.result is not None:
+            return status.result
+        if status.error is not None:
+            raise status.error
+        raise self._no_result(status, job)
+
+    async def _build_create(
+        self, request: EditRequest, model: str | None
+    ) -> tuple[HttpRequest, StreamedBody | None]:
+        """The create request; local images as a body streamed while it is sent."""
+        provider = self._provider
+        images = request.images
+        urls = [i for i in images if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
+        if len(urls) == len(images):
+            return provider.build_create(request, urls, model=model), None
+        prepared, sources = await self._preparer.prepare_parts(images)
+        http = provider.build_create(request, prepared, model=model)
+        if not sources:
+            return http, None
+        assert http.body is not None
+        body = split_body(http.body, sources)
+        if body is not None:
+            return http, body
+        # A dialect that does not carry the data URI verbatim: build the body whole.
+        prepared = await self._preparer.prepare(images)
+        return provider.build_create(request, prepared, model=model), None
+
+
+def _with_callback(request: EditRequest, url: str) -> EditRequest:
+    """A copy of ``request`` carrying the job's own callback URL.
+
+    Set without re-validating: the receiver checked the URL, and a loopback ``http://`` one
+    (a local fake provider) is allowed there, not in user requests.
+    """
+    clone = copy.copy(request)
+    msgspec.structs.force_setattr(clone, "callback_url", url)
+    return clone

@@ -1,0 +1,167 @@
+"""A client's parts, checked and built from its arguments: its limits, its transport, its
+poller. :class:`~qwen_edit_async.QwenEditClient` wires them together."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from ._callbacks import CallbackReceiver
+from ._config import ClientConfig, Secret
+from ._defaults import _Default
+from ._errors import ConfigurationError, ValidationError
+from ._limits import Limits, LocalLimits
+from ._pacing import AdaptiveRate
+from ._poller import Poller
+from ._schedule import PollSchedule
+from ._transport import Transport
+from .providers import Provider
+
+__all__ = [
+    "check_callbacks",
+    "check_max_in_flight",
+    "config_with",
+    "make_limits",
+    "make_poller",
+    "make_transport",
+    "view_config",
+]
+
+
+def check_max_in_flight(value: object) -> None:
+    """Refuse a ``max_in_flight`` that is not a whole number of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(
+            f"max_in_flight: {value!r} must be a whole number of at least 1",
+            field="max_in_flight",
+        )
+
+
+def config_with(base: ClientConfig, options: Mapping[str, Any]) -> ClientConfig:
+    """``base`` with the :class:`ClientConfig` fields given as keywords."""
+    unknown = set(options) - {f.name for f in dataclasses.fields(ClientConfig)}
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(base, **options) if options else base
+
+
+def view_config(
+    config: ClientConfig,
+    job_timeout: float | _Default | None,
+    max_attempts: int | None,
+    model: str | None,
+) -> ClientConfig:
+    """The configuration of a view (``with_options``): ``config`` with its new defaults.
+
+    ``model`` is only checked here: a view keeps it apart from the configuration.
+    """
+    changes: dict[str, Any] = {}
+    if not isinstance(job_timeout, _Default):
+        changes["job_timeout"] = job_timeout
+    if max_attempts is not None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise ValidationError(
+                f"max_attempts: {max_attempts!r} is not a whole number of at least 1",
+                field="max_attempts",
+            )
+        changes["max_attempts"] = max_attempts
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ValidationError(f"model: {model!r} is not a model name", field="model")
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def check_callbacks(callbacks: object, provider: Provider) -> None:
+    """Refuse a ``callbacks`` that is no receiver, or a provider that never calls back."""
+    if callbacks is None:
+        return
+    if not isinstance(callbacks, CallbackReceiver):
+        raise ConfigurationError(f"callbacks: {type(callbacks).__name__} is not a CallbackReceiver")
+    if not provider.supports_callback:
+        raise ConfigurationError(
+            f"callbacks: {provider.name} does not call back when a task ends "
+            "(only evolink takes a callback_url); leave callbacks unset and its jobs "
+            "are polled",
+            provider=provider.name,
+        )
+
+
+def make_limits(
+    config: ClientConfig,
+    provider: Provider,
+    api_key: Secret,
+    max_in_flight: int,
+    shared: str | None,
+) -> Limits:
+    """This process's limits, or limits shared through Redis when ``shared`` names it."""
+    local = LocalLimits(
+        max_in_flight=max_in_flight,
+        submit_rate=config.submit_rate,
+        adaptive=config.adaptive_limits,
+    )
+    if shared is None:
+        return local
+    from ._shared import RedisLimits  # the redis package is an optional extra
+
+    return RedisLimits(
+        shared,
+        local,
+        provider=provider.name,
+        base_url=provider.base_url,
+        api_key=api_key,
+        lease_ttl=config.lease_ttl,
+    )
+
+
+def make_transport(
+    config: ClientConfig,
+    provider: Provider,
+    api_key: Secret,
+    limits: Limits,
+    session: aiohttp.ClientSession | None,
+    *,
+    max_in_flight: int,
+    poll_concurrency: int,
+) -> Transport:
+    """The transport, its own session sized for every create, status and download at once."""
+    connections = max_in_flight + config.download_concurrency
+    if provider.is_task:
+        connections += poll_concurrency
+    return Transport(
+        provider,
+        api_key,
+        config,
+        session=session,
+        connections=connections,
+        limits=limits,
+    )
+
+
+def make_poller(
+    config: ClientConfig, provider: Provider, transport: Transport, concurrency: int
+) -> Poller:
+    """The poller of the client's tasks, paced under the provider's status-rate ceiling."""
+    schedule = PollSchedule(
+        initial=config.poll_initial,
+        growth=config.poll_growth,
+        max_interval=config.poll_max_interval,
+        jitter=config.poll_jitter,
+        rng=random.Random(),
+        recheck=True,  # the poller asks again when an entry comes due
+    )
+    ceiling = config.poll_rate
+    if provider.poll_rate_limit is not None:
+        ceiling = min(ceiling or math.inf, provider.poll_rate_limit)
+    return Poller(
+        functools.partial(transport.status, attempts=1),
+        schedule,
+        concurrency=concurrency,
+        rate=AdaptiveRate(ceiling=ceiling),
+        policy=transport.policy,
+        retry_max=config.poll_max_interval,
+    )

@@ -1,0 +1,154 @@
+"""How the client's modules depend on each other, and who may change a job or an error."""
+
+from __future__ import annotations
+
+import ast
+import pickle
+from pathlib import Path
+
+import pytest
+
+import qwen_edit_async as qe
+from qwen_edit_async._errors import with_context
+from qwen_edit_async._job import Job
+
+PACKAGE = Path(qe.__file__).parent
+
+
+def _tree(name: str) -> ast.Module:
+    return ast.parse((PACKAGE / name).read_text(encoding="utf-8"))
+
+
+def _imported_modules(tree: ast.Module) -> set[str]:
+    """Every module a file imports, ``if TYPE_CHECKING:`` blocks and local imports included."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            found.add(base)
+            found.update(f"{base}.{alias.name}" if base == "." else base for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def _job_fields() -> set[str]:
+    job = Job(qe.EditRequest(images=["https://example.com/a.png"], prompt="x"))
+    return set(vars(job))
+
+
+def test_edit_many_does_not_import_the_client() -> None:
+    """``_many`` is given what it needs by the client: no import of ``_client`` (no circle)."""
+    imported = _imported_modules(_tree("_many.py"))
+    assert not {name for name in imported if name.endswith("_client")}, imported
+
+
+@pytest.mark.parametrize("name", ["_client.py", "_jobs.py", "_many.py", "_sync.py"])
+def test_only_the_job_changes_its_own_fields(name: str) -> None:
+    """Outside ``_job.py`` nothing assigns to a job's fields: the job owns its transitions."""
+    fields = _job_fields()
+    assert {"status", "task_id", "submissions", "request_sent", "_scope"} <= fields
+    writes = []
+    for node in ast.walk(_tree(name)):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            for part in ast.walk(target):
+                if (
+                    isinstance(part, ast.Attribute)
+                    and part.attr in fields
+                    and isinstance(part.value, ast.Name)
+                    and part.value.id == "job"
+                ):
+                    writes.append(f"{name}:{part.lineno} job.{part.attr}")
+    assert writes == []
+
+
+def test_no_module_sets_an_error_field_it_did_not_create() -> None:
+    """The client's modules never assign ``task_id``/``submissions`` to an existing error."""
+    for name in ("_client.py", "_jobs.py", "_job.py", "_many.py"):
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, (ast.Assign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Attribute) and target.attr in (
+                        "task_id",
+                        "submissions",
+                    ):
+                        assert isinstance(target.value, ast.Name)
+                        assert target.value.id == "self", f"{name}:{node.lineno}"
+
+
+def test_with_context_copies_and_leaves_the_original_alone() -> None:
+    """An error learns its task id as a new error; the original is unchanged."""
+    cause = OSError("reset")
+    try:
+        try:
+            raise cause
+        except OSError as exc:
+            raise qe.ServerError("boom", provider="evolink", status=500) from exc
+    except qe.ServerError as caught:
+        original = caught
+    clone = with_context(original, task_id="t-9", submissions=3, provider="other")
+    assert clone is not original
+    assert type(clone) is qe.ServerError
+    assert (clone.task_id, clone.submissions, clone.provider) == ("t-9", 3, "evolink")
+    assert (original.task_id, original.submissions) == (None, None)
+    assert clone.__cause__ is cause
+    assert clone.__traceback__ is original.__traceback__
+    assert "task_id=t-9" in str(clone) and "task_id" not in str(original)
+    assert pickle.loads(pickle.dumps(clone)).task_id == "t-9"
+
+
+def test_with_context_returns_the_error_itself_when_it_has_nothing_to_add() -> None:
+    """Fields already set win; ``None`` adds nothing; then the same object comes back."""
+    err = qe.JobFailedError("failed", task_id="t-1")
+    assert with_context(err, task_id="t-2", submissions=None) is err
+    assert err.task_id == "t-1"
+
+
+def test_a_finished_job_names_its_task_without_changing_the_error_it_was_given() -> None:
+    """``Job._finish`` gives the job an error saying its task and submissions; the error
+    raised inside (which others may hold) keeps its own fields."""
+    job = Job(None, task_id="task-7")
+    job._count_submission()
+    job._count_submission()
+    raised = qe.TransportError("connection reset")
+    job._finish(None, raised)
+    error = job.exception()
+    assert isinstance(error, qe.TransportError)
+    assert (error.task_id, error.submissions) == ("task-7", 2)
+    assert (raised.task_id, raised.submissions) == (None, None)
+    assert job.status is qe.JobStatus.FAILED
+
+
+async def test_job_transitions_in_order() -> None:
+    """A job moves itself through submitting, sent, accepted and done, calling its hooks."""
+    calls: list[object] = []
+
+    async def on_send() -> None:
+        calls.append("send")
+
+    async def on_accepted(task_id: str, request_id: str | None) -> None:
+        calls.append((task_id, request_id))
+
+    job = Job(
+        qe.EditRequest(images=["https://example.com/a.png"], prompt="x"),
+        on_send=on_send,
+        on_accepted=on_accepted,
+    )
+    assert job.status is qe.JobStatus.WAITING
+    job._submitting()
+    assert job.status is qe.JobStatus.SUBMITTING
+    job._count_submission()
+    await job._sending(accepted=False)
+    assert job.request_sent and job.status is qe.JobStatus.SUBMITTING
+    await job._accept("task-1", "req-1")
+    assert (job.task_id, job.request_id, job.status) == ("task-1", "req-1", qe.JobStatus.PENDING)
+    await job._wait_accepted()  # returns at once: accepted
+    assert calls == ["send", ("task-1", "req-1")]
+    job._finish(None, qe.JobCancelledError("cancelled"))
+    assert job.status is qe.JobStatus.CANCELLED and job.done()
