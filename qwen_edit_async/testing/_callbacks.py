@@ -24,18 +24,17 @@ import ipaddress
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from aiohttp import web
 
 from ._jobs import Job
+from ._state import FakeState
 
-if TYPE_CHECKING:
-    from ._server import FakeProvider
-
-__all__ = ["CallbackSender", "loopback_url"]
+__all__ = ["CALLBACKS", "CallbackSender", "loopback_url"]
 
 _ENCODE = msgspec.json.Encoder().encode
 #: A held-back (out of order) delivery goes at the latest this long after it was due.
@@ -59,7 +58,7 @@ def loopback_url(url: str) -> bool:
 class CallbackSender:
     """Schedules and sends the callbacks of one fake's tasks."""
 
-    def __init__(self, fake: FakeProvider, body: Callable[[Job, float], dict[str, Any]]) -> None:
+    def __init__(self, fake: FakeState, body: Callable[[Job, float], Any]) -> None:
         self.fake = fake
         self.stats = fake.stats
         self._body = body
@@ -182,3 +181,7 @@ class CallbackSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+#: The app key of the fake's :class:`CallbackSender`.
+CALLBACKS = web.AppKey("callbacks", CallbackSender)

@@ -18,17 +18,15 @@ These routes need no API key: the fake only ever listens on loopback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
 
 from ._faults import Faults
 from ._latency import Latency
+from ._state import FakeState
 from ._validate import MAX_IMAGE_BYTES
-
-if TYPE_CHECKING:
-    from ._server import FakeProvider
 
 __all__ = ["add_control_routes"]
 
@@ -58,7 +56,7 @@ def _bad(message: str) -> web.Response:
     return _json({"error": message}, status=400)
 
 
-def _config(fake: FakeProvider) -> dict[str, Any]:
+def _config(fake: FakeState) -> dict[str, Any]:
     return {
         "latency": repr(fake.latency),
         "latency_typical": fake.latency.typical,
@@ -71,7 +69,7 @@ def _config(fake: FakeProvider) -> dict[str, Any]:
     }
 
 
-def add_control_routes(app: web.Application, fake: FakeProvider) -> None:
+def add_control_routes(app: web.Application, fake: FakeState) -> None:
     """Register the ``/_fake/*`` routes for ``fake`` on ``app``."""
 
     async def stats(request: web.Request) -> web.Response:

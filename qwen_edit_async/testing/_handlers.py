@@ -1,9 +1,10 @@
-"""The aiohttp routes of the provider dialects and the file host.
+"""The aiohttp routes of the fake: creates and polls for every dialect, and the file host.
 
 A create goes: read body -> API key -> rate limit and burst guard -> fault decision
 (script or draw) -> transport faults -> validation -> concurrency quota -> job created and
 billed -> answer (sync: after the latency; task: at once, status computed from the clock
-at each poll).
+at each poll). The routes are the same for every dialect; what differs is asked of its
+:class:`FakeDialect` (``_fake_dialects``).
 """
 
 from __future__ import annotations
@@ -14,36 +15,26 @@ import contextlib
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ._callbacks import CallbackSender
-from ._dialects import (
-    FAILURE_MESSAGES,
-    dashscope_success,
-    evolink_created,
-    evolink_task,
-    openai_success,
-    render_error,
-    task_failure_problem,
-    vtrix_created,
-    vtrix_task,
-)
-from ._faults import OK, OUTCOMES, Decision, prompt_magic
-from ._jobs import SYNC_DIALECTS, Job
+from ._callbacks import CALLBACKS, CallbackSender
+from ._control import add_control_routes
+from ._dialects import FAILURE_MESSAGES, task_failure_problem
+from ._fake_dialects import FAKE_DIALECTS, FakeDialect
+from ._faults import OK, OUTCOMES, Decision, Faults, prompt_magic
+from ._jobs import Job
 from ._png import colour_for, png_bytes
 from ._problems import Problem
-from ._relay import REFUSALS, relay_success
-from ._validate import HYPHEN_MODELS, UNDERSCORE_MODELS, EditSpec, parse_flat, parse_nested
+from ._relay import REFUSALS
+from ._state import FakeState
+from ._validate import EditSpec
 
-if TYPE_CHECKING:
-    from ._server import FakeProvider
+__all__ = ["build_app"]
 
-__all__ = ["DASHSCOPE_PATH", "build_app"]
-
-DASHSCOPE_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 #: Largest request body accepted (a 10 MB image as base64 is about 13.4 MB, times 3).
 CLIENT_MAX_SIZE = 48 * 1024 * 1024
 MALFORMED_BODY = b'{"output": {"choices": [{"message": '
@@ -51,15 +42,7 @@ _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder().decode
 _BAD = object()  # a body that did not decode
 _TOO_LARGE = object()  # a body over the size limit
-_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
-def _b36(value: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        value, digit = divmod(value, 36)
-        out.append(_B36[digit])
-    return "".join(reversed(out))
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(
@@ -92,18 +75,41 @@ def drop_connection(request: web.BaseRequest, *, reset: bool = False) -> web.Str
     raise asyncio.CancelledError
 
 
+def _fault_problem(decision: Decision, faults: Faults) -> Problem | None:
+    """The refusal an injected fault answers with, or ``None`` for the other fates."""
+    kind = decision.kind
+    if kind == "rate_limit":
+        retry = int(decision.arg) if decision.arg else faults.retry_after
+        return Problem(
+            "rate_limit",
+            "Requests rate limit exceeded, please try again later.",
+            retry_after=retry,
+        )
+    if kind == "refuse":
+        canned = REFUSALS[decision.arg or ""]
+        return Problem("upstream", canned.message, status=canned.status, code=canned.code)
+    if kind == "server_error":
+        status = int(decision.arg) if decision.arg else faults.server_status
+        return Problem(
+            "server_error",
+            "An internal error has occurred, please try again later.",
+            status=status,
+        )
+    return None
+
+
 class _Routes:
-    def __init__(self, fake: FakeProvider) -> None:
+    def __init__(self, fake: FakeState, dialects: dict[str, FakeDialect]) -> None:
         self.fake = fake
         self.stats = fake.stats
+        self.dialects = dialects
         self.callbacks = CallbackSender(fake, self._callback_body)
 
-    def _callback_body(self, job: Job, now: float) -> dict[str, Any]:
-        """What Evolink POSTs to a callback: the status answer of the ended task."""
-        faults = self.fake.faults
-        body, _ = evolink_task(
-            job, now, self._urls, self.fake.evolink_estimated_time, faults.results_delay
-        )
+    def _callback_body(self, job: Job, now: float) -> Any:
+        """What a task dialect POSTs to a callback: the status answer of the ended task."""
+        fake = self.fake
+        dialect = self.dialects[job.dialect]
+        body, _ = dialect.task(job, now, self._urls, fake.faults, fake.evolink_estimated_time)
         return body
 
     # -- shared steps ------------------------------------------------------------------
@@ -115,20 +121,23 @@ class _Routes:
         if scheme.lower() != "bearer" or not key or (expected is not None and key != expected):
             raise Problem("auth", "Invalid API-key provided.")
 
-    def _error(self, dialect: str, problem: Problem, request_id: str) -> web.Response:
-        status, body = render_error(dialect, problem, request_id, self.fake.faults)
+    def _error(self, dialect: FakeDialect, problem: Problem, request_id: str) -> web.Response:
+        status, body = dialect.error(problem, request_id, self.fake.faults)
         headers = None
         if problem.retry_after is not None:
             headers = {"Retry-After": str(problem.retry_after)}
         return json_response(status, body, request_id, headers)
 
-    def _count_refusal(self, problem: Problem, status: int) -> None:
-        if status == 429:
+    def _refuse(self, dialect: FakeDialect, problem: Problem, request_id: str) -> web.Response:
+        """A refused create, counted by its status."""
+        response = self._error(dialect, problem, request_id)
+        if response.status == 429:
             self.stats.rate_limited += 1
-        elif status >= 500:
+        elif response.status >= 500:
             self.stats.server_errors += 1
         else:
             self.stats.rejected += 1
+        return response
 
     async def _read(self, request: web.Request) -> bytes | object:
         try:
@@ -136,33 +145,18 @@ class _Routes:
         except web.HTTPRequestEntityTooLarge:
             return _TOO_LARGE
 
-    def _parse(self, dialect: str, body: Any) -> EditSpec:
-        lookup = self.fake.files.lookup
-        if dialect == "evolink":
-            return parse_flat(body, lookup=lookup)
-        if dialect == "vtrix":
-            return parse_nested(body, models=UNDERSCORE_MODELS, lookup=lookup, allow_oss=False)
-        return parse_nested(
-            body, models=HYPHEN_MODELS, lookup=lookup, allow_oss=dialect != "modelstream"
-        )
-
-    def _new_job(self, dialect: str, spec: EditSpec, outcome: Decision, request_id: str) -> Job:
+    def _new_job(
+        self, dialect: FakeDialect, spec: EditSpec, outcome: Decision, request_id: str
+    ) -> Job:
         fake = self.fake
         serial = fake.next_job_serial()
-        if dialect == "evolink":
-            suffix = _b36(serial, 4) + _b36(fake.rng.getrandbits(20), 4)
-            job_id = f"task-unified-{int(time.time())}-{suffix}"
-        elif dialect == "vtrix":
-            job_id = f"task-{serial:06d}{fake.rng.getrandbits(40):010x}"
-        else:
-            job_id = request_id
         fail_code = outcome.arg if outcome.kind == "fail" else None
         if outcome.kind == "fail" and fail_code is None:
             fail_code = fake.faults.fail_code
         job = Job(
-            id=job_id,
+            id=dialect.job_id(serial, fake.rng, request_id),
             serial=serial,
-            dialect=dialect,
+            dialect=dialect.name,
             model=spec.model,
             n=spec.n,
             width=spec.width,
@@ -174,101 +168,93 @@ class _Routes:
             fail_code=fail_code,
             request_id=request_id,
         )
-        self.stats.jobs[job_id] = job
+        self.stats.jobs[job.id] = job
         self.stats.jobs_created += 1
         return job
 
     # -- creates -----------------------------------------------------------------------
 
-    async def _create(
-        self, request: web.Request, dialect: str, raw: bytes | object, body: Any = _BAD
-    ) -> web.StreamResponse:
-        fake, stats = self.fake, self.stats
-        stats.creates += 1
-        request_id = fake.next_request_id()
-        sync = dialect in SYNC_DIALECTS
-        try:
-            self._check_auth(request)
-            refusal = fake.rate_guard.check(
-                now=time.monotonic(), max_rate=fake.max_rate, burst=fake.burst
-            )
-            if refusal is not None:
-                stats.refused_rate += 1
-                raise Problem("rate_quota", refusal)
-            if dialect == "dashscope" and request.headers.get("X-DashScope-Async") == "enable":
-                raise Problem(
-                    "async_refused", "current user api does not support asynchronous calls"
-                )
-            decision = fake.next_decision()
-            kind = decision.kind
-            if kind == "drop_before_accept":
-                stats.dropped += 1
-                return drop_connection(request, reset=True)
-            if kind == "rate_limit":
-                retry = int(decision.arg) if decision.arg else fake.faults.retry_after
-                raise Problem(
-                    "rate_limit",
-                    "Requests rate limit exceeded, please try again later.",
-                    retry_after=retry,
-                )
-            if kind == "refuse":
-                canned = REFUSALS[decision.arg or ""]
-                raise Problem("upstream", canned.message, status=canned.status, code=canned.code)
-            if kind == "server_error":
-                status = int(decision.arg) if decision.arg else fake.faults.server_status
-                raise Problem(
-                    "server_error",
-                    "An internal error has occurred, please try again later.",
-                    status=status,
-                )
-            if raw is _TOO_LARGE:
-                raise Problem("too_large", "The request body is too large.")
-            if body is _BAD:
-                try:
-                    body = _DECODE(raw)  # type: ignore[arg-type]
-                except msgspec.DecodeError:
-                    raise Problem("bad_json", "The request body is not valid JSON.") from None
-            spec = self._parse(dialect, body)
-            outcome = decision if kind in OUTCOMES else OK
-            if outcome.kind == "ok":
-                outcome = prompt_magic(spec.prompt) or outcome
-            limit = fake.max_running
-            if limit is not None and stats.running >= limit:
-                stats.refused_concurrency += 1
-                raise Problem(
-                    "concurrency",
-                    f"Too many concurrent tasks: at most {limit} may run at once.",
-                )
-            if outcome.kind == "quota" or (sync and outcome.kind == "content_filter"):
-                # Refused at submission: no job, nothing billed. (An empty balance is
-                # checked before any task is created; moderation of a task fails it.)
-                raise Problem(
-                    outcome.kind,  # type: ignore[arg-type]
-                    FAILURE_MESSAGES[outcome.kind],
-                )
-            job = self._new_job(dialect, spec, outcome, request_id)
-        except Problem as problem:
-            status, _ = render_error(dialect, problem, request_id, fake.faults)
-            self._count_refusal(problem, status)
-            return self._error(dialect, problem, request_id)
+    def _admit(self, request: web.Request, dialect: FakeDialect) -> Decision:
+        """The checks before the body is read: key, rate guard, dialect headers; then the
+        create's fate. Raises the :class:`Problem` of a refusal."""
+        fake = self.fake
+        self._check_auth(request)
+        refusal = fake.rate_guard.check(
+            now=time.monotonic(), max_rate=fake.max_rate, burst=fake.burst
+        )
+        if refusal is not None:
+            self.stats.refused_rate += 1
+            raise Problem("rate_quota", refusal)
+        dialect.check_headers(request.headers)
+        return fake.next_decision()
 
-        if sync:
-            return await self._run_sync(request, job, kind)
-        stats.task_started(job)
-        callback_url = body.get("callback_url") if dialect == "evolink" else None
-        if isinstance(callback_url, str):
+    def _accept(
+        self, dialect: FakeDialect, decision: Decision, raw: bytes | object, body: Any
+    ) -> tuple[EditSpec, Decision]:
+        """Validate the body and the account's limits; the job's outcome. Raises the
+        :class:`Problem` of a refusal (nothing is created or billed then)."""
+        fake = self.fake
+        problem = _fault_problem(decision, fake.faults)
+        if problem is not None:
+            raise problem
+        if raw is _TOO_LARGE:
+            raise Problem("too_large", "The request body is too large.")
+        if body is _BAD:
+            raise Problem("bad_json", "The request body is not valid JSON.")
+        spec = dialect.parse(body, fake.files.lookup)
+        outcome = decision if decision.kind in OUTCOMES else OK
+        if outcome.kind == "ok":
+            outcome = prompt_magic(spec.prompt) or outcome
+        limit = fake.max_running
+        if limit is not None and self.stats.running >= limit:
+            self.stats.refused_concurrency += 1
+            raise Problem(
+                "concurrency", f"Too many concurrent tasks: at most {limit} may run at once."
+            )
+        if outcome.kind == "quota" or (dialect.sync and outcome.kind == "content_filter"):
+            # Refused at submission: no job, nothing billed. (An empty balance is checked
+            # before any task is created; moderation of a task fails it.)
+            raise Problem(outcome.kind, FAILURE_MESSAGES[outcome.kind])  # type: ignore[arg-type]
+        return spec, outcome
+
+    async def _create(
+        self, request: web.Request, dialect: FakeDialect, raw: bytes | object, body: Any
+    ) -> web.StreamResponse:
+        fake = self.fake
+        self.stats.creates += 1
+        request_id = fake.next_request_id()
+        try:
+            decision = self._admit(request, dialect)
+            if decision.kind == "drop_before_accept":
+                self.stats.dropped += 1
+                return drop_connection(request, reset=True)
+            spec, outcome = self._accept(dialect, decision, raw, body)
+        except Problem as problem:
+            return self._refuse(dialect, problem, request_id)
+        job = self._new_job(dialect, spec, outcome, request_id)
+        if dialect.sync:
+            return await self._run_sync(request, dialect, job, decision.kind)
+        return self._start_task(request, dialect, job, decision.kind, body)
+
+    def _start_task(
+        self, request: web.Request, dialect: FakeDialect, job: Job, kind: str, body: Any
+    ) -> web.StreamResponse:
+        self.stats.task_started(job)
+        callback_url = dialect.callback_url(body)
+        if callback_url is not None:
             self.callbacks.schedule(job, callback_url)
         if kind == "drop_after_accept":
-            stats.dropped += 1
+            self.stats.dropped += 1
             return drop_connection(request)
         if kind == "malformed":
-            stats.malformed += 1
-            return _malformed(request_id)
-        if dialect == "evolink":
-            return json_response(200, evolink_created(job, fake.evolink_estimated_time), request_id)
-        return json_response(200, vtrix_created(job), request_id)
+            self.stats.malformed += 1
+            return _malformed(job.request_id)
+        answer = dialect.created(job, self.fake.evolink_estimated_time)
+        return json_response(200, answer, job.request_id)
 
-    async def _run_sync(self, request: web.Request, job: Job, kind: str) -> web.StreamResponse:
+    async def _run_sync(
+        self, request: web.Request, dialect: FakeDialect, job: Job, kind: str
+    ) -> web.StreamResponse:
         fake, stats = self.fake, self.stats
         request_id = job.request_id
         if kind == "drop_after_accept":
@@ -291,54 +277,35 @@ class _Routes:
             return _malformed(request_id)
         job.first_seen_completed_at = job.sync_finished_at
         if job.outcome != "ok":
-            problem = task_failure_problem(job)
-            status, _ = render_error(job.dialect, problem, request_id, fake.faults)
-            self._count_refusal(problem, status)
-            return self._error(job.dialect, problem, request_id)
+            return self._refuse(dialect, task_failure_problem(job), request_id)
         urls = fake.files.result_urls(job, job.sync_finished_at, fake.url_lifetime)
-        if job.dialect == "dashscope":
-            return json_response(200, dashscope_success(job, urls, request_id), request_id)
         b64 = None
         if fake.b64_json:
             b64 = [
                 base64.b64encode(png_bytes(job.width, job.height, _colour(url))).decode()
                 for url in urls
             ]
-        if fake.faults.relay:
-            answer = relay_success(job, dashscope_success(job, urls, request_id), b64)
-            return json_response(200, answer, request_id)
-        if b64 is not None:
-            return json_response(200, openai_success(job, None, b64), request_id)
-        return json_response(200, openai_success(job, urls), request_id)
+        answer = dialect.success(job, urls, request_id, fake.faults, b64)
+        return json_response(200, answer, request_id)
 
-    async def dashscope(self, request: web.Request) -> web.StreamResponse:
-        return await self._create(request, "dashscope", await self._read(request))
+    def create_route(self, group: list[FakeDialect]) -> _Handler:
+        """The handler of a create path; on a path several dialects share, the first that
+        claims the body answers (else the last)."""
 
-    async def onetoken(self, request: web.Request) -> web.StreamResponse:
-        return await self._create(request, "onetoken", await self._read(request))
+        async def create(request: web.Request) -> web.StreamResponse:
+            raw = await self._read(request)
+            body: Any = _BAD
+            if isinstance(raw, bytes):
+                with contextlib.suppress(msgspec.DecodeError):
+                    body = _DECODE(raw)
+            dialect = next((d for d in group if d.claims(body)), group[-1])
+            return await self._create(request, dialect, raw, body)
 
-    async def vtrix(self, request: web.Request) -> web.StreamResponse:
-        return await self._create(request, "vtrix", await self._read(request))
-
-    async def generations(self, request: web.Request) -> web.StreamResponse:
-        """ModelStream (nested body) and Evolink (flat body) share this path."""
-        raw = await self._read(request)
-        body: Any = _BAD
-        if isinstance(raw, bytes):
-            try:
-                body = _DECODE(raw)
-            except msgspec.DecodeError:
-                body = _BAD
-        flat = (
-            isinstance(body, dict)
-            and "input" not in body
-            and ("prompt" in body or "image_urls" in body)
-        )
-        return await self._create(request, "evolink" if flat else "modelstream", raw, body)
+        return create
 
     # -- polls -------------------------------------------------------------------------
 
-    def _poll(self, request: web.Request, dialect: str) -> web.Response:
+    def _poll(self, request: web.Request, dialect: FakeDialect) -> web.Response:
         fake, stats = self.fake, self.stats
         stats.polls += 1
         request_id = fake.next_request_id()
@@ -349,21 +316,14 @@ class _Routes:
             if p > 0.0 and fake.poll_rng.random() < p:
                 raise Problem("poll_error", "Service temporarily unavailable.", status=503)
             job = stats.jobs.get(task_id)
-            if job is None or job.dialect != dialect:
+            if job is None or job.dialect != dialect.name:
                 raise Problem("not_found", f"Task {task_id[:80]} does not exist.", param="task_id")
         except Problem as problem:
             return self._error(dialect, problem, request_id)
         job.polls += 1
-        now = time.monotonic()
-        faults = fake.faults
-        if dialect == "evolink":
-            body, done = evolink_task(
-                job, now, self._urls, fake.evolink_estimated_time, faults.results_delay
-            )
-        else:
-            body, done = vtrix_task(
-                job, now, self._urls, faults.vtrix_error_form, faults.vtrix_item_type
-            )
+        body, done = dialect.task(
+            job, time.monotonic(), self._urls, fake.faults, fake.evolink_estimated_time
+        )
         if done:
             if job.first_seen_completed_at is None:
                 job.first_seen_completed_at = time.time()
@@ -371,16 +331,16 @@ class _Routes:
             stats.polls_before_completion += 1
         return json_response(200, body, request_id)
 
+    def poll_route(self, dialect: FakeDialect) -> _Handler:
+        async def poll(request: web.Request) -> web.StreamResponse:
+            return self._poll(request, dialect)
+
+        return poll
+
     def _urls(self, job: Job) -> list[str]:
         return self.fake.files.result_urls(
             job, job.created_at + job.latency, self.fake.url_lifetime
         )
-
-    async def evolink_poll(self, request: web.Request) -> web.StreamResponse:
-        return self._poll(request, "evolink")
-
-    async def vtrix_poll(self, request: web.Request) -> web.StreamResponse:
-        return self._poll(request, "vtrix")
 
     # -- files -------------------------------------------------------------------------
 
@@ -431,21 +391,22 @@ def _oss_error(status: int, code: str, message: str, request_id: str) -> web.Res
     return resp
 
 
-def build_app(fake: FakeProvider) -> web.Application:
-    """The aiohttp application serving every dialect, the file host and ``/_fake/*``."""
-    from ._control import add_control_routes
-    from ._server import CALLBACKS
-
-    routes = _Routes(fake)
+def build_app(fake: FakeState) -> web.Application:
+    """The aiohttp application serving every dialect of :data:`FAKE_DIALECTS` (as it is
+    now), the file host and ``/_fake/*``."""
+    dialects = dict(FAKE_DIALECTS)
+    routes = _Routes(fake, dialects)
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[CALLBACKS] = routes.callbacks
     add = app.router
-    add.add_post(DASHSCOPE_PATH, routes.dashscope)
-    add.add_post("/v1/images/generations", routes.generations)
-    add.add_post("/v1/images/edits", routes.onetoken)
-    add.add_get("/v1/tasks/{task_id}", routes.evolink_poll)
-    add.add_post("/model/v1/generation", routes.vtrix)
-    add.add_get("/model/v1/generation/task/{task_id}", routes.vtrix_poll)
+    by_path: dict[str, list[FakeDialect]] = {}
+    for dialect in dialects.values():
+        by_path.setdefault(dialect.create_path, []).append(dialect)
+    for path, group in by_path.items():
+        add.add_post(path, routes.create_route(group))
+    for dialect in dialects.values():
+        if dialect.status_path is not None:
+            add.add_get(dialect.status_path, routes.poll_route(dialect))
     add.add_get("/files/results/{name}", routes.result_file)
     add.add_get("/files/uploads/{name}", routes.upload_file)
     add_control_routes(app, fake)

@@ -13,17 +13,15 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
-from ._callbacks import CallbackSender
+from ._callbacks import CALLBACKS
 from ._faults import Decision, Faults, draw, parse_script
 from ._files import FileStore
+from ._handlers import build_app
 from ._latency import Latency, LatencyLike, as_latency
 from ._quota import RateGuard
 from ._stats import FakeStats
 
-__all__ = ["CALLBACKS", "FakeProvider"]
-
-#: The app key of the fake's :class:`CallbackSender`.
-CALLBACKS = web.AppKey("callbacks", CallbackSender)
+__all__ = ["FakeProvider"]
 
 _Uploader = Callable[[bytes, str], Awaitable[str]]
 
@@ -101,8 +99,6 @@ class FakeProvider:
         self._session: aiohttp.ClientSession | None = None
         self.closing = asyncio.Event()
         self._url: str | None = None
-        from ._handlers import build_app  # late import: the handlers use this class
-
         self.app = build_app(self)
         self.callbacks = self.app[CALLBACKS]
 
