@@ -6,8 +6,9 @@ from the answers to its creates, the way TCP learns a path (slow start, then add
 increase and multiplicative decrease) and Netflix's concurrency-limits learn a server:
 
 - **Concurrency** (jobs holding a slot). It starts at :data:`INITIAL_IN_FLIGHT` and grows
-  by one for each create accepted while the limit is in use (slow start: it doubles every
-  round), never above ``max_in_flight``, which is the ceiling. A 429 that the provider
+  by :data:`SLOW_START_STEP` for each create accepted while the limit is in use (slow
+  start: the creates in the air double every round trip), never above ``max_in_flight``,
+  which is the ceiling. A 429 that the provider
   calls a concurrency refusal proves the quota is no larger than the jobs already running:
   the limit drops to that number and the refused job waits for the next free slot. The
   limit then holds for a while and probes upward, slowly at first and faster the longer no
@@ -15,8 +16,11 @@ increase and multiplicative decrease) and Netflix's concurrency-limits learn a s
   seconds, a raised quota is found within seconds.
 - **Rate** (creates per second). It starts at :data:`INITIAL_RATE` so that a big batch does
   not burst ``max_in_flight`` creates in its first second, and grows while the pacing is
-  what holds submissions back; a 429 the provider calls a rate refusal cuts it by
-  :data:`RATE_CUT`, then it probes like the concurrency. ``submit_rate``, when set, caps it.
+  what holds submissions back, gently while it is small and by a share of itself above
+  :data:`RATE_KNEE` (hundreds per second within about two seconds, when nothing refuses);
+  ready creates within :data:`BURST_WINDOW` of the rate go together; a 429 the provider
+  calls a rate refusal cuts it by :data:`RATE_CUT`, then it probes like the concurrency.
+  ``submit_rate``, when set, caps it.
 - A ``Retry-After`` starts a cooldown every submission waits out. A 429 whose kind the
   provider does not say is charged to whichever limit was holding submissions back.
 
@@ -57,11 +61,23 @@ Kind = Literal["concurrency", "rate"]
 
 #: Concurrency a client starts with (slow start), when ``max_in_flight`` allows it.
 INITIAL_IN_FLIGHT = 4
+#: Slots added for each create accepted while the concurrency limit is full, before the
+#: first refusal. Two: the accepted job keeps its slot, so one would only replace the
+#: create that was answered (a constant number in the air, linear growth); two doubles
+#: the creates in the air each round trip, as TCP's slow start doubles its window.
+SLOW_START_STEP = 2.0
 #: Creates per second a client starts with; the first second sends about seven.
 INITIAL_RATE = 4.0
-#: Creates per second added for each create accepted while the rate held submissions back:
-#: the rate grows about 4.5 times each second until the provider first refuses one.
+#: Creates per second added for each create accepted while the rate held submissions back,
+#: below :data:`RATE_KNEE`: the rate grows about 4.5 times each second until the provider
+#: first refuses one. Above the knee each step is that share of the rate: a provider that has
+#: accepted tens of creates a second without a refusal is not a small one, and reaching
+#: hundreds per second takes a fraction of a second instead of seconds.
 RATE_STEP = 1.5
+RATE_KNEE = 15.0
+#: Seconds of the rate that may go at once (a token bucket): bursts of ready jobs at a high
+#: rate go out together instead of one wakeup each, a small rate is still spaced evenly.
+BURST_WINDOW = 0.05
 #: The fraction of its rate a client keeps after a rate refusal.
 RATE_CUT = 0.9
 #: The share of the measured rate of accepted creates a rate refusal keeps.
@@ -122,7 +138,7 @@ def accepted(
     changed = False
     if in_flight_bound and state.in_flight < ceiling:
         if state.in_flight_cut_at == 0.0:
-            grown = state.in_flight + 1.0
+            grown = state.in_flight + SLOW_START_STEP
         else:
             hold = max(HOLD, 2.0 * state.slot_time)
             doubling = max(DOUBLING, state.slot_time)
@@ -136,7 +152,7 @@ def accepted(
             changed = True
     if rate_bound and state.rate < rate_cap:
         if state.rate_cut_at == 0.0:
-            grown = state.rate + RATE_STEP
+            grown = state.rate + RATE_STEP * max(1.0, state.rate / RATE_KNEE)
         else:
             target = state.rate_base * (
                 1.0 + RATE_PROBE * _probe(1.0, now - state.rate_cut_at, RATE_HOLD, 2.0)
@@ -183,6 +199,12 @@ def refused(
         state.rate_cut_at = now
     if retry_after is not None and retry_after > 0:
         state.cooldown_until = max(state.cooldown_until, now + retry_after)
+
+
+def burst_tolerance(rate: float) -> float:
+    """How far ahead of real time the pace's virtual clock may run: a burst of
+    BURST_WINDOW seconds' worth of creates, none at a rate below 1 / BURST_WINDOW."""
+    return max(0.0, BURST_WINDOW - 1.0 / rate)
 
 
 def note_slot_time(state: Learned, seconds: float) -> None:
@@ -375,13 +397,17 @@ class LocalLimits(Limits):
                 rate = self.rate_cap  # learning the rate is a wait: off in tests; a cap stays
             if rate >= RATE_MAX:
                 return
+            # The schedule is a virtual clock (GCRA, a token bucket in one number): each
+            # create moves it on by 1/rate, and a create may go while the clock is less
+            # than BURST_WINDOW ahead of real time.
             now = time.monotonic()
             slot = max(now, self._next_send)
             self._next_send = slot + 1.0 / rate
-            if slot <= now:
+            send_at = slot - burst_tolerance(rate)
+            if send_at <= now:
                 return
             self._rate_waited_at = now
-            await anyio.sleep(slot - now)
+            await anyio.sleep(send_at - now)
             if epoch == self._epoch:
                 return
             # A refusal came while this create waited its turn at the old pace: queue
@@ -473,7 +499,7 @@ class LocalLimits(Limits):
             excess = len(self._accepts) - max(0, math.ceil(state.rate) - 1)
             if excess > 0:
                 resume = max(resume, self._accepts[excess - 1] + 1.0)
-            self._next_send = resume
+            self._next_send = resume + burst_tolerance(state.rate)
             self._epoch += 1
         if "concurrency" in kinds and retrying:
             # Back to the queue: the refused job retries when a running job ends.

@@ -44,6 +44,7 @@ from ._limits import (
     LimitsSnapshot,
     LocalLimits,
     accepted,
+    burst_tolerance,
     note_slot_time,
     refused,
 )
@@ -99,7 +100,8 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 4)
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: schedule. ARGV: rate (0: unpaced), cooldown seconds to start (0: none).
+# KEYS: schedule. ARGV: rate (0: unpaced), cooldown seconds to start (0: none), seconds the
+# schedule may run ahead of now (a burst allowance, as in _limits).
 # -> seconds to wait before sending, as a string (Lua numbers lose their fraction).
 _PACE = """
 local t = redis.call('TIME')
@@ -117,6 +119,7 @@ if rate > 0 then
   redis.call('HSET', KEYS[1], 'next', tostring(slot + 1 / rate))
 end
 redis.call('EXPIRE', KEYS[1], 3600)
+if rate > 0 then slot = math.max(math.max(now, until_), slot - tonumber(ARGV[3] or '0')) end
 return tostring(slot - now)
 """
 
@@ -388,7 +391,7 @@ class RedisLimits(Limits):
                 await self._call(
                     "pace",
                     [self._schedule_key],
-                    [0 if rate >= RATE_MAX else rate, 0],
+                    [0 if rate >= RATE_MAX else rate, 0, burst_tolerance(rate)],
                 )
             )
         except (RedisError, OSError, TimeoutError) as exc:

@@ -32,14 +32,17 @@ def requests(count: int) -> list[qe.EditRequest]:
 # -- the arithmetic ---------------------------------------------------------------------
 
 
-def test_slow_start_grows_by_one_per_accepted_create_up_to_the_ceiling() -> None:
-    """Before any refusal each accepted create adds one slot, never above the ceiling; an
+def test_slow_start_grows_by_two_per_accepted_create_up_to_the_ceiling() -> None:
+    """Before any refusal each accepted create adds two slots, never above the ceiling; an
     unused limit does not grow."""
     state = Learned(in_flight=4.0, rate=4.0)
+    _limits.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
+                     rate_bound=False)  # fmt: skip
+    assert state.in_flight == 6.0
     for _ in range(3):
-        _limits.accepted(state, 0.0, ceiling=6, rate_cap=1e9, in_flight_bound=True,
+        _limits.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
                          rate_bound=False)  # fmt: skip
-    assert state.in_flight == 6.0 and state.rate == 4.0
+    assert state.in_flight == 7.0 and state.rate == 4.0
     assert not _limits.accepted(
         state, 0.0, ceiling=64, rate_cap=1e9, in_flight_bound=False, rate_bound=False
     )
@@ -232,4 +235,4 @@ async def test_slots_waiting_for_the_pace_do_not_grow_the_concurrency_limit() ->
         limits.accepted(holders[0])
         assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT
     limits.accepted(holders[1])  # nothing pacing now: four active fill the limit
-    assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT + 1
+    assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT + _limits.SLOW_START_STEP

@@ -263,3 +263,29 @@ def test_two_cli_runs_split_a_manifest_with_shared_limits(redis_url: str, tmp_pa
         assert stats["peak_running"] <= 3
     finally:
         server.close()
+
+
+async def test_a_burst_within_the_shared_rate_goes_at_once(redis_url: str) -> None:
+    """The shared schedule allows the same short burst as the local pace: at a learned
+    1,000 creates/s, 40 creates in a row wait for nothing (each used to wait 1 ms more than
+    the last), while at 4 creates/s the second one still waits its turn."""
+    from qwen_edit_async._limits import LocalLimits
+    from qwen_edit_async._shared import RedisLimits
+
+    qe.set_testing(False)
+    for rate, waits in ((1000.0, False), (4.0, True)):
+        limits = RedisLimits(
+            redis_url,
+            LocalLimits(max_in_flight=64, submit_rate=None),
+            provider="vtrix",
+            base_url=f"http://127.0.0.1:1/burst-{rate}",
+            api_key=Secret(API_KEY),
+        )
+        async with anyio.create_task_group() as group:
+            await limits.open(group)
+            limits._learned.rate = rate
+            for _ in range(40 if not waits else 2):
+                await limits.pace()
+            assert (limits._rate_waited_at > 0.0) is waits
+            await limits.aclose()
+            group.cancel_scope.cancel()

@@ -1,0 +1,115 @@
+"""How fast the adaptive limits open up for a provider that refuses nothing.
+
+A 2,000-job batch lasts a few seconds at 200 in flight: a ramp that takes seconds costs a
+large share of it. These tests count round trips and accepted creates, never seconds.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+import qwen_edit_async as qe
+from qwen_edit_async import _limits
+from qwen_edit_async._limits import Learned, LocalLimits
+
+
+async def _slots_after_round_trips(rounds: int) -> int:
+    """Jobs take a slot, send their create (held "in the air" until the round ends) and are
+    accepted together at the end of each round; the slots held after ``rounds`` rounds."""
+    limits = LocalLimits(max_in_flight=1000, submit_rate=None)
+    answered = [anyio.Event()]
+
+    async def job(holder: object) -> None:
+        await limits.acquire(holder)
+        await limits.pace()  # unpaced while testing: the rate is not what this counts
+        await answered[-1].wait()
+        limits.accepted(holder)  # keeps its slot: the task runs at the provider
+
+    async with anyio.create_task_group() as group:
+        for _ in range(300):
+            group.start_soon(job, object())
+        for _ in range(rounds):
+            await anyio.wait_all_tasks_blocked()
+            event = answered[-1]
+            answered.append(anyio.Event())
+            event.set()
+        await anyio.wait_all_tasks_blocked()
+        held = limits.in_flight
+        group.cancel_scope.cancel()
+    return held
+
+
+async def test_slow_start_doubles_the_creates_in_the_air_each_round_trip() -> None:
+    """Before any refusal, each round trip of creates the provider accepts doubles the slots
+    (as TCP's slow start doubles its window per round trip). Growing by one slot per
+    accepted create only replaced the answered create: 4 more slots per round trip, 16 after
+    three round trips, and 200 slots took 50 round trips."""
+    assert await _slots_after_round_trips(0) == _limits.INITIAL_IN_FLIGHT
+    assert await _slots_after_round_trips(3) >= 8 * _limits.INITIAL_IN_FLIGHT
+    assert await _slots_after_round_trips(6) >= 200
+
+
+def test_the_rate_reaches_hundreds_per_second_after_few_accepted_creates() -> None:
+    """Slow start of the rate: below the knee it grows as before (so a small provider's rate
+    limit is met gently), above it by a share of itself, so 400 creates/s is reached after
+    well under 100 accepted creates (it took 264 at 1.5 creates/s per create)."""
+    state = Learned(in_flight=4.0, rate=_limits.INITIAL_RATE)
+    accepted = 0
+    while state.rate < 400.0:
+        _limits.accepted(state, 0.0, ceiling=200, rate_cap=_limits.RATE_MAX,
+                         in_flight_bound=False, rate_bound=True)  # fmt: skip
+        accepted += 1
+        if accepted < 5:  # the first steps are the gentle ones
+            assert state.rate == _limits.INITIAL_RATE + accepted * _limits.RATE_STEP
+    assert accepted <= 50, accepted
+
+
+async def _paced_at_once(limits: LocalLimits, count: int) -> int:
+    """Start ``count`` creates together: how many got past the pace before any time
+    passed (the rest are cancelled)."""
+    went = 0
+
+    async def create() -> None:
+        nonlocal went
+        await limits.pace()
+        went += 1
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(create)
+        await anyio.wait_all_tasks_blocked()
+        group.cancel_scope.cancel()
+    return went
+
+
+async def test_a_burst_within_the_learned_rate_goes_at_once_and_does_not_grow_it() -> None:
+    """At a learned 1,000 creates/s, 40 creates that become ready together (a poll found 40
+    tasks done) all go without waiting for the pace; as none waited, the rate is not what
+    holds the client back and does not grow. Spacing them 1 ms apart cost one event-loop
+    wakeup per create and counted every burst as a reason to raise the rate."""
+    qe.set_testing(False)
+    limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    limits.state.rate, limits.state.in_flight = 1000.0, 64.0
+    limits.state.rate_cut_at = 1.0  # learned: past slow start
+    limits.state.rate_base = 1000.0
+    holders = [object() for _ in range(40)]
+    assert all(limits.try_acquire(h) for h in holders)
+    assert await _paced_at_once(limits, len(holders)) == len(holders)  # none asleep
+    for holder in holders:
+        limits.accepted(holder)
+    assert limits.state.rate == 1000.0
+
+
+async def test_a_small_rate_is_still_spaced_evenly() -> None:
+    """The burst allowance is a share of a second of the rate: at 4 creates/s (below
+    1 / BURST_WINDOW) two ready creates do not go together."""
+    qe.set_testing(False)
+    limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    assert await _paced_at_once(limits, 2) == 1
+
+
+@pytest.mark.parametrize("rate", [5.0, 19.0])
+def test_no_burst_allowance_below_one_create_per_window(rate: float) -> None:
+    assert _limits.burst_tolerance(rate) == 0.0
+    assert _limits.burst_tolerance(1000.0) == pytest.approx(_limits.BURST_WINDOW - 0.001)
