@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--upload-url",
         metavar="URL",
         help="URL-only providers (evolink) with local images: POST each image's bytes here "
-        'and use the {"url": ...} it answers; with a fake --base-url on this machine, its '
-        "/_fake/upload route is used by default",
+        'and use the {"url": ...} it answers; for the fake provider: --upload-url '
+        "http://127.0.0.1:PORT/_fake/upload",
     )
     run.add_argument(
         "--callback-url",

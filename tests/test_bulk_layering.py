@@ -64,3 +64,26 @@ def test_importing_the_library_and_the_fake_loads_no_bulk_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_only_the_fake_reaches_into_the_fakes_private_modules() -> None:
+    """Outside ``testing/`` the package imports the fake only by its public names."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "testing" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and "testing._" in f".{node.module or ''}":
+                offenders.append(f"{path.relative_to(PACKAGE)}: {node.module}")
+    assert offenders == []
+
+
+def test_no_production_module_probes_the_fakes_control_routes() -> None:
+    """A run never asks a server whether it is the fake (no ``/_fake/config`` probing)."""
+    probing = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "testing" not in path.relative_to(PACKAGE).parts
+        and "/_fake/config" in path.read_text(encoding="utf-8")
+    ]
+    assert probing == []

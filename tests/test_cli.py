@@ -324,13 +324,29 @@ def test_timed_out_jobs_keep_their_task_and_are_attached_again_on_resume(
 def test_evolink_with_local_images_uploads_through_the_fake(
     fake: FakeServer, tmp_path: Path
 ) -> None:
-    """A URL-only provider with local images and a fake --base-url uploads each distinct
-    image once to the fake's /_fake/upload route and runs."""
+    """A URL-only provider with local images and the fake's upload route as --upload-url
+    uploads each distinct image once and runs."""
     write_images(tmp_path)
     manifest = write_manifest(tmp_path / "m.jsonl", edits(4, n_cycle=(1,)))
-    done = run_cli(*run_args(manifest, tmp_path / "out", fake, provider="evolink"))
+    args = run_args(manifest, tmp_path / "out", fake, provider="evolink")
+    done = run_cli(*args, "--upload-url", f"{fake.url}/_fake/upload")
     assert done.returncode == 0, done.stdout + done.stderr
     assert fake.stats()["uploads"] == 2
+
+
+def test_a_fake_base_url_is_not_probed_for_an_upload_route(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    """The run never guesses an upload endpoint: a URL-only provider with local images and
+    no --upload-url is refused even when --base-url is the fake on this machine; nothing is
+    uploaded or created."""
+    write_images(tmp_path)
+    manifest = write_manifest(tmp_path / "m.jsonl", edits(2))
+    done = run_cli(*run_args(manifest, tmp_path / "out", fake, provider="evolink"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "takes only public URLs" in done.stderr and "--upload-url" in done.stderr
+    stats = fake.stats()
+    assert stats["uploads"] == 0 and stats["creates"] == 0
 
 
 def test_url_only_provider_without_uploader_fails_fast(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ def test_run_with_callbacks_ends_jobs_by_callback(fake: FakeServer, tmp_path: Pa
         "evolink",
         "--base-url",
         fake.url,
+        "--upload-url",
+        f"{fake.url}/_fake/upload",
         "--progress",
         "none",
         "--callback-url",

@@ -59,6 +59,7 @@ def test_public_names() -> None:
         "fake_provider",
         "fake_provider_factory",
         "main",
+        "png_bytes",
         "qwen_fake",
     ]
     for name in testing.__all__:

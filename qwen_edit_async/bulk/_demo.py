@@ -40,7 +40,7 @@ def _new_demo_folder(base: Path) -> Path:
 
 def write_demo_inputs(folder: Path, jobs: int) -> Path:
     """Real PNG inputs and a manifest of ``jobs`` edits in ``folder``; return the manifest."""
-    from ..testing._png import png_bytes
+    from ..testing import png_bytes
 
     inputs = folder / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -89,6 +89,7 @@ def run_demo(base: Path, *, jobs: int = 36, progress: ProgressMode = "auto") -> 
                 out=out,
                 provider="vtrix",
                 base_url=fake.url,
+                upload_url=fake.upload_url,
                 api_key="demo-key",
                 concurrency=12,
                 progress=progress,

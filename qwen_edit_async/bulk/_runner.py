@@ -60,7 +60,7 @@ from ._manifest import Entry, ManifestError, check_format, count_lines, read_man
 from ._progress import ProgressMode, Reporter, Tracker, make_reporter
 from ._results import find_symlink, folder_name, remove_partials
 from ._resume_check import compare_manifest
-from ._upload import HttpUploader, find_fake_upload, local_inputs
+from ._upload import HttpUploader, local_inputs
 
 __all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
 
@@ -279,15 +279,10 @@ class BulkRunner:
         except ConfigurationError as exc:
             raise RunRefused(str(exc)) from exc
 
-    async def _uploader(self, provider: Provider) -> HttpUploader | None:
-        """For URL-only providers: ``--upload-url``, else a fake's route, else none."""
-        o = self.options
-        if provider.accepts_data_uri:
-            return None
-        url = o.upload_url
-        if url is None and o.base_url is not None:
-            url = await find_fake_upload(provider.base_url)
-        return None if url is None else HttpUploader(url)
+    def _uploader(self, provider: Provider) -> HttpUploader | None:
+        """For URL-only providers: the ``--upload-url`` endpoint, if one was given."""
+        url = self.options.upload_url
+        return None if provider.accepts_data_uri or url is None else HttpUploader(url)
 
     def _check_first_line(self, provider: Provider, uploader: Uploader | None) -> None:
         """Fail fast: local images for a URL-only provider and nowhere to upload them."""
@@ -420,7 +415,7 @@ class BulkRunner:
             self._stop_event.set()
             self._feed_scope.cancel()
         try:
-            uploader = self._http = await self._uploader(provider)
+            uploader = self._http = self._uploader(provider)
             await anyio.to_thread.run_sync(self._check_first_line, provider, uploader)
             client = self._build_client(provider, uploader)
             link = await anyio.to_thread.run_sync(find_symlink, o.out)

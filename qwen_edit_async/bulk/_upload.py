@@ -1,14 +1,12 @@
-"""Uploads for URL-only providers (Evolink) in bulk runs: ``--upload-url`` and the fake's route.
+"""Uploads for URL-only providers (Evolink) in bulk runs: the ``--upload-url`` endpoint.
 
 An upload endpoint takes an image's bytes in a POST (with its ``Content-Type``) and answers
-``{"url": "https://..."}``, a URL the provider can fetch. The fake provider has one at
-``/_fake/upload``; a run whose ``--base-url`` is a fake on this machine uses it by default.
+``{"url": "https://..."}``, a URL the provider can fetch. The fake provider has one
+(``FakeProvider.upload_url``); a run is given it like any other, never guesses it.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import urllib.parse
 from typing import Any
 
 import aiohttp
@@ -17,7 +15,7 @@ from .._errors import ConfigurationError
 from .._images import image_kind
 from .._models import EditRequest
 
-__all__ = ["HttpUploader", "find_fake_upload", "local_inputs"]
+__all__ = ["HttpUploader", "local_inputs"]
 
 
 class HttpUploader:
@@ -55,32 +53,6 @@ class HttpUploader:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-async def find_fake_upload(base_url: str) -> str | None:
-    """The fake's upload route when ``base_url`` is a fake provider on this machine."""
-    if not _is_loopback(base_url):
-        return None
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{base_url}/_fake/config", timeout=aiohttp.ClientTimeout(total=3)
-            ) as response,
-        ):
-            return f"{base_url}/_fake/upload" if response.status == 200 else None
-    except (aiohttp.ClientError, TimeoutError):
-        return None
 
 
 def local_inputs(request: EditRequest) -> list[str]:

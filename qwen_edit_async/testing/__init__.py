@@ -63,6 +63,7 @@ from ._cli import main
 from ._faults import Faults
 from ._hostile import HostileProvider
 from ._latency import Latency
+from ._png import png_bytes
 from ._server import FakeProvider
 from ._stats import FakeStats
 from ._thread import fake_in_thread
@@ -80,6 +81,7 @@ __all__ = [
     "fake_provider",
     "fake_provider_factory",
     "main",
+    "png_bytes",
     "qwen_fake",
 ]
 

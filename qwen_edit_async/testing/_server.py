@@ -227,6 +227,17 @@ class FakeProvider:
 
     # -- uploads -----------------------------------------------------------------------
 
+    @property
+    def upload_url(self) -> str:
+        """The fake's upload endpoint (``POST`` bytes, answers ``{"url": ...}``).
+
+        What ``qwen-edit run --upload-url`` takes for a URL-only provider on the fake:
+
+        >>> fake.upload_url                                    # doctest: +SKIP
+        'http://127.0.0.1:8000/_fake/upload'
+        """
+        return f"{self.url}/_fake/upload"
+
     async def upload(self, data: bytes, mime: str) -> str:
         """Upload ``data`` to ``POST /_fake/upload`` and return its URL on the fake.
 
@@ -237,7 +248,7 @@ class FakeProvider:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         async with self._session.post(
-            f"{self.url}/_fake/upload", data=data, headers={"Content-Type": mime}
+            self.upload_url, data=data, headers={"Content-Type": mime}
         ) as resp:
             resp.raise_for_status()
             payload = await resp.json()
