@@ -6,7 +6,7 @@ import logging
 import os
 import pathlib
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import anyio
@@ -22,6 +22,7 @@ from ._job import Job, OnAccepted, OnSend
 from ._jobs import JobRunner
 from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome, RequestLike, as_request
+from ._options import ClientOptions, EditOptions, ProviderName
 from ._parts import (
     check_callbacks,
     check_max_in_flight,
@@ -35,6 +36,9 @@ from ._prepare import ImagePreparer
 from ._statistics import ClientStatistics, ProgressHook
 from ._taskhost import TaskHost
 from .providers import Provider, get_provider
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
 
 __all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
 
@@ -76,7 +80,7 @@ class QwenEditClient:
 
     def __init__(
         self,
-        provider: str | Provider | None = None,
+        provider: ProviderName | Provider | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -88,7 +92,7 @@ class QwenEditClient:
         on_progress: ProgressHook | None = None,
         callbacks: CallbackReceiver | None = None,
         shared: str | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         check_max_in_flight(max_in_flight)
         self.config = config_with(config or ClientConfig(), options)
@@ -298,7 +302,7 @@ class QwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-        **options: Any,
+        **options: Unpack[EditOptions],
     ) -> EditResult:
         """Edit ``images`` as ``prompt`` says and wait for the result.
 
@@ -326,7 +330,7 @@ class QwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-        **options: Any,
+        **options: Unpack[EditOptions],
     ) -> Job:
         """Start an edit and return its :class:`Job` once the provider has accepted it
         (task providers) or once the request is on its way (synchronous providers).

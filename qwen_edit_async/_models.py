@@ -12,14 +12,14 @@ import base64
 import binascii
 import os
 import pathlib
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import msgspec
 
 from ._errors import QwenEditError, ValidationError
-from ._images import check_image
+from ._images import ImageInput, check_image
+from ._size import Size, SizeLike
 
 __all__ = [
     "MAX_IMAGES",
@@ -29,6 +29,7 @@ __all__ = [
     "EditRequest",
     "EditResult",
     "GeneratedImage",
+    "ImageValue",
     "Outcome",
     "RequestLike",
     "Size",
@@ -38,98 +39,13 @@ __all__ = [
     "request_from",
 ]
 
-MIN_SIDE = 512
-MAX_SIDE = 2048
-SIZE_STEP = 16
+#: One image of a built request: a URL or data URI, a local file, or raw bytes.
+ImageValue = Union[str, bytes, pathlib.Path]
+
 MAX_IMAGES = 3
 MAX_N = 6
 MAX_NEGATIVE_PROMPT = 500
 MAX_SEED = 2_147_483_647
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*[*xX×]\s*(\d+)\s*$", re.ASCII)
-#: More digits than any side can have; a longer number is out of range without parsing it
-#: (int() refuses strings over 4300 digits with a bare ValueError).
-_MAX_SIDE_DIGITS = 6
-
-
-def _snap(side: int) -> int:
-    """Nearest multiple of 16, ties going down (as the provider documents: 1032 -> 1024)."""
-    return (side + SIZE_STEP // 2 - 1) // SIZE_STEP * SIZE_STEP
-
-
-class Size(msgspec.Struct, frozen=True):
-    """An output size in pixels, each side 512–2048, snapped to a multiple of 16.
-
-    >>> Size(1033, 1032)
-    Size(width=1040, height=1024)
-    >>> Size.parse("1024x1536") == Size.parse((1024, 1536)) == Size(1024, 1536)
-    True
-    """
-
-    width: int
-    height: int
-
-    def __post_init__(self) -> None:
-        snapped = []
-        for name, value in (("width", self.width), ("height", self.height)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValidationError(
-                    f"size.{name}: {value!r} is not an integer; give pixels as whole numbers",
-                    field="size",
-                )
-            if not MIN_SIDE <= value <= MAX_SIDE:
-                raise ValidationError(
-                    f"size.{name}: {value} is out of range; each side must be "
-                    f"{MIN_SIDE} to {MAX_SIDE} pixels",
-                    field="size",
-                )
-            snapped.append(_snap(value))
-        msgspec.structs.force_setattr(self, "width", snapped[0])
-        msgspec.structs.force_setattr(self, "height", snapped[1])
-
-    @classmethod
-    def parse(cls, value: SizeLike) -> Size:
-        """Read ``"1024*1536"``, ``"1024x1536"``, ``(1024, 1536)`` or a :class:`Size`."""
-        if isinstance(value, Size):
-            return value
-        if isinstance(value, str):
-            match = _SIZE_RE.match(value)
-            if not match:
-                raise ValidationError(
-                    f"size: {value!r} is not a size; write it as 'W*H' or 'WxH', "
-                    "for example '1024*1536'",
-                    field="size",
-                )
-            width, height = match.group(1), match.group(2)
-            for name, digits in (("width", width), ("height", height)):
-                if len(digits.lstrip("0")) > _MAX_SIDE_DIGITS:
-                    raise ValidationError(
-                        f"size.{name}: {_show_number(digits)} is out of range; each side must "
-                        f"be {MIN_SIDE} to {MAX_SIDE} pixels",
-                        field="size",
-                    )
-            return cls(int(width), int(height))
-        if isinstance(value, (tuple, list)) and len(value) == 2:
-            return cls(value[0], value[1])
-        raise ValidationError(
-            f"size: {value!r} ({type(value).__name__}) is not a size; give 'W*H', 'WxH', "
-            "a (width, height) pair or a Size",
-            field="size",
-        )
-
-    def format(self, separator: str = "*") -> str:
-        """``"1024*1536"`` (or with another separator, e.g. ``"x"``)."""
-        return f"{self.width}{separator}{self.height}"
-
-    def __str__(self) -> str:
-        return self.format()
-
-
-def _show_number(digits: str) -> str:
-    return digits if len(digits) <= 12 else f"a number of {len(digits)} digits"
-
-
-SizeLike = Union[Size, str, tuple[int, int]]
 
 
 def _optional_bool(name: str, value: object) -> None:
@@ -162,6 +78,61 @@ def _int_in(name: str, value: object, low: int, high: int) -> None:
         )
 
 
+def _normalized_images(images: object) -> tuple[ImageValue, ...]:
+    if isinstance(images, (str, bytes, os.PathLike)):
+        images = [images]
+    elif not isinstance(images, Sequence):
+        raise ValidationError(
+            f"images: {type(images).__name__} is not a list; give 1 to {MAX_IMAGES} "
+            "images (paths, URLs, data URIs or bytes)",
+            field="images",
+        )
+    if not 1 <= len(images) <= MAX_IMAGES:
+        raise ValidationError(
+            f"images: {len(images)} given; an edit takes 1 to {MAX_IMAGES} images",
+            field="images",
+        )
+    return tuple(check_image(image, f"images[{i}]") for i, image in enumerate(images))
+
+
+def _check_prompt(prompt: object) -> None:
+    if not isinstance(prompt, str):
+        raise ValidationError(
+            f"prompt: {type(prompt).__name__} is not text; give a non-empty string",
+            field="prompt",
+        )
+    if not prompt.strip():
+        raise ValidationError("prompt: it is empty; an edit needs an instruction", field="prompt")
+    _check_unicode("prompt", prompt)
+
+
+def _check_negative_prompt(text: object) -> None:
+    if not isinstance(text, str):
+        raise ValidationError(
+            f"negative_prompt: {type(text).__name__} is not text", field="negative_prompt"
+        )
+    if len(text) > MAX_NEGATIVE_PROMPT:
+        raise ValidationError(
+            f"negative_prompt: {len(text)} characters; at most {MAX_NEGATIVE_PROMPT} are "
+            "allowed (the provider would cut the rest silently)",
+            field="negative_prompt",
+        )
+    _check_unicode("negative_prompt", text)
+
+
+def _check_callback_url(url: object) -> None:
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise ValidationError(
+            f"callback_url: {url!r} is not an https:// URL", field="callback_url"
+        )
+    _check_unicode("callback_url", url)
+    if len(url) > 2048:
+        raise ValidationError(
+            f"callback_url: {len(url)} characters; at most 2048 are allowed",
+            field="callback_url",
+        )
+
+
 class EditRequest(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, frozen=True
 ):
@@ -179,60 +150,47 @@ class EditRequest(
     Size(width=1040, height=1024)
     """
 
-    # Any: msgspec decodes manifests into this type, and it cannot decode os.PathLike.
-    images: Sequence[Any]
+    # A type checker sees the normalized values the fields hold once built, and the
+    # constructor below taking what users give. At run time the fields are declared as
+    # wide as what msgspec may decode from JSON (a manifest line): os.PathLike cannot be
+    # decoded, and a size may be written "W*H". __post_init__ narrows them.
+    if TYPE_CHECKING:
+        images: tuple[ImageValue, ...]
+    else:
+        images: Sequence[Any]
     prompt: str
     negative_prompt: str | None = None
     n: int | None = None
-    size: Size | str | tuple[int, int] | None = None
+    if TYPE_CHECKING:
+        size: Size | None = None
+    else:
+        size: Size | str | tuple[int, int] | None = None
     prompt_extend: bool | None = None
     watermark: bool | None = None
     seed: int | None = None
     callback_url: str | None = None
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            *,
+            images: Sequence[ImageInput] | ImageInput,
+            prompt: str,
+            negative_prompt: str | None = None,
+            n: int | None = None,
+            size: SizeLike | None = None,
+            prompt_extend: bool | None = None,
+            watermark: bool | None = None,
+            seed: int | None = None,
+            callback_url: str | None = None,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
-        images = self.images
-        if isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Sequence):
-            if isinstance(images, (str, bytes, os.PathLike)):
-                images = [images]
-            else:
-                raise ValidationError(
-                    f"images: {type(images).__name__} is not a list; give 1 to {MAX_IMAGES} "
-                    "images (paths, URLs, data URIs or bytes)",
-                    field="images",
-                )
-        if not 1 <= len(images) <= MAX_IMAGES:
-            raise ValidationError(
-                f"images: {len(images)} given; an edit takes 1 to {MAX_IMAGES} images",
-                field="images",
-            )
-        normalized = tuple(check_image(image, f"images[{i}]") for i, image in enumerate(images))
-        msgspec.structs.force_setattr(self, "images", normalized)
-
-        if not isinstance(self.prompt, str):
-            raise ValidationError(
-                f"prompt: {type(self.prompt).__name__} is not text; give a non-empty string",
-                field="prompt",
-            )
-        if not self.prompt.strip():
-            raise ValidationError(
-                "prompt: it is empty; an edit needs an instruction", field="prompt"
-            )
-        _check_unicode("prompt", self.prompt)
-
+        msgspec.structs.force_setattr(self, "images", _normalized_images(self.images))
+        _check_prompt(self.prompt)
         if self.negative_prompt is not None:
-            if not isinstance(self.negative_prompt, str):
-                raise ValidationError(
-                    f"negative_prompt: {type(self.negative_prompt).__name__} is not text",
-                    field="negative_prompt",
-                )
-            if len(self.negative_prompt) > MAX_NEGATIVE_PROMPT:
-                raise ValidationError(
-                    f"negative_prompt: {len(self.negative_prompt)} characters; at most "
-                    f"{MAX_NEGATIVE_PROMPT} are allowed (the provider would cut the rest silently)",
-                    field="negative_prompt",
-                )
-            _check_unicode("negative_prompt", self.negative_prompt)
+            _check_negative_prompt(self.negative_prompt)
         if self.n is not None:
             _int_in("n", self.n, 1, MAX_N)
         if self.seed is not None:
@@ -242,19 +200,7 @@ class EditRequest(
         _optional_bool("prompt_extend", self.prompt_extend)
         _optional_bool("watermark", self.watermark)
         if self.callback_url is not None:
-            if not isinstance(self.callback_url, str) or not self.callback_url.startswith(
-                "https://"
-            ):
-                raise ValidationError(
-                    f"callback_url: {self.callback_url!r} is not an https:// URL",
-                    field="callback_url",
-                )
-            _check_unicode("callback_url", self.callback_url)
-            if len(self.callback_url) > 2048:
-                raise ValidationError(
-                    f"callback_url: {len(self.callback_url)} characters; at most 2048 are allowed",
-                    field="callback_url",
-                )
+            _check_callback_url(self.callback_url)
 
     def to_dict(self) -> dict[str, Any]:
         """The request as plain JSON-able values (paths as strings, bytes as base64).

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -29,8 +29,12 @@ from ._defaults import USE_CLIENT_DEFAULT, _Default
 from ._images import ImageInput, Uploader
 from ._job import Job, JobStatus
 from ._models import EditRequest, EditResult, Outcome, RequestLike
+from ._options import ClientOptions, EditOptions, ProviderName
 from ._statistics import ClientStatistics, ProgressHook
 from .providers import Provider
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
 
 __all__ = ["SyncJob", "SyncQwenEditClient"]
 
@@ -119,7 +123,7 @@ class SyncQwenEditClient:
 
     def __init__(
         self,
-        provider: str | Provider | None = None,
+        provider: ProviderName | Provider | None = None,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -128,7 +132,7 @@ class SyncQwenEditClient:
         config: ClientConfig | None = None,
         uploader: Uploader | None = None,
         on_progress: ProgressHook | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
         portal_cm = start_blocking_portal(backend="asyncio")
         portal = portal_cm.__enter__()
@@ -225,7 +229,7 @@ class SyncQwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-        **options: Any,
+        **options: Unpack[EditOptions],
     ) -> EditResult:
         """Edit ``images`` as ``prompt`` says and wait for the result (see
         :meth:`QwenEditClient.edit`).
@@ -243,7 +247,7 @@ class SyncQwenEditClient:
         *,
         model: str | None = None,
         job_timeout: float | _Default | None = USE_CLIENT_DEFAULT,
-        **options: Any,
+        **options: Unpack[EditOptions],
     ) -> SyncJob:
         """Start an edit; return its :class:`SyncJob` once the provider accepted it (see
         :meth:`QwenEditClient.submit`).

@@ -96,7 +96,7 @@ def _inputs(entry: Entry | None, out: Path, links: dict[Any, str]) -> list[list[
     pairs = []
     for image in entry.request.images:
         kind = image_kind(image)
-        if kind == "file":
+        if isinstance(image, Path):  # kind "file"
             link = links.get(image)
             if link is None:  # inputs are shared by many jobs: compute each link once
                 if len(links) >= _LINK_CACHE:
