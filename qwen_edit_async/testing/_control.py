@@ -69,28 +69,51 @@ def _config(fake: FakeState) -> dict[str, Any]:
     }
 
 
-def add_control_routes(app: web.Application, fake: FakeState) -> None:
-    """Register the ``/_fake/*`` routes for ``fake`` on ``app``."""
+def _apply(fake: FakeState, change: _ConfigChange) -> None:
+    """Set every field ``change`` carries."""
+    if change.latency is not msgspec.UNSET:
+        fake.latency = change.latency
+    if change.latency_lognormal is not msgspec.UNSET:
+        fake.latency = Latency.lognormal(*change.latency_lognormal)
+    if change.max_running is not msgspec.UNSET:
+        fake.max_running = change.max_running
+    if change.max_rate is not msgspec.UNSET:
+        fake.max_rate = change.max_rate
+    if change.burst is not msgspec.UNSET:
+        fake.burst = change.burst
+    if change.url_lifetime is not msgspec.UNSET:
+        fake.url_lifetime = change.url_lifetime
+    if change.estimated_time is not msgspec.UNSET:
+        fake.estimated_time = change.estimated_time
+    if change.b64_json is not msgspec.UNSET:
+        fake.b64_json = change.b64_json
 
-    async def stats(request: web.Request) -> web.Response:
+
+class _Controls:
+    """The ``/_fake/*`` handlers of one fake."""
+
+    def __init__(self, fake: FakeState) -> None:
+        self.fake = fake
+
+    async def stats(self, request: web.Request) -> web.Response:
         with_jobs = request.query.get("jobs", "1") not in ("0", "false", "no")
-        return _json(fake.stats.snapshot(jobs=with_jobs))
+        return _json(self.fake.stats.snapshot(jobs=with_jobs))
 
-    async def reset(request: web.Request) -> web.Response:
-        fake.reset()
+    async def reset(self, request: web.Request) -> web.Response:
+        self.fake.reset()
         return _json({"ok": True})
 
-    async def get_faults(request: web.Request) -> web.Response:
-        return _json(msgspec.to_builtins(fake.faults))
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return _json(msgspec.to_builtins(self.fake.faults))
 
-    async def set_faults(request: web.Request) -> web.Response:
+    async def set_faults(self, request: web.Request) -> web.Response:
         try:
-            fake.faults = msgspec.json.decode(await request.read() or b"{}", type=Faults)
+            self.fake.faults = msgspec.json.decode(await request.read() or b"{}", type=Faults)
         except (msgspec.DecodeError, ValueError) as exc:
             return _bad(str(exc))
-        return _json(msgspec.to_builtins(fake.faults))
+        return _json(msgspec.to_builtins(self.fake.faults))
 
-    async def script(request: web.Request) -> web.Response:
+    async def script(self, request: web.Request) -> web.Response:
         raw = await request.read()
         try:
             words: list[str] = (
@@ -98,38 +121,23 @@ def add_control_routes(app: web.Application, fake: FakeState) -> None:
                 if raw.lstrip().startswith(b"[")
                 else msgspec.json.decode(raw, type=_Script).script
             )
-            fake.script(*words)
+            self.fake.script(*words)
         except (msgspec.DecodeError, ValueError) as exc:
             return _bad(str(exc))
-        return _json({"pending": fake.pending_script})
+        return _json({"pending": self.fake.pending_script})
 
-    async def get_config(request: web.Request) -> web.Response:
-        return _json(_config(fake))
+    async def get_config(self, request: web.Request) -> web.Response:
+        return _json(_config(self.fake))
 
-    async def set_config(request: web.Request) -> web.Response:
+    async def set_config(self, request: web.Request) -> web.Response:
         try:
             change = msgspec.json.decode(await request.read() or b"{}", type=_ConfigChange)
-            if change.latency is not msgspec.UNSET:
-                fake.latency = change.latency
-            if change.latency_lognormal is not msgspec.UNSET:
-                fake.latency = Latency.lognormal(*change.latency_lognormal)
-            if change.max_running is not msgspec.UNSET:
-                fake.max_running = change.max_running
-            if change.max_rate is not msgspec.UNSET:
-                fake.max_rate = change.max_rate
-            if change.burst is not msgspec.UNSET:
-                fake.burst = change.burst
-            if change.url_lifetime is not msgspec.UNSET:
-                fake.url_lifetime = change.url_lifetime
-            if change.estimated_time is not msgspec.UNSET:
-                fake.estimated_time = change.estimated_time
-            if change.b64_json is not msgspec.UNSET:
-                fake.b64_json = change.b64_json
+            _apply(self.fake, change)
         except (msgspec.DecodeError, ValueError) as exc:
             return _bad(str(exc))
-        return _json(_config(fake))
+        return _json(_config(self.fake))
 
-    async def upload(request: web.Request) -> web.Response:
+    async def upload(self, request: web.Request) -> web.Response:
         try:
             data = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -139,15 +147,19 @@ def add_control_routes(app: web.Application, fake: FakeState) -> None:
         if not data:
             return _bad("empty upload")
         mime = request.headers.get("Content-Type", "application/octet-stream")
-        fake.stats.uploads += 1
-        return _json({"url": fake.files.add_upload(data, mime)})
+        self.fake.stats.uploads += 1
+        return _json({"url": self.fake.files.add_upload(data, mime)})
 
+
+def add_control_routes(app: web.Application, fake: FakeState) -> None:
+    """Register the ``/_fake/*`` routes for ``fake`` on ``app``."""
+    controls = _Controls(fake)
     router = app.router
-    router.add_get("/_fake/stats", stats)
-    router.add_post("/_fake/reset", reset)
-    router.add_get("/_fake/faults", get_faults)
-    router.add_post("/_fake/faults", set_faults)
-    router.add_post("/_fake/script", script)
-    router.add_get("/_fake/config", get_config)
-    router.add_post("/_fake/config", set_config)
-    router.add_post("/_fake/upload", upload)
+    router.add_get("/_fake/stats", controls.stats)
+    router.add_post("/_fake/reset", controls.reset)
+    router.add_get("/_fake/faults", controls.get_faults)
+    router.add_post("/_fake/faults", controls.set_faults)
+    router.add_post("/_fake/script", controls.script)
+    router.add_get("/_fake/config", controls.get_config)
+    router.add_post("/_fake/config", controls.set_config)
+    router.add_post("/_fake/upload", controls.upload)

@@ -170,14 +170,7 @@ def _image_dims(
     raise Problem("bad_url", f"{where}: {ref[:60]!r} is not a valid image URL", param=where)
 
 
-def parse_nested(
-    body: Any,
-    *,
-    models: frozenset[str],
-    lookup: ImageLookup,
-    allow_oss: bool = True,
-) -> EditSpec:
-    """Validate a DashScope-shaped body (``model``, ``input.messages``, ``parameters``)."""
+def _nested_model(body: Any, models: frozenset[str]) -> str:
     if not isinstance(body, dict):
         raise Problem("bad_json", "request body must be a JSON object")
     model = body.get("model")
@@ -185,6 +178,11 @@ def parse_nested(
         raise Problem("empty_model", "Model can not be empty.", param="model")
     if not isinstance(model, str) or model not in models:
         raise Problem("unknown_model", "Model not exist.", param="model")
+    return model
+
+
+def _nested_content(body: dict[str, Any]) -> list[Any]:
+    """The content list of the single user message."""
     inp = body.get("input")
     if not isinstance(inp, dict) or not inp:
         raise Problem("empty_input", "Required parameter input missing.", param="input")
@@ -201,6 +199,11 @@ def parse_nested(
     content = message.get("content")
     if not isinstance(content, list):
         raise Problem("invalid", "message content must be a list.", param="content")
+    return content
+
+
+def _images_and_text(content: list[Any]) -> tuple[list[str], str]:
+    """The image references, in order, and the one text of a content list."""
     images: list[str] = []
     texts: list[str] = []
     for item in content:
@@ -226,11 +229,23 @@ def parse_nested(
         raise Problem(
             "invalid", "The number of input images must be between 1 and 3.", param="image"
         )
+    return images, texts[0]
+
+
+def parse_nested(
+    body: Any,
+    *,
+    models: frozenset[str],
+    lookup: ImageLookup,
+    allow_oss: bool = True,
+) -> EditSpec:
+    """Validate a DashScope-shaped body (``model``, ``input.messages``, ``parameters``)."""
+    model = _nested_model(body, models)
+    images, text = _images_and_text(_nested_content(body))
     dims = [
         _image_dims(ref, i, lookup, allow_oss=allow_oss, param="image")
         for i, ref in enumerate(images)
     ]
-
     params = body.get("parameters", {})
     if not isinstance(params, dict):
         raise Problem("invalid", "parameters must be an object.", param="parameters")
@@ -250,7 +265,7 @@ def parse_nested(
         seed = _int_in(seed, "seed", 0, SEED_MAX)
     return EditSpec(
         model=model,
-        prompt=texts[0][:DASHSCOPE_PROMPT_LIMIT],
+        prompt=text[:DASHSCOPE_PROMPT_LIMIT],
         n=n,
         width=width,
         height=height,
