@@ -3,20 +3,15 @@
 A result URL comes from the provider's answer. A hostile or compromised provider (or a relay)
 could point it at ``http://169.254.169.254/`` and have the client fetch cloud credentials
 into an output folder. Literal addresses are refused before connecting; names are refused
-after resolution, by :class:`GuardedResolver` in the client's own connector, so neither a
-redirect nor a DNS answer can lead there.
+after resolution, by the guarded resolver of the client's own connector (``_http``), so
+neither a redirect nor a DNS answer can lead there.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
-from typing import Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
-
-__all__ = ["ForbiddenAddress", "GuardedResolver", "forbidden_address", "forbidden_in"]
+__all__ = ["ForbiddenAddress", "forbidden_address"]
 
 _FORBIDDEN = (
     ipaddress.ip_network("169.254.0.0/16"),  # IPv4 link-local, AWS/GCP/Azure metadata
@@ -45,40 +40,3 @@ def forbidden_address(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address in network for network in _FORBIDDEN)
-
-
-def forbidden_in(exc: BaseException) -> ForbiddenAddress | None:
-    """The :class:`ForbiddenAddress` behind an aiohttp connection error, if that was it."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, ForbiddenAddress):
-            return seen
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, ForbiddenAddress):
-            return os_error
-        seen = seen.__cause__
-    return None
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's default resolver, minus forbidden addresses; none left raises
-    :class:`ForbiddenAddress` (aiohttp reports it as a connection error)."""
-
-    def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner or aiohttp.DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[Any]:
-        hosts = await self._inner.resolve(host, port, family)
-        allowed = [entry for entry in hosts if not forbidden_address(str(entry["host"]))]
-        if not allowed:
-            raise ForbiddenAddress(
-                f"{host} resolves to a link-local or cloud-metadata address only; refused"
-            )
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()

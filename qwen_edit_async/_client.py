@@ -8,7 +8,6 @@ import pathlib
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import anyio
 from anyio.abc import TaskGroup
 
@@ -27,9 +26,9 @@ from ._parts import (
     check_callbacks,
     check_max_in_flight,
     config_with,
+    make_calls,
     make_limits,
     make_poller,
-    make_transport,
     view_config,
 )
 from ._prepare import ImagePreparer
@@ -38,6 +37,7 @@ from ._taskhost import TaskHost
 from .providers import Provider, get_provider
 
 if TYPE_CHECKING:
+    import aiohttp  # the type of a session the caller shares; the pipe uses it
     from typing_extensions import Unpack  # typing's own from Python 3.11
 
 __all__ = ["USE_CLIENT_DEFAULT", "ClientStatistics", "QwenEditClient"]
@@ -108,7 +108,7 @@ class QwenEditClient:
         cfg = self.config
         poll_concurrency = min(cfg.poll_concurrency or max_in_flight, max_in_flight)
         self._limits = make_limits(cfg, self.provider, self._api_key, max_in_flight, shared)
-        self._transport = make_transport(
+        self._calls = make_calls(
             cfg,
             self.provider,
             self._api_key,
@@ -123,7 +123,7 @@ class QwenEditClient:
             provider=self.provider.name,
             cache_bytes=cfg.image_cache_bytes,
         )
-        self._poller = make_poller(cfg, self.provider, self._transport, poll_concurrency)
+        self._poller = make_poller(cfg, self.provider, self._calls, poll_concurrency)
         self._safety = SafetyNet(
             initial=cfg.poll_initial,
             max_interval=cfg.poll_max_interval,
@@ -131,7 +131,7 @@ class QwenEditClient:
         )
         self._jobs = JobRunner(
             self.provider,
-            self._transport,
+            self._calls,
             self._limits,
             self._poller,
             self._preparer,
@@ -161,12 +161,12 @@ class QwenEditClient:
             raise RuntimeError("this QwenEditClient is already open")
         if self._state == "closed":
             raise RuntimeError("a closed QwenEditClient cannot be reopened; create a new one")
-        await self._transport.open()
+        await self._calls.pipe.open()
         try:
             self._task_group = await self._host.start(self._poller.run)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._transport.aclose()
+                await self._calls.pipe.aclose()
             self._state = "closed"
             raise
         await self._limits.open(self._task_group)
@@ -194,7 +194,7 @@ class QwenEditClient:
                 try:
                     await self._limits.aclose()
                 finally:
-                    await self._transport.aclose()
+                    await self._calls.pipe.aclose()
 
     @property
     def closed(self) -> bool:
@@ -219,7 +219,7 @@ class QwenEditClient:
             polling=self._poller.pending,
             completed=self._jobs.completed,
             failed=self._jobs.failed,
-            status_requests=self._transport.status_requests,
+            status_requests=self._calls.status_requests,
             completed_by_callback=self._poller.completed_by_callback,
             completed_by_poll=self._poller.completed_by_poll,
             in_flight_limit=limits.in_flight,
@@ -392,7 +392,7 @@ class QwenEditClient:
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id: {task_id!r} is not a task id", field="task_id")
         self.provider.build_status(task_id)  # refuses an id that is not one path segment
-        first = await self._transport.status(task_id)
+        first = await self._calls.status(task_id)
         job = Job(None, task_id=task_id)
         if first.state.done:
             # Ended already: answer from this status rather than waiting for the poller.
@@ -458,7 +458,7 @@ class QwenEditClient:
         sync their saved files in batches)."""
         self._require_open()
         return await download_result(
-            self._transport,
+            self._calls,
             result,
             dest,
             stem=stem,
@@ -500,4 +500,3 @@ class _ClientView(QwenEditClient):
 
     async def aclose(self) -> None:
         """Nothing to close: the view lives as long as its client."""
-

@@ -13,17 +13,17 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING
 
-import aiohttp
 import anyio
 
-from ._addresses import forbidden_address, forbidden_in
+from ._addresses import ForbiddenAddress, forbidden_address
 from ._config import ClientConfig
 from ._errors import DownloadError
+from ._http import Lost, NotSent
 from ._models import EditResult, GeneratedImage
 from .providers._base import parse_retry_after
 
 if TYPE_CHECKING:
-    from ._transport import Transport
+    from ._calls import Calls
 
 __all__ = ["download_result", "safe_stem"]
 
@@ -130,20 +130,20 @@ def _check_url(url: str, index: int, provider: str) -> None:
         )
 
 
-async def _fetch(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
+async def _fetch(calls: Calls, url: str, config: ClientConfig, index: int) -> bytes:
     """GET ``url`` into memory, retrying transient failures; checks type and size.
 
     Each attempt, redirects included, ends within ``download_timeout``; a URL that cannot
     be fetched (scheme, forbidden address, also after a redirect) fails at once.
     """
-    provider = transport.provider.name
+    provider = calls.provider.name
     _check_url(url, index, provider)
     attempt = 0
     while True:
         attempt += 1
         try:
             with anyio.move_on_after(config.download_timeout):
-                return await _fetch_once(transport, url, config, index)
+                return await _fetch_once(calls, url, config, index)
             # A deadline is not retried: a server that drips would drip again.
             raise DownloadError(
                 f"images[{index}]: no complete download within download_timeout="
@@ -152,36 +152,35 @@ async def _fetch(transport: Transport, url: str, config: ClientConfig, index: in
             )
         except DownloadError:
             raise
-        except (_Transient, aiohttp.ClientError, OSError) as exc:  # OSError: timeouts too
-            forbidden = forbidden_in(exc)
-            if forbidden is not None:
-                raise DownloadError(f"images[{index}]: {forbidden}", provider=provider) from exc
+        except ForbiddenAddress as exc:
+            raise DownloadError(f"images[{index}]: {exc}", provider=provider) from exc
+        except (_Transient, NotSent, Lost) as exc:
             if attempt >= config.max_attempts:
                 raise DownloadError(
                     f"images[{index}]: download failed after {attempt} attempts: {exc}",
                     provider=provider,
                 ) from exc
             retry_after = exc.retry_after if isinstance(exc, _Transient) else None
-            wait = transport.policy.delay(attempt, retry_after)
+            wait = calls.policy.delay(attempt, retry_after)
             if wait is None:
                 raise DownloadError(
                     f"images[{index}]: {exc}; the server asked to wait {retry_after:g} s, "
-                    f"more than retry_after_max={transport.policy.retry_after_max:g}",
+                    f"more than retry_after_max={calls.policy.retry_after_max:g}",
                     provider=provider,
                 ) from exc
             await anyio.sleep(wait)
 
 
-async def _fetch_once(transport: Transport, url: str, config: ClientConfig, index: int) -> bytes:
-    provider = transport.provider.name
+async def _fetch_once(calls: Calls, url: str, config: ClientConfig, index: int) -> bytes:
+    provider = calls.provider.name
     cap = config.download_max_bytes
     for _ in range(_MAX_HOPS + 1):
-        async with transport.stream(url) as response:
+        async with calls.pipe.stream(url, read_timeout=config.read_timeout) as response:
             if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
                 if not location:
                     raise _Transient(f"HTTP {response.status} without a Location")
-                url = urllib.parse.urljoin(str(response.url), location)
+                url = urllib.parse.urljoin(response.url, location)
                 _check_url(url, index, provider)  # where a redirect leads is checked too
                 continue
             if response.status in (401, 403, 404, 410):
@@ -214,7 +213,7 @@ async def _fetch_once(transport: Transport, url: str, config: ClientConfig, inde
                 )
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.content.iter_chunked(256 * 1024):
+            async for chunk in response.chunks(256 * 1024):
                 size += len(chunk)
                 if size > cap:
                     raise DownloadError(
@@ -236,7 +235,7 @@ class _Transient(Exception):
 
 
 async def _receive(
-    transport: Transport, image: GeneratedImage, index: int, config: ClientConfig
+    calls: Calls, image: GeneratedImage, index: int, config: ClientConfig
 ) -> tuple[bytes, str]:
     """The bytes of one image (fetched or decoded, checked) and their file extension."""
     if image.b64_json is not None:
@@ -245,7 +244,7 @@ async def _receive(
         except (binascii.Error, ValueError) as exc:
             raise DownloadError(f"images[{index}]: b64_json is not valid base64") from exc
     elif image.url is not None:
-        data = await _fetch(transport, image.url, config, index)
+        data = await _fetch(calls, image.url, config, index)
     else:
         raise DownloadError(f"images[{index}]: the result has neither url nor b64_json")
     if len(data) > config.download_max_bytes:
@@ -301,7 +300,7 @@ def _save_error(what: str, exc: OSError) -> DownloadError:
 
 
 async def download_result(
-    transport: Transport,
+    calls: Calls,
     result: EditResult,
     dest: str | os.PathLike[str],
     *,
@@ -327,7 +326,7 @@ async def download_result(
     async def one(index: int, image: GeneratedImage) -> None:
         async with limiter:
             try:
-                data, ext = await _receive(transport, image, index, config)
+                data, ext = await _receive(calls, image, index, config)
             except Exception as exc:
                 # Kept, not raised: the task group would wrap it in an ExceptionGroup.
                 errors.append(_with_task(exc, result))

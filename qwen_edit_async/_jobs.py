@@ -17,6 +17,7 @@ import msgspec
 
 from ._body import StreamedBody, split_body
 from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
+from ._calls import Calls
 from ._config import ClientConfig
 from ._errors import JobCancelledError, JobFailedError, JobTimeoutError, QwenEditError
 from ._job import Job
@@ -24,7 +25,6 @@ from ._limits import Limits
 from ._models import MAX_N, EditRequest, EditResult
 from ._poller import Poller
 from ._prepare import ImagePreparer
-from ._transport import Transport
 from .providers import Provider
 from .providers._base import HttpRequest, TaskAccepted, TaskState, TaskStatus
 
@@ -44,7 +44,7 @@ class JobRunner:
     def __init__(
         self,
         provider: Provider,
-        transport: Transport,
+        calls: Calls,
         limits: Limits,
         poller: Poller,
         preparer: ImagePreparer,
@@ -53,7 +53,7 @@ class JobRunner:
         progress: Callable[[], None],
     ) -> None:
         self._provider = provider
-        self._transport = transport
+        self._calls = calls
         self._limits = limits
         self._poller = poller
         self._preparer = preparer
@@ -187,7 +187,7 @@ class JobRunner:
                 create = True
                 # Full jitter, one doubling ahead of the create retries: the task ran and
                 # failed, so the provider had a moment already.
-                wait = self._transport.policy.delay(job.submissions + 1)
+                wait = self._calls.policy.delay(job.submissions + 1)
                 if wait:
                     await anyio.sleep(wait)
                 continue
@@ -216,7 +216,7 @@ class JobRunner:
             and job.request is not None
             and job.request.callback_url is None
         ):
-            ticket = receiver._issue(self._provider, mask=self._transport.mask)
+            ticket = receiver._issue(self._provider, mask=self._calls.mask)
         try:
             hint = None
             if create:
@@ -249,9 +249,7 @@ class JobRunner:
             await job._sending(accepted=sync)
 
         job._count_submission()
-        answer = await self._transport.create(
-            http, job, body=body, on_send=sending, attempts=attempts
-        )
+        answer = await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
         if isinstance(answer, EditResult) and answer.model is None:
             answer.model = model or self._provider.model
         return answer

@@ -8,20 +8,22 @@ import functools
 import math
 import random
 from collections.abc import Mapping
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ._callbacks import CallbackReceiver
+from ._calls import Calls
 from ._config import ClientConfig, Secret
 from ._defaults import _Default
 from ._errors import ConfigurationError, ValidationError
+from ._http import HttpPipe
 from ._limits import Limits, LocalLimits
 from ._pacing import AdaptiveRate
 from ._poller import Poller
 from ._schedule import PollSchedule
-from ._transport import Transport
 from .providers import Provider
+
+if TYPE_CHECKING:
+    import aiohttp  # the type of a session the caller shares; the pipe uses it
 
 __all__ = [
     "check_callbacks",
@@ -29,7 +31,7 @@ __all__ = [
     "config_with",
     "make_limits",
     "make_poller",
-    "make_transport",
+    "make_calls",
     "view_config",
 ]
 
@@ -118,7 +120,7 @@ def make_limits(
     )
 
 
-def make_transport(
+def make_calls(
     config: ClientConfig,
     provider: Provider,
     api_key: Secret,
@@ -127,24 +129,19 @@ def make_transport(
     *,
     max_in_flight: int,
     poll_concurrency: int,
-) -> Transport:
-    """The transport, its own session sized for every create, status and download at once."""
+) -> Calls:
+    """The conversation with the provider over a pipe whose own session is sized for every
+    create, status request and download at once."""
     connections = max_in_flight + config.download_concurrency
     if provider.is_task:
         connections += poll_concurrency
-    return Transport(
-        provider,
-        api_key,
-        config,
-        session=session,
-        connections=connections,
-        limits=limits,
+    pipe = HttpPipe(
+        session=session, connections=connections, connect_timeout=config.connect_timeout
     )
+    return Calls(provider, api_key, config, pipe, limits=limits)
 
 
-def make_poller(
-    config: ClientConfig, provider: Provider, transport: Transport, concurrency: int
-) -> Poller:
+def make_poller(config: ClientConfig, provider: Provider, calls: Calls, concurrency: int) -> Poller:
     """The poller of the client's tasks, paced under the provider's status-rate ceiling."""
     schedule = PollSchedule(
         initial=config.poll_initial,
@@ -158,10 +155,10 @@ def make_poller(
     if provider.poll_rate_limit is not None:
         ceiling = min(ceiling or math.inf, provider.poll_rate_limit)
     return Poller(
-        functools.partial(transport.status, attempts=1),
+        functools.partial(calls.status, attempts=1),
         schedule,
         concurrency=concurrency,
         rate=AdaptiveRate(ceiling=ceiling),
-        policy=transport.policy,
+        policy=calls.policy,
         retry_max=config.poll_max_interval,
     )

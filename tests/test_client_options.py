@@ -115,7 +115,7 @@ async def test_with_options_max_attempts_1_fails_fast_on_429(fake: FakeProvider)
         with pytest.raises(qe.RateLimitError):
             await fast.edit([URL], "fail fast")
         assert fake.stats.creates == 1
-        assert fast._transport is client._transport  # one session, limits and cooldown
+        assert fast._calls is client._calls  # one session, limits and cooldown
         fake.script("rate_limit")
         result = await client.edit([URL], "retried")
     assert result.images

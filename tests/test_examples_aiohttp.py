@@ -216,7 +216,7 @@ async def test_shared_session_outlives_the_client_and_is_closed_by_the_app(
                 async with http.post(f"{base}/edits", data=form()) as resp:
                     assert resp.status == 200
                 # The client runs on the app's session (no public accessor: a library gap).
-                shared = app[aiohttp_app.CLIENT]._transport.session is app[aiohttp_app.SESSION]
+                shared = app[aiohttp_app.CLIENT]._calls.pipe.session is app[aiohttp_app.SESSION]
         gc.collect()
     assert shared is True
     assert seen["session_open_after_client_closed"] is True

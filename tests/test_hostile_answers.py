@@ -16,10 +16,11 @@ from aiohttp import web
 
 import qwen_edit_async as qe
 from qwen_edit_async import cli
+from qwen_edit_async._calls import Calls
 from qwen_edit_async._config import ClientConfig, Secret
+from qwen_edit_async._http import HttpPipe
 from qwen_edit_async._redact import Redactor
 from qwen_edit_async._schedule import PollSchedule
-from qwen_edit_async._transport import Transport
 from qwen_edit_async.providers import get_provider
 from qwen_edit_async.providers._task import task_segment
 from qwen_edit_async.testing import FakeProvider, HostileProvider
@@ -95,7 +96,7 @@ async def test_a_completion_callback_quoting_the_key_is_masked_before_it_is_read
     async with FakeProvider(latency=0) as fake:
         receiver = qe.CallbackReceiver("https://hooks.example.com/qe")
         c = qe.QwenEditClient("evolink", api_key=KEY, base_url=fake.url, callbacks=receiver)
-        ticket = receiver._issue(c.provider, mask=c._transport.mask)
+        ticket = receiver._issue(c.provider, mask=c._calls.mask)
     token = ticket.url.rsplit("/", 1)[1]
     ticket.bind("task-a")
     delivered: list[Any] = []
@@ -235,10 +236,10 @@ async def test_a_create_that_never_left_is_a_transport_error(failure: str) -> No
         }[failure]
         request = provider.build_create(qe.EditRequest(images=[URL], prompt="x"), [URL])
         async with aiohttp.ClientSession(connector=connector) as session:
-            transport = Transport(provider, Secret(KEY), ClientConfig(), session=session)
-            await transport.open()
+            calls = Calls(provider, Secret(KEY), ClientConfig(), HttpPipe(session=session))
+            await calls.pipe.open()
             with pytest.raises(qe.TransportError) as info:
-                await transport.create(request)
+                await calls.create(request)
     assert not isinstance(info.value, qe.SubmitUncertainError)
     assert "may have been" not in str(info.value)
     if failure == "invalid_url":

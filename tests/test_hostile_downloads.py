@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 import qwen_edit_async as qe
-from qwen_edit_async._addresses import GuardedResolver, forbidden_address, forbidden_in
+from qwen_edit_async._addresses import forbidden_address
+from qwen_edit_async._http import GuardedResolver, forbidden_in
 from qwen_edit_async.testing import HostileProvider
 from qwen_edit_async.testing._png import png_bytes
 
@@ -126,7 +127,7 @@ async def test_a_name_resolving_to_a_metadata_address_is_refused_after_resolutio
 async def test_the_clients_own_connector_guards_resolution() -> None:
     """The session a client creates resolves names through the guard."""
     async with HostileProvider() as server, client(server) as c:
-        connector = c._transport.session.connector
+        connector = c._calls.pipe.session.connector
         assert isinstance(getattr(connector, "_resolver", None), GuardedResolver)
     assert forbidden_address("169.254.0.1") and not forbidden_address("10.0.0.1")
 

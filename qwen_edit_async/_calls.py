@@ -1,0 +1,299 @@
+"""The conversation with a provider: ``dialect.build -> retry(pipe.send) -> dialect.parse``.
+
+One :class:`Calls` per client puts the three pieces together for a create and a status
+request: the dialect (:mod:`.providers`) builds the request and reads the answer, the pipe
+(:mod:`._http`) carries it, the retry policy (:mod:`._retry`) decides what is sent again.
+What it adds between them:
+
+- The API key, in the dialect's own header, on every request; every answer body is masked
+  (the key, any ``Bearer`` token) before the dialect reads it.
+- A create goes through the client's limits (``_limits``): it waits for the pace and any
+  cooldown, reports an accepted create, and hands a 429 to them (they learn from it, and a
+  ``Retry-After`` becomes one client-wide cooldown every submission waits out).
+- A create whose answer was lost (:class:`~._http.Lost`), or unreadable, may have created
+  (and billed) a job: :class:`SubmitUncertainError`, sent again only with
+  ``retry_uncertain``. One that was certainly not received (:class:`~._http.NotSent`) is a
+  :class:`TransportError`, retried unless the URL itself is unusable.
+- Status requests (GETs) are retried on any transport failure and on unreadable answers;
+  each ends after ``status_timeout`` whatever the pace of its answer.
+- Answers are read up to ``max_response_bytes`` (a synchronous create's, with its inline
+  images, up to that plus 8 times ``download_max_bytes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+import anyio
+
+from ._body import StreamedBody
+from ._config import ClientConfig, Secret
+from ._errors import (
+    APIError,
+    QwenEditError,
+    RateLimitError,
+    SubmitUncertainError,
+    TransportError,
+)
+from ._http import Answer, HttpPipe, Lost, NotSent
+from ._limits import Limits, LocalLimits
+from ._models import EditResult
+from ._redact import Redactor
+from ._retry import RetryPolicy
+from .providers._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskStatus
+
+__all__ = ["Calls"]
+
+logger = logging.getLogger("qwen_edit_async")
+
+T = TypeVar("T")
+
+
+class Calls:
+    """Creates and status requests of one client, over ``pipe``, with its key and limits.
+
+    >>> calls = Calls(provider, Secret("sk-..."), ClientConfig(), HttpPipe())  # doctest: +SKIP
+    >>> accepted = await calls.create(provider.build_create(request, images))  # doctest: +SKIP
+    >>> status = await calls.status(accepted.task_id)                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        api_key: Secret,
+        config: ClientConfig,
+        pipe: HttpPipe,
+        *,
+        limits: Limits | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.provider = provider
+        #: What carries the requests (a test may put an in-memory one in its place).
+        self.pipe = pipe
+        self._key = api_key
+        self._redact = Redactor(api_key.get())
+        self._config = config
+        #: When to send a failed request again; the poller and downloads follow it too.
+        self.policy = policy or RetryPolicy.from_config(config)
+        #: Slots, pacing and the 429 cooldown of creates (fixed ones when not given).
+        self.limits = limits or LocalLimits(max_in_flight=100, submit_rate=None, adaptive=False)
+        self.status_requests = 0
+
+    def mask(self, body: bytes) -> bytes:
+        """``body`` with this client's key and any bearer token masked (provider text that
+        arrives another way, such as a completion callback)."""
+        return self._redact.bytes(body)
+
+    async def _send(
+        self,
+        request: HttpRequest,
+        *,
+        read_timeout: float,
+        cap: int,
+        total: float | None = None,
+        stream: StreamedBody | None = None,
+    ) -> Answer:
+        """One exchange with the key added; its answer masked, its failure's text too."""
+        start = time.perf_counter()
+        try:
+            status, headers, body = await self.pipe.send(
+                request,
+                headers=self.provider.authorization(self._key.get()),
+                read_timeout=read_timeout,
+                cap=cap,
+                total=total,
+                stream=stream,
+            )
+        except NotSent as exc:
+            raise NotSent(self._redact.text(str(exc)), final=exc.final) from exc.__cause__
+        except Lost as exc:
+            raise Lost(self._redact.text(str(exc)), final=exc.final) from exc.__cause__
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s -> %d in %.3f s request_id=%s",
+                request.method,
+                _path(request.url),
+                status,
+                time.perf_counter() - start,
+                self.provider.request_id(headers),
+            )
+        # Provider text enters here: the key it may quote never goes further.
+        return Answer(status, headers, self._redact.bytes(body))
+
+    def _create_cap(self) -> int:
+        cfg = self._config
+        if self.provider.mode == "sync":
+            # A synchronous answer may carry up to 6 images inline, base64 (4/3 of the bytes).
+            return cfg.max_response_bytes + 8 * cfg.download_max_bytes
+        return cfg.max_response_bytes
+
+    async def create(
+        self,
+        request: HttpRequest,
+        holder: object = None,
+        *,
+        body: StreamedBody | None = None,
+        on_send: Callable[[], Awaitable[None]] | None = None,
+        attempts: int | None = None,
+    ) -> EditResult | TaskAccepted:
+        """Send a job-creating request; retry only what the provider certainly refused.
+
+        ``holder`` is the job whose slot the create uses: the limits may send it back to
+        the queue for a slot after a concurrency refusal. ``body``: the request body as
+        parts streamed while sent (in place of ``request.body``); each attempt streams it
+        anew. A local image that changed while it was streamed ends the job with
+        :class:`~._body.SourceChanged` (the provider got an incomplete request, so nothing
+        was created). ``on_send`` is awaited once, after any rate or cooldown wait and just
+        before the first attempt is written: from then on the job may exist at the provider.
+        ``attempts`` caps the tries (default: the config's ``max_attempts``).
+        """
+        max_attempts = attempts or self._config.max_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            await self.limits.pace()
+            if on_send is not None:
+                await on_send()
+                on_send = None
+            try:
+                return await self._create_once(request, holder, body)
+            except QwenEditError as exc:
+                error = exc
+            if isinstance(error, RateLimitError):
+                await self._refused(error, holder, attempt, max_attempts)
+            if not self.policy.should_retry(error, idempotent=False):
+                raise error
+            wait = self._wait(error, attempt, max_attempts)
+            if wait is None:
+                raise error
+            logger.debug("retrying create after %s: waiting %.2f s", type(error).__name__, wait)
+            if wait > 0 and not isinstance(error, RateLimitError):
+                await anyio.sleep(wait)  # a 429's wait is the limits' cooldown
+
+    async def _create_once(
+        self, request: HttpRequest, holder: object, body: StreamedBody | None
+    ) -> EditResult | TaskAccepted:
+        """One create; a failure as the error it means for the job."""
+        provider = self.provider
+        read_timeout = (
+            self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
+        )
+        try:
+            status, headers, answer = await self._send(
+                request, read_timeout=read_timeout, cap=self._create_cap(), stream=body
+            )
+        except NotSent as exc:
+            error = TransportError(str(exc), provider=provider.name)
+            if exc.final:
+                error.retryable = False  # the same URL again cannot help
+            raise error from exc.__cause__
+        except Lost as exc:
+            raise _uncertain(str(exc), provider.name) from exc.__cause__
+        if not 200 <= status < 300:
+            raise _read(provider.parse_error, status, headers, answer)
+        try:
+            parsed = _read(provider.parse_create, status, headers, answer)
+        except ProtocolError as exc:
+            raise _uncertain(f"the answer could not be read: {exc.message}", provider.name) from exc
+        self.limits.accepted(holder)
+        return parsed
+
+    async def _refused(
+        self, error: RateLimitError, holder: object, attempt: int, max_attempts: int
+    ) -> None:
+        """Tell the limits about a 429 on a create (they learn and pause from it)."""
+        cap = self._config.retry_after_max
+        after = error.retry_after
+        await self.limits.refused(
+            holder,
+            error.limit if error.limit in ("concurrency", "rate") else None,  # type: ignore[arg-type]
+            None if after is None else min(after, cap),
+            self.policy.delay(attempt) or 0.0,
+            retrying=attempt < max_attempts and (after is None or after <= cap),
+        )
+
+    def _wait(self, error: QwenEditError, attempt: int, max_attempts: int) -> float | None:
+        if attempt >= max_attempts:
+            return None
+        retry_after = error.retry_after if isinstance(error, APIError) else None
+        return self.policy.delay(attempt, retry_after)
+
+    async def status(self, task_id: str, *, attempts: int | None = None) -> TaskStatus:
+        """A status request for ``task_id``; ``attempts`` caps the tries (default: config).
+
+        The poller asks for one attempt and reschedules transient failures itself, so no
+        worker sleeps through a backoff.
+        """
+        provider = self.provider
+        request = provider.build_status(task_id)
+
+        def parse(status: int, headers: Mapping[str, str], body: bytes) -> TaskStatus:
+            self.status_requests += 1
+            if 200 <= status < 300:
+                return _read(provider.parse_status, task_id, status, headers, body)
+            raise _read(provider.parse_error, status, headers, body, task_id=task_id)
+
+        return await self.get(request, parse, attempts=attempts, total=self._config.status_timeout)
+
+    async def get(
+        self,
+        request: HttpRequest,
+        parse: Callable[[int, Mapping[str, str], bytes], T],
+        *,
+        attempts: int | None = None,
+        total: float | None = None,
+    ) -> T:
+        """A GET retried on any transport failure and on retryable error answers.
+
+        ``total``: seconds for each attempt, its answer included.
+        """
+        max_attempts = attempts or self._config.max_attempts
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, headers, body = await self._send(
+                    request,
+                    read_timeout=self._config.read_timeout,
+                    cap=self._config.max_response_bytes,
+                    total=total,
+                )
+                return parse(status, headers, body)
+            except (NotSent, Lost) as exc:
+                error: QwenEditError = TransportError(str(exc), provider=self.provider.name)
+                if exc.final:
+                    error.retryable = False  # the same answer again cannot help
+                    raise error from exc.__cause__
+                error.__cause__ = exc.__cause__
+            except QwenEditError as exc:
+                if not self.policy.should_retry(exc, idempotent=True):
+                    raise
+                error = exc
+            wait = self._wait(error, attempt, max_attempts)
+            if wait is None:
+                raise error
+            if wait > 0:
+                await anyio.sleep(wait)
+
+
+def _uncertain(what: str, provider: str) -> SubmitUncertainError:
+    return SubmitUncertainError(
+        f"{what}; the job may have been created (and billed) anyway", provider=provider
+    )
+
+
+def _read(parse: Callable[..., T], *args: object, **kwargs: object) -> T:
+    """Run a dialect's reader; an answer too deeply nested to read is a ProtocolError."""
+    try:
+        return parse(*args, **kwargs)
+    except RecursionError as exc:
+        raise ProtocolError("unreadable answer: JSON nested too deeply") from exc
+
+
+def _path(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"

@@ -1,0 +1,404 @@
+"""The pipe: the library's only HTTP client code (aiohttp), and nothing but HTTP.
+
+:meth:`HttpPipe.send` writes one request and gives back ``(status, headers, body)``, or
+raises one of two classifications of a failure, which is all the layers above need to know
+to decide about a retry (DESIGN.md, "Retries that never double-charge"):
+
+- :class:`NotSent`: the request certainly did not reach the provider's application. DNS,
+  TLS, a refused or timed-out connect and an unusable URL fail before a byte is written; a
+  connection reset by the peer (RST) means the request was not taken. ``final``: the URL
+  cannot be requested at all, so sending it again cannot help.
+- :class:`Lost`: the request was written but no complete answer came back (a clean close,
+  a read timeout, an answer cut off, the ``total`` deadline). A create may then exist at
+  the provider. ``final``: the answer is larger than the cap; it was not read.
+
+:meth:`HttpPipe.stream` opens a URL (never following redirects: the caller checks each hop)
+and reads it in chunks, with the same classifications, and refuses link-local and cloud
+metadata addresses (:class:`~._addresses.ForbiddenAddress`), literal or resolved.
+
+The pipe knows no provider, key, retry or result: the conversation above it
+(:mod:`._calls`) adds the key, retries and reads the answers. Answers are read up to the
+caller's cap, and error answers (status >= 300) only up to it, truncated: their status
+classifies them, their body is only context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, nullcontext
+from typing import Any, NamedTuple
+
+import aiohttp
+import anyio
+from aiohttp.abc import AbstractResolver
+
+from ._addresses import ForbiddenAddress, forbidden_address
+from ._body import SourceChanged, StreamedBody
+from ._version import __version__
+from .providers._base import HttpRequest
+
+__all__ = [
+    "Answer",
+    "GuardedResolver",
+    "HttpPipe",
+    "Lost",
+    "NotSent",
+    "Opened",
+    "forbidden_in",
+]
+
+USER_AGENT = f"qwen-edit-async/{__version__}"
+
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+# Failures raised before anything was written: the request cannot have been received.
+_UNUSABLE_URL: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in (aiohttp.InvalidURL, getattr(aiohttp, "NonHttpUrlClientError", None))
+    if cls is not None
+)
+_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(aiohttp, "ConnectionTimeoutError", None),) if cls is not None
+)
+
+
+class NotSent(Exception):
+    """The request certainly did not reach the provider's application.
+
+    ``final``: the URL cannot be requested at all (sending it again cannot help).
+    """
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+class Lost(Exception):
+    """The request was written but no complete answer came back (a job may exist).
+
+    ``final``: the answer is larger than the cap (asking again gives the same answer).
+    """
+
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+
+
+class Answer(NamedTuple):
+    """An answer as it arrived: status, headers and body (capped, see :meth:`send`)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Opened:
+    """A URL opened by :meth:`HttpPipe.stream`: status and headers now, the body in
+    :meth:`chunks`."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    @property
+    def url(self) -> str:
+        return str(self._response.url)
+
+    @property
+    def content_length(self) -> int | None:
+        return self._response.content_length
+
+    async def chunks(self, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+        """The body in chunks of at most ``size`` bytes; a failure midway is :class:`Lost`."""
+        try:
+            async for chunk in self._response.content.iter_chunked(size):
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
+
+
+class HttpPipe:
+    """One aiohttp session, sized for the client's concurrency.
+
+    ``session``: a ``ClientSession`` the caller owns (it is used, never closed), or
+    ``None`` to create one with ``connections`` connections on :meth:`open`.
+    ``connect_timeout`` bounds each connection attempt.
+
+    >>> pipe = HttpPipe(connections=32, connect_timeout=10.0)            # doctest: +SKIP
+    >>> await pipe.open()                                               # doctest: +SKIP
+    >>> await pipe.send(HttpRequest("GET", url), read_timeout=30, cap=1 << 20)  # +SKIP
+    Answer(status=200, headers=..., body=b'...')
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        connections: int = 100,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._session = session
+        self._owns_session = session is None
+        self._connections = connections
+        self._connect_timeout = connect_timeout
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def open(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections,
+                limit_per_host=0,
+                ttl_dns_cache=300,
+                # Names that resolve to link-local or metadata addresses are refused.
+                resolver=GuardedResolver(),
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                # Keys travel only in the headers added per request; no cookie jar needed.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # HTTP(S)_PROXY and NO_PROXY, as users of other HTTP clients expect.
+                trust_env=True,
+            )
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the HTTP pipe is not open")
+        return self._session
+
+    def _timeout(self, read: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(read)
+        if timeout is None:
+            timeout = self._timeouts[read] = aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=self._connect_timeout, sock_read=read
+            )
+        return timeout
+
+    async def send(
+        self,
+        request: HttpRequest,
+        *,
+        read_timeout: float,
+        cap: int,
+        headers: Mapping[str, str] | None = None,
+        total: float | None = None,
+        stream: StreamedBody | None = None,
+    ) -> Answer:
+        """Send ``request`` once (``headers`` added to its own) and read its answer.
+
+        ``read_timeout``: the longest silence while reading; ``total``: seconds for it all.
+        ``cap``: the largest answer read (more: :class:`Lost` with ``final``; an error
+        answer is truncated instead). ``stream``: the body as parts, produced anew for this
+        send, in place of ``request.body``. A body source that changed while it was sent
+        raises its :class:`~._body.SourceChanged` (the provider got an incomplete request).
+        """
+        try:
+            with anyio.fail_after(total) if total is not None else nullcontext():
+                return await self._send(request, read_timeout, cap, headers, stream)
+        except TimeoutError as exc:
+            # Only the deadline lands here: a read timeout inside is already classified.
+            raise Lost(f"no complete answer within {total:g} s") from exc
+        except (NotSent, Lost) as exc:
+            _raise_if_source_changed(exc)
+            raise
+
+    async def _send(
+        self,
+        request: HttpRequest,
+        read_timeout: float,
+        cap: int,
+        extra: Mapping[str, str] | None,
+        stream: StreamedBody | None,
+    ) -> Answer:
+        headers = {**request.headers, **(extra or {})}
+        headers.setdefault("User-Agent", USER_AGENT)  # also on a session the user shares
+        data: bytes | AsyncIterator[bytes] | None = request.body
+        if stream is not None:
+            data = stream.chunks()
+            headers["Content-Length"] = str(stream.length)
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            async with self.session.request(
+                request.method,
+                request.url,
+                data=data,
+                headers=headers,
+                timeout=self._timeout(read_timeout),
+                allow_redirects=False,
+            ) as response:
+                try:
+                    body = await _read_capped(response, cap, truncate=response.status >= 300)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
+                return Answer(response.status, response.headers, body)
+        except (NotSent, Lost):
+            raise
+        except Exception as exc:
+            classified = _classify(exc, read_timeout)
+            if classified is exc:
+                raise  # not an HTTP failure (a bug, a body source's own error): as it is
+            raise classified from exc
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, read_timeout: float) -> AsyncIterator[Opened]:
+        """Open ``url`` with a GET (no key, no redirects followed) for the block.
+
+        Raises :class:`~._addresses.ForbiddenAddress` for a link-local or metadata host,
+        literal or resolved (a session the caller shared has no guarded resolver: the name
+        is resolved here), else :class:`NotSent` or :class:`Lost`.
+        """
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if forbidden_address(host):
+            raise ForbiddenAddress(f"{host} is a link-local or cloud-metadata address; refused")
+        if not self._owns_session:
+            await _check_resolved(host)
+        try:
+            async with self.session.get(
+                url, timeout=self._timeout(read_timeout), allow_redirects=False
+            ) as response:
+                yield Opened(response)
+        except (NotSent, Lost, ForbiddenAddress):
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            forbidden = forbidden_in(exc)
+            if forbidden is not None:
+                raise forbidden from exc
+            classified = _classify(exc, read_timeout)
+            if classified is exc:
+                raise
+            raise classified from exc
+
+
+def _classify(exc: BaseException, read_timeout: float) -> NotSent | Lost | BaseException:
+    """What a failed exchange means for the request: not sent, or lost."""
+    if isinstance(exc, _UNUSABLE_URL):
+        return NotSent(f"the URL cannot be requested: {_describe(exc)}", final=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # DNS, TLS and refused connections all fail here, before anything is written.
+        return NotSent(f"could not connect: {_describe(exc)}")
+    if isinstance(exc, _CONNECT_TIMEOUT):
+        return NotSent(f"could not connect: {_describe(exc)}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return Lost("the server closed the connection without answering")
+    if isinstance(exc, aiohttp.ClientOSError):
+        if exc.errno in _RESET_ERRNOS:
+            return NotSent(f"the connection was reset: {_describe(exc)}")
+        return Lost(f"the connection failed: {_describe(exc)}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return Lost(f"no answer within {read_timeout:g} s")
+    if isinstance(exc, aiohttp.ClientError):
+        return Lost(f"the request failed: {_describe(exc)}")
+    if isinstance(exc, OSError) and not isinstance(exc, ForbiddenAddress):
+        return Lost(f"the connection failed: {_describe(exc)}")
+    return exc  # not an HTTP failure (a bug, a body source's own error): as it is
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, *, truncate: bool) -> bytes:
+    """The body, at most ``cap`` bytes: more raises :class:`Lost` (``final``), or with
+    ``truncate`` gives the first ``cap`` bytes (and leaves the rest unread)."""
+    length = response.content_length
+    if length is not None and length <= cap:
+        return await response.read()  # the parser stops at Content-Length
+    if length is not None and not truncate:
+        raise Lost(_too_large(cap, f"{length} bytes"), final=True)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            if truncate:
+                return b"".join(parts)[:cap]
+            raise Lost(_too_large(cap, "more"), final=True)
+    return b"".join(parts)
+
+
+def _too_large(cap: int, size: str) -> str:
+    return (
+        f"the answer ({size}) is larger than max_response_bytes={cap}; it was not read "
+        "(raise max_response_bytes in ClientConfig if such answers are expected)"
+    )
+
+
+def _raise_if_source_changed(exc: BaseException) -> None:
+    """Raise the :class:`SourceChanged` behind a failed send, if that is what ended it: the
+    body was aborted on purpose (the provider got an incomplete request), it was not lost."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # aiohttp wraps it once or twice
+        if seen is None:
+            return
+        if isinstance(seen, SourceChanged):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
+
+
+async def _check_resolved(host: str) -> None:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return  # the request itself will report the failure
+    if infos and all(forbidden_address(str(info[4][0])) for info in infos):
+        raise ForbiddenAddress(
+            f"{host} resolves to a link-local or cloud-metadata address only; refused"
+        )
+
+
+def forbidden_in(exc: BaseException) -> ForbiddenAddress | None:
+    """The :class:`ForbiddenAddress` behind an aiohttp connection error, if that was it."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ForbiddenAddress):
+            return seen
+        os_error = getattr(seen, "os_error", None)
+        if isinstance(os_error, ForbiddenAddress):
+            return os_error
+        seen = seen.__cause__
+    return None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's default resolver, minus forbidden addresses; none left raises
+    :class:`ForbiddenAddress` (aiohttp reports it as a connection error)."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        hosts = await self._inner.resolve(host, port, family)
+        allowed = [entry for entry in hosts if not forbidden_address(str(entry["host"]))]
+        if not allowed:
+            raise ForbiddenAddress(
+                f"{host} resolves to a link-local or cloud-metadata address only; refused"
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
