@@ -261,20 +261,29 @@ def check_fake_paths(name: str) -> None:
     assert speaker.create_path == provider.create_path
     assert speaker.status_path == provider.status_path
     assert speaker.sync is not provider.is_task
+    assert (speaker.auth_header, speaker.auth_scheme) == (
+        provider.auth_header,
+        provider.auth_scheme,
+    ), "the fake reads the key where the dialect sends it"
+
+
+#: The fake's answer modes that change error bodies: plain, through a relay that drops the
+#: upstream code, and Evolink's older integer codes.
+FAULT_MODES = [Faults(), Faults(relay=True), Faults(evolink_int_codes=True)]
 
 
 def check_fake_refusals(name: str) -> None:
-    """Each refusal of the fake, in the dialect's shape, reads as its class and keeps the
-    request id."""
+    """Each refusal of the fake, in the dialect's shape (plain, relayed, integer codes),
+    reads as its class and keeps the request id."""
     provider, speaker = dialect(name), fake_dialect_for(name)
-    for kind, message, cls in PROBLEMS:
-        status, body = speaker.error(Problem(kind, message), "rid-7", Faults())
-        task_id = "t-1" if kind == "not_found" else None
-        error = provider.parse_error(
-            status, {"X-Request-Id": "rid-7"}, encode(body), task_id=task_id
-        )
-        assert type(error) is cls, f"{kind}: {type(error).__name__} from {status} {body}"
-        assert error.request_id == "rid-7"
+    for faults in FAULT_MODES:
+        for kind, message, cls in PROBLEMS:
+            status, body = speaker.error(Problem(kind, message), "rid-7", faults)
+            task_id = "t-1" if kind == "not_found" else None
+            headers = {"X-Request-Id": "rid-7"}
+            error = provider.parse_error(status, headers, encode(body), task_id=task_id)
+            assert type(error) is cls, f"{kind}: {type(error).__name__} from {status} {body}"
+            assert error.request_id == "rid-7"
 
 
 async def check_round_trip(name: str) -> None:

@@ -68,6 +68,9 @@ class FakeDialect(abc.ABC):
     create_path: ClassVar[str]
     status_path: ClassVar[str | None] = None
     sync: ClassVar[bool] = False
+    #: The header the API key comes in, and the scheme before it (as the client's dialect).
+    auth_header: ClassVar[str] = "Authorization"
+    auth_scheme: ClassVar[str | None] = "Bearer"
 
     def claims(self, body: Any) -> bool:
         """Whether a create body on a path shared with other dialects is this one's."""

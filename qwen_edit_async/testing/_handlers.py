@@ -114,11 +114,16 @@ class _Routes:
 
     # -- shared steps ------------------------------------------------------------------
 
-    def _check_auth(self, request: web.Request) -> None:
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        key = key.strip()
+    def _check_auth(self, request: web.Request, dialect: FakeDialect) -> None:
+        value = request.headers.get(dialect.auth_header, "")
+        if dialect.auth_scheme is None:
+            scheme, key = None, value.strip()
+        else:
+            scheme, _, key = value.partition(" ")
+            key = key.strip()
         expected = self.fake.api_key
-        if scheme.lower() != "bearer" or not key or (expected is not None and key != expected):
+        wrong_scheme = scheme is not None and scheme.lower() != (dialect.auth_scheme or "").lower()
+        if wrong_scheme or not key or (expected is not None and key != expected):
             raise Problem("auth", "Invalid API-key provided.")
 
     def _error(self, dialect: FakeDialect, problem: Problem, request_id: str) -> web.Response:
@@ -167,6 +172,7 @@ class _Routes:
             outcome=outcome.kind,
             fail_code=fail_code,
             request_id=request_id,
+            sync=dialect.sync,
         )
         self.stats.jobs[job.id] = job
         self.stats.jobs_created += 1
@@ -178,7 +184,7 @@ class _Routes:
         """The checks before the body is read: key, rate guard, dialect headers; then the
         create's fate. Raises the :class:`Problem` of a refusal."""
         fake = self.fake
-        self._check_auth(request)
+        self._check_auth(request, dialect)
         refusal = fake.rate_guard.check(
             now=time.monotonic(), max_rate=fake.max_rate, burst=fake.burst
         )
@@ -311,7 +317,7 @@ class _Routes:
         request_id = fake.next_request_id()
         task_id = request.match_info["task_id"]
         try:
-            self._check_auth(request)
+            self._check_auth(request, dialect)
             p = fake.faults.poll_error
             if p > 0.0 and fake.poll_rng.random() < p:
                 raise Problem("poll_error", "Service temporarily unavailable.", status=503)

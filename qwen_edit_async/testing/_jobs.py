@@ -40,6 +40,7 @@ class Job:
         "request_id",
         "revised_prompt",
         "serial",
+        "sync",
         "sync_finished_at",
         "width",
     )
@@ -60,6 +61,7 @@ class Job:
         outcome: str,
         fail_code: str | None,
         request_id: str,
+        sync: bool = False,
     ) -> None:
         self.id = id
         self.serial = serial
@@ -75,6 +77,8 @@ class Job:
         self.outcome = outcome
         self.fail_code = fail_code
         self.request_id = request_id
+        #: Whether the dialect answers the create with the result (no task to poll).
+        self.sync = sync
         self.created_at = time.time()
         self.created_mono = time.monotonic()
         self.polls = 0
@@ -103,7 +107,7 @@ class Job:
         """
         if self.sync_finished_at is not None:
             return self.sync_finished_at
-        if self.outcome == "stuck" or self.dialect in SYNC_DIALECTS:
+        if self.outcome == "stuck" or self.sync:
             return None
         end = self.created_at + self.latency
         return end if end <= time.time() else None
@@ -127,5 +131,3 @@ class Job:
             return 0.0
         return min(0.99, elapsed / self.latency)
 
-
-SYNC_DIALECTS = frozenset({"dashscope", "modelstream", "onetoken"})
