@@ -38,7 +38,7 @@ from ._errors import (
     SubmitUncertainError,
     TransportError,
 )
-from ._http import Answer, HttpPipe, Lost, NotSent
+from ._http import Answer, Lost, NotSent, Pipe
 from ._limits import Limits, LocalLimits
 from ._models import EditResult
 from ._redact import Redactor
@@ -65,7 +65,7 @@ class Calls:
         provider: Provider,
         api_key: Secret,
         config: ClientConfig,
-        pipe: HttpPipe,
+        pipe: Pipe,
         *,
         limits: Limits | None = None,
         policy: RetryPolicy | None = None,

@@ -29,8 +29,8 @@ import errno
 import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, nullcontext
-from typing import Any, NamedTuple
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import anyio
@@ -48,6 +48,7 @@ __all__ = [
     "Lost",
     "NotSent",
     "Opened",
+    "Pipe",
     "forbidden_in",
 ]
 
@@ -96,9 +97,48 @@ class Answer(NamedTuple):
     body: bytes
 
 
-class Opened:
-    """A URL opened by :meth:`HttpPipe.stream`: status and headers now, the body in
+class Opened(Protocol):
+    """A URL opened by :meth:`Pipe.stream`: status and headers now, the body in
     :meth:`chunks`."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    def chunks(self, size: int = ...) -> AsyncIterator[bytes]: ...
+
+
+class Pipe(Protocol):
+    """What carries requests: :class:`HttpPipe`, or an in-memory stand-in in tests."""
+
+    async def open(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+    async def send(
+        self,
+        request: HttpRequest,
+        *,
+        read_timeout: float,
+        cap: int,
+        headers: Mapping[str, str] | None = None,
+        total: float | None = None,
+        stream: StreamedBody | None = None,
+    ) -> Answer: ...
+
+    def stream(self, url: str, *, read_timeout: float) -> AbstractAsyncContextManager[Opened]: ...
+
+
+class _Opened:
+    """:class:`Opened` over an aiohttp response."""
 
     __slots__ = ("_response",)
 
@@ -276,7 +316,7 @@ class HttpPipe:
             async with self.session.get(
                 url, timeout=self._timeout(read_timeout), allow_redirects=False
             ) as response:
-                yield Opened(response)
+                yield _Opened(response)
         except (NotSent, Lost, ForbiddenAddress):
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

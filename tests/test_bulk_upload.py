@@ -36,3 +36,18 @@ async def test_an_upload_endpoint_that_refuses_is_a_configuration_error() -> Non
                 await uploader(b"not used", "image/png")
         finally:
             await uploader.aclose()
+
+
+async def test_an_upload_endpoint_that_cannot_be_reached_is_a_configuration_error() -> None:
+    """Nothing listens there: a ConfigurationError naming the URL, not a raw socket error."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uploader = HttpUploader(f"http://127.0.0.1:{port}/upload")
+    try:
+        with pytest.raises(ConfigurationError, match=f"127.0.0.1:{port}/upload failed: could not"):
+            await uploader(b"x", "image/png")
+    finally:
+        await uploader.aclose()

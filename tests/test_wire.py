@@ -1,23 +1,23 @@
-"""Exact wire format: what the client puts on the wire for each provider (aioresponses).
+"""Exact wire format: what the client puts on the wire for each provider.
 
-The expected bodies are the examples of PROVIDERS.md; key order is checked too (images
-first, the single text last; unset fields absent, never null).
+The requests are answered by an in-memory pipe standing where the HTTP pipe stands, so the
+dialects, the key and the retries run for real; what the pipe itself adds on a socket
+(User-Agent, Content-Type) is checked against a real server in ``test_http``. The expected
+bodies are the examples of PROVIDERS.md; key order is checked too (images first, the single
+text last; unset fields absent, never null).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import types
-from collections.abc import Iterator
 from typing import Any
 
-import aioresponses.core as aioresponses_core
 import pytest
-from aiohttp import ClientResponse
-from aioresponses import CallbackResult, aioresponses
+from _memory_pipe import MemoryPipe, Sent, install, json_answer
 
 import qwen_edit_async as qe
+from qwen_edit_async._http import Answer
 
 KEY = "sk-wire-test-key"
 BASE = "https://gateway.test"
@@ -25,30 +25,20 @@ IMG1, IMG2 = "https://example.com/a.png", "https://example.com/b.png"
 PROMPT = "Put the cat from image 1 on the sofa from image 2"
 
 
-class _Response(ClientResponse):
-    """aiohttp 3.14 wants a ``stream_writer``; aioresponses 0.7.9 does not pass one."""
-
-    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", types.SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-@pytest.fixture(autouse=True)
-def _compatible_mock_responses(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(aioresponses_core, "ClientResponse", _Response)
-    yield
-
-
 class Capture:
-    """Records each request the mocked session receives and answers with ``body``."""
+    """Records each request the pipe receives and answers with ``body``."""
 
     def __init__(self, body: dict[str, Any], status: int = 200) -> None:
         self.body, self.status = body, status
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[Sent] = []
 
-    def __call__(self, url: Any, **kwargs: Any) -> CallbackResult:
-        self.requests.append({"url": str(url), **kwargs})
-        return CallbackResult(status=self.status, payload=self.body)
+    def __call__(self, sent: Sent) -> Answer:
+        self.requests.append(sent)
+        return json_answer(self.body, self.status)
+
+
+def client(provider: str, pipe: MemoryPipe, **options: Any) -> qe.QwenEditClient:
+    return install(qe.QwenEditClient(provider, api_key=KEY, base_url=BASE, **options), pipe)
 
 
 def nested_options() -> dict[str, Any]:
@@ -112,29 +102,27 @@ async def test_sync_providers_send_the_documented_nested_body(
     provider: str, path: str, answer: dict[str, Any]
 ) -> None:
     """DashScope, ModelStream and OneToken: POST the nested body to their path, bearer key."""
-    capture = Capture(answer)
-    with aioresponses() as mocked:
-        mocked.post(BASE + path, callback=capture)
-        async with qe.QwenEditClient(provider, api_key=KEY, base_url=BASE) as client:
-            result = await client.edit([IMG1, IMG2], PROMPT, **nested_options())
+    capture, pipe = Capture(answer), MemoryPipe()
+    pipe.route("POST", BASE + path, capture)
+    async with client(provider, pipe) as c:
+        result = await c.edit([IMG1, IMG2], PROMPT, **nested_options())
     (sent,) = capture.requests
-    body = json.loads(sent["data"])
+    body = sent.json()
     assert body == {"model": "qwen-image-edit-plus", **NESTED_BODY}
     assert list(body) == ["model", "input", "parameters"]
     assert list(body["input"]["messages"][0]["content"][-1]) == ["text"]
-    assert sent["headers"]["Authorization"] == f"Bearer {KEY}"
-    assert sent["headers"]["Content-Type"] == "application/json"
+    assert sent.headers["Authorization"] == f"Bearer {KEY}"
     assert result.images[0].url == "https://r/x.png"
 
 
 async def test_unset_fields_are_left_out_not_null() -> None:
     """A minimal request sends no parameters the user did not set."""
-    capture = Capture({"created": 1, "data": [{"url": "https://r/x.png"}]})
-    with aioresponses() as mocked:
-        mocked.post(BASE + "/v1/images/generations", callback=capture)
-        async with qe.QwenEditClient("modelstream", api_key=KEY, base_url=BASE) as client:
-            await client.edit([IMG1], "x")
-    raw = capture.requests[0]["data"]
+    capture, pipe = Capture({"created": 1, "data": [{"url": "https://r/x.png"}]}), MemoryPipe()
+    pipe.route("POST", BASE + "/v1/images/generations", capture)
+    async with client("modelstream", pipe) as c:
+        await c.edit([IMG1], "x")
+    raw = capture.requests[0].body
+    assert raw is not None
     assert b"null" not in raw
     body = json.loads(raw)
     assert body.get("parameters", {}) == {}
@@ -158,25 +146,22 @@ async def test_evolink_flat_body_and_poll() -> None:
         "progress": 100,
         "results": ["https://r/e.png"],
     }
-    create, poll = Capture(created), Capture(done)
-    with aioresponses() as mocked:
-        mocked.post(BASE + "/v1/images/generations", callback=create)
-        mocked.get(BASE + f"/v1/tasks/{created['id']}", callback=poll, repeat=True)
-        async with qe.QwenEditClient(
-            "evolink", api_key=KEY, base_url=BASE, poll_initial=0.01
-        ) as client:
-            result = await client.edit(
-                ["https://example.com/1.png"],
-                "Replace the background",
-                n=1,
-                negative_prompt="...",
-                size="1024*1024",
-                prompt_extend=True,
-                watermark=False,
-                seed=12345,
-                callback_url="https://your-domain.com/webhooks/done",
-            )
-    assert json.loads(create.requests[0]["data"]) == {
+    create, poll, pipe = Capture(created), Capture(done), MemoryPipe()
+    pipe.route("POST", BASE + "/v1/images/generations", create)
+    pipe.route("GET", BASE + f"/v1/tasks/{created['id']}", poll)
+    async with client("evolink", pipe, poll_initial=0.01) as c:
+        result = await c.edit(
+            ["https://example.com/1.png"],
+            "Replace the background",
+            n=1,
+            negative_prompt="...",
+            size="1024*1024",
+            prompt_extend=True,
+            watermark=False,
+            seed=12345,
+            callback_url="https://your-domain.com/webhooks/done",
+        )
+    assert create.requests[0].json() == {
         "model": "qwen-image-edit-plus",
         "prompt": "Replace the background",
         "image_urls": ["https://example.com/1.png"],
@@ -188,7 +173,8 @@ async def test_evolink_flat_body_and_poll() -> None:
         "seed": 12345,
         "callback_url": "https://your-domain.com/webhooks/done",
     }
-    assert poll.requests[0]["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert poll.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+    assert poll.requests[0].body is None
     assert result.task_id == created["id"] and result.urls == ["https://r/e.png"]
 
 
@@ -204,14 +190,12 @@ async def test_vtrix_underscored_model_nested_body_and_poll() -> None:
             "usage": {"cost": "0.03", "quantity": 1, "unit_price": "0.03"},
         }
     )
-    with aioresponses() as mocked:
-        mocked.post(BASE + "/model/v1/generation", callback=create)
-        mocked.get(BASE + "/model/v1/generation/task/task-1", callback=poll, repeat=True)
-        async with qe.QwenEditClient(
-            "vtrix", api_key=KEY, base_url=BASE, poll_initial=0.01
-        ) as client:
-            result = await client.edit([IMG1, IMG2], PROMPT, **nested_options())
-    body = json.loads(create.requests[0]["data"])
+    pipe = MemoryPipe()
+    pipe.route("POST", BASE + "/model/v1/generation", create)
+    pipe.route("GET", BASE + "/model/v1/generation/task/task-1", poll)
+    async with client("vtrix", pipe, poll_initial=0.01) as c:
+        result = await c.edit([IMG1, IMG2], PROMPT, **nested_options())
+    body = create.requests[0].json()
     assert body == {"model": "qwen_image_edit_plus", **NESTED_BODY}
     assert result.urls == ["https://r/v.png"] and result.usage is not None
 
@@ -222,32 +206,32 @@ async def test_local_image_is_sent_as_a_data_uri(tmp_path: Any) -> None:
 
     path = tmp_path / "cat.png"
     path.write_bytes(make_image("png", 400, 400))
-    capture = Capture({"created": 1, "data": [{"url": "https://r/x.png"}]})
-    with aioresponses() as mocked:
-        mocked.post(BASE + "/v1/images/generations", callback=capture)
-        async with qe.QwenEditClient("modelstream", api_key=KEY, base_url=BASE) as client:
-            await client.edit([IMG1, path], "x")
-    content = json.loads(capture.requests[0]["data"])["input"]["messages"][0]["content"]
+    capture, pipe = Capture({"created": 1, "data": [{"url": "https://r/x.png"}]}), MemoryPipe()
+    pipe.route("POST", BASE + "/v1/images/generations", capture)
+    async with client("modelstream", pipe) as c:
+        await c.edit([IMG1, path], "x")
+    content = capture.requests[0].json()["input"]["messages"][0]["content"]
     assert content[0] == {"image": IMG1}
     assert re.fullmatch(r"data:image/png;base64,[A-Za-z0-9+/=]+", content[1]["image"])
 
 
 async def test_retry_after_http_date_is_honoured() -> None:
     """Retry-After given as an HTTP date is read as a wait, and the request is retried."""
-    calls: list[float] = []
+    calls: list[Sent] = []
 
-    def answer(url: Any, **kwargs: Any) -> CallbackResult:
-        calls.append(1)
+    def answer(sent: Sent) -> Answer:
+        calls.append(sent)
         if len(calls) == 1:
-            return CallbackResult(
-                status=503,
-                payload={"error": {"message": "busy", "code": "service_unavailable"}},
-                headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+            return json_answer(
+                {"error": {"message": "busy", "code": "service_unavailable"}},
+                503,
+                {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
             )
-        return CallbackResult(status=200, payload={"created": 1, "data": [{"url": "https://r/x"}]})
+        return json_answer({"created": 1, "data": [{"url": "https://r/x"}]})
 
-    with aioresponses() as mocked:
-        mocked.post(BASE + "/v1/images/generations", callback=answer, repeat=True)
-        async with qe.QwenEditClient("modelstream", api_key=KEY, base_url=BASE) as client:
-            result = await client.edit([IMG1], "x")
+    pipe = MemoryPipe()
+    pipe.route("POST", BASE + "/v1/images/generations", answer)
+    async with client("modelstream", pipe) as c:
+        result = await c.edit([IMG1], "x")
     assert len(calls) == 2 and result.urls == ["https://r/x"]
+    assert calls[0].body == calls[1].body  # the same request, sent again

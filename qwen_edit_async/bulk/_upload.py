@@ -7,15 +7,20 @@ An upload endpoint takes an image's bytes in a POST (with its ``Content-Type``) 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import aiohttp
-
 from .._errors import ConfigurationError
+from .._http import HttpPipe, Lost, NotSent
 from .._images import image_kind
 from .._models import EditRequest
+from ..providers._base import HttpRequest
 
 __all__ = ["HttpUploader", "local_inputs"]
+
+#: The longest silence while an upload's answer is read, and the largest answer read.
+_READ_TIMEOUT = 60.0
+_ANSWER_CAP = 64 * 1024
 
 
 class HttpUploader:
@@ -28,21 +33,22 @@ class HttpUploader:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._session: aiohttp.ClientSession | None = None
+        self._pipe: HttpPipe | None = None
 
     async def __call__(self, data: bytes, mime: str) -> str:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        if self._pipe is None:
+            self._pipe = HttpPipe(connect_timeout=10.0)
+            await self._pipe.open()
+        request = HttpRequest("POST", self.url, data, {"Content-Type": mime})
         try:
-            async with self._session.post(
-                self.url, data=data, headers={"Content-Type": mime}
-            ) as response:
-                if response.status >= 400:
-                    raise ConfigurationError(
-                        f"the upload to {self.url} failed with HTTP {response.status}"
-                    )
-                payload: Any = await response.json(content_type=None)
-        except (aiohttp.ClientError, ValueError, RecursionError) as exc:
+            answer = await self._pipe.send(request, read_timeout=_READ_TIMEOUT, cap=_ANSWER_CAP)
+        except (NotSent, Lost) as exc:
+            raise ConfigurationError(f"the upload to {self.url} failed: {exc}") from exc
+        if answer.status >= 400:
+            raise ConfigurationError(f"the upload to {self.url} failed with HTTP {answer.status}")
+        try:
+            payload: Any = json.loads(answer.body)
+        except (ValueError, RecursionError) as exc:
             raise ConfigurationError(f"the upload to {self.url} failed: {exc}") from exc
         url = payload.get("url") if isinstance(payload, dict) else None
         if not isinstance(url, str) or not url:
@@ -50,9 +56,9 @@ class HttpUploader:
         return url
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pipe is not None:
+            await self._pipe.aclose()
+            self._pipe = None
 
 
 def local_inputs(request: EditRequest) -> list[str]:
