@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
+from . import _parts
 from ._callbacks import CallbackReceiver, SafetyNet
-from ._config import ClientConfig, resolve_api_key, resolve_base_url, resolve_provider
+from ._config import ClientConfig
 from ._defaults import USE_CLIENT_DEFAULT, _Default
 from ._download import download_result
 from ._errors import ValidationError
@@ -22,19 +23,10 @@ from ._jobs import JobRunner
 from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome, RequestLike, as_request
 from ._options import ClientOptions, EditOptions, ProviderName
-from ._parts import (
-    check_callbacks,
-    check_max_in_flight,
-    config_with,
-    make_calls,
-    make_limits,
-    make_poller,
-    view_config,
-)
 from ._prepare import ImagePreparer
 from ._statistics import ClientStatistics, ProgressHook
 from ._taskhost import TaskHost
-from .providers import Provider, get_provider
+from .providers import Provider
 
 if TYPE_CHECKING:
     import aiohttp  # the type of a session the caller shares; the pipe uses it
@@ -94,43 +86,51 @@ class QwenEditClient:
         shared: str | None = None,
         **options: Unpack[ClientOptions],
     ) -> None:
-        check_max_in_flight(max_in_flight)
-        self.config = config_with(config or ClientConfig(), options)
-        if base_url is not None or not isinstance(provider, Provider):
-            # A provider object keeps its own root URL unless base_url says otherwise.
-            base_url = resolve_base_url(base_url)
-        chosen = resolve_provider(provider)
-        self.provider = get_provider(chosen, base_url=base_url, model=model)  # type: ignore[arg-type]
-        self._api_key = resolve_api_key(api_key, self.provider.env_var)
-        check_callbacks(callbacks, self.provider)
+        _parts.check_max_in_flight(max_in_flight)
+        self.config = _parts.config_with(config or ClientConfig(), options)
+        self.provider, self._api_key = _parts.pick_provider(provider, base_url, model, api_key)
+        _parts.check_callbacks(callbacks, self.provider)
         self._callbacks = callbacks
         self.max_in_flight = max_in_flight
-        cfg = self.config
-        poll_concurrency = min(cfg.poll_concurrency or max_in_flight, max_in_flight)
-        self._limits = make_limits(cfg, self.provider, self._api_key, max_in_flight, shared)
-        self._calls = make_calls(
+        self._build_parts(session, uploader, shared)
+        self._downloads = anyio.CapacityLimiter(self.config.download_concurrency)
+        self._on_progress = on_progress
+        #: The model of calls that name none (``None``: the provider's); views change it.
+        self._default_model: str | None = None
+        self._state: Literal["new", "open", "closed"] = "new"
+        self._task_group: TaskGroup | None = None
+        self._host = TaskHost()
+
+    def _build_parts(
+        self, session: aiohttp.ClientSession | None, uploader: Uploader | None, shared: str | None
+    ) -> None:
+        cfg, provider, callbacks = self.config, self.provider, self._callbacks
+        most = self.max_in_flight
+        poll_concurrency = min(cfg.poll_concurrency or most, most)
+        self._limits = _parts.make_limits(cfg, provider, self._api_key, most, shared)
+        self._calls = _parts.make_calls(
             cfg,
-            self.provider,
+            provider,
             self._api_key,
             self._limits,
             session,
-            max_in_flight=max_in_flight,
+            max_in_flight=most,
             poll_concurrency=poll_concurrency,
         )
         self._preparer = ImagePreparer(
-            accepts_data_uri=self.provider.accepts_data_uri,
+            accepts_data_uri=provider.accepts_data_uri,
             uploader=uploader,
-            provider=self.provider.name,
+            provider=provider.name,
             cache_bytes=cfg.image_cache_bytes,
         )
-        self._poller = make_poller(cfg, self.provider, self._calls, poll_concurrency)
+        self._poller = _parts.make_poller(cfg, provider, self._calls, poll_concurrency)
         self._safety = SafetyNet(
             initial=cfg.poll_initial,
             max_interval=cfg.poll_max_interval,
             public_url=callbacks.public_url if callbacks is not None else "",
         )
         self._jobs = JobRunner(
-            self.provider,
+            provider,
             self._calls,
             self._limits,
             self._poller,
@@ -139,13 +139,6 @@ class QwenEditClient:
             callbacks,
             progress=self._progress,
         )
-        self._downloads = anyio.CapacityLimiter(cfg.download_concurrency)
-        self._on_progress = on_progress
-        #: The model of calls that name none (``None``: the provider's); views change it.
-        self._default_model: str | None = None
-        self._state: Literal["new", "open", "closed"] = "new"
-        self._task_group: TaskGroup | None = None
-        self._host = TaskHost()
 
     def __repr__(self) -> str:
         return (
@@ -290,7 +283,7 @@ class QwenEditClient:
         >>> fast = client.with_options(max_attempts=1, job_timeout=20)  # doctest: +SKIP
         >>> result = await fast.edit(["cat.png"], "Add a hat")          # doctest: +SKIP
         """
-        config = view_config(self.config, job_timeout, max_attempts, model)
+        config = _parts.view_config(self.config, job_timeout, max_attempts, model)
         return _ClientView(self._root_client(), config, self._model_for(model))
 
     # -- public API -----------------------------------------------------------------------

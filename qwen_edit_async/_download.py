@@ -17,7 +17,7 @@ import anyio
 
 from ._addresses import ForbiddenAddress, forbidden_address
 from ._config import ClientConfig
-from ._errors import DownloadError
+from ._errors import DownloadError, with_context
 from ._http import Lost, NotSent
 from ._models import EditResult, GeneratedImage
 from .providers._base import parse_retry_after
@@ -347,6 +347,6 @@ async def download_result(
 
 
 def _with_task(exc: Exception, result: EditResult) -> Exception:
-    if isinstance(exc, DownloadError) and exc.task_id is None:
-        exc.task_id = result.task_id
+    if isinstance(exc, DownloadError):
+        return with_context(exc, task_id=result.task_id)
     return exc

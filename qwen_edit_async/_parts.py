@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._callbacks import CallbackReceiver
 from ._calls import Calls
-from ._config import ClientConfig, Secret
+from ._config import (
+    ClientConfig,
+    Secret,
+    resolve_api_key,
+    resolve_base_url,
+    resolve_provider,
+)
 from ._defaults import _Default
 from ._errors import ConfigurationError, ValidationError
 from ._http import HttpPipe
@@ -20,7 +26,7 @@ from ._limits import Limits, LocalLimits
 from ._pacing import AdaptiveRate
 from ._poller import Poller
 from ._schedule import PollSchedule
-from .providers import Provider
+from .providers import Provider, get_provider
 
 if TYPE_CHECKING:
     import aiohttp  # the type of a session the caller shares; the pipe uses it
@@ -29,11 +35,24 @@ __all__ = [
     "check_callbacks",
     "check_max_in_flight",
     "config_with",
+    "make_calls",
     "make_limits",
     "make_poller",
-    "make_calls",
+    "pick_provider",
     "view_config",
 ]
+
+
+def pick_provider(
+    provider: object, base_url: str | None, model: str | None, api_key: str | None
+) -> tuple[Provider, Secret]:
+    """The provider (argument, else environment, else the default) and its key."""
+    if base_url is not None or not isinstance(provider, Provider):
+        # A provider object keeps its own root URL unless base_url says otherwise.
+        base_url = resolve_base_url(base_url)
+    chosen = resolve_provider(provider)
+    picked = get_provider(chosen, base_url=base_url, model=model)  # type: ignore[arg-type]
+    return picked, resolve_api_key(api_key, picked.env_var)
 
 
 def check_max_in_flight(value: object) -> None:

@@ -29,7 +29,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from ._errors import QwenEditError, RateLimitError
+from ._errors import QwenEditError, RateLimitError, with_context
 from ._pacing import AdaptiveRate
 from ._retry import RetryPolicy, pause
 from ._schedule import PollPlan, PollSchedule
@@ -296,9 +296,7 @@ class Poller:
                 logger.debug("status of %s failed (%s); again in %.2f s", watch.task_id, exc, delay)
                 self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
                 return
-            if exc.task_id is None:
-                exc.task_id = watch.task_id
-            watch.error = exc
+            watch.error = with_context(exc, task_id=watch.task_id)
             watch.event.set()
             return
         except anyio.get_cancelled_exc_class():

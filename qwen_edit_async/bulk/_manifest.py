@@ -144,9 +144,9 @@ def parse_line(text: bytes | str, line: int, base: Path) -> Entry | None:
     try:
         request = EditRequest(**obj)
     except ValidationError as exc:
-        exc.message = f"line {line}: {exc.message}"
-        exc.args = (exc.message,)
-        return Entry(line, entry_id, error=exc, digest=digest)
+        error = ValidationError(f"line {line}: {exc.message}", field=exc.field)
+        error.__cause__ = exc
+        return Entry(line, entry_id, error=error, digest=digest)
     except (TypeError, ValueError) as exc:  # a required field is missing
         invalid = ValidationError(f"line {line}: {exc}")
         return Entry(line, entry_id, error=invalid, digest=digest)
