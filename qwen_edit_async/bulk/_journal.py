@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import queue
 import sqlite3
 import threading
@@ -35,8 +33,10 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ._manifest import Entry, ManifestError
-from ._results import count_jobs, folder_name, write_results
+from ._admit import Action, Admission, admit_one, error_fields
+from ._manifest import Entry
+from ._results import count_jobs, write_results
+from ._state import EntryState, sql_states
 
 __all__ = [
     "JOURNAL_NAME",
@@ -51,18 +51,15 @@ T = TypeVar("T")
 
 JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
-#: Failed jobs whose task may still finish: a resumed run attaches to them again.
-_REATTACH_ERRORS = ("JobTimeoutError", "JobCancelledError", "TransportError")
 _BATCH = 512
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id            TEXT PRIMARY KEY,
     line          INTEGER NOT NULL,          -- manifest line of its latest sighting
     seen_run      INTEGER NOT NULL,          -- run that last read it (finds duplicate ids)
-    status        TEXT NOT NULL CHECK (status IN ('queued', 'submitting', 'submitted',
-                      'downloading', 'succeeded', 'failed', 'uncertain')),
+    status        TEXT NOT NULL CHECK (status IN {sql_states(*EntryState)}),
     n             INTEGER NOT NULL DEFAULT 1,
     attempts      INTEGER NOT NULL DEFAULT 0, -- creates sent for it
     task_id       TEXT,
@@ -107,46 +104,9 @@ class ProviderMismatch(SettingMismatch):
         super().__init__("provider", old)
 
 
-class Action(enum.Enum):
-    """What a run does with a manifest line, given the journal."""
-
-    FRESH = "fresh"  # submit it
-    ATTACH = "attach"  # re-attach to its task and wait for the result
-    DOWNLOAD = "download"  # its result is known: save the images
-    SKIP = "skip"  # it has ended (succeeded, failed or uncertain)
-
-
-@dataclasses.dataclass(slots=True)
-class Admission:
-    """The journal's answer for one line: the action and what is known of the job."""
-
-    action: Action
-    status: str
-    task_id: str | None = None
-    request_id: str | None = None
-    urls: list[str | None] | None = None
-    #: Why a line was refused (bad line, duplicate id), for the run's warnings.
-    note: str | None = None
-    #: The job's image folder under ``images/`` (journaled with the job).
-    folder: str | None = None
-
-
 _encode = msgspec.json.Encoder().encode
-_decode_list = msgspec.json.Decoder(list[Any]).decode
-
-
 def _dump(value: Any) -> str | None:
     return None if value is None else _encode(value).decode()
-
-
-def _load(text: str | None) -> list[Any] | None:
-    return None if text is None else _decode_list(text)
-
-
-def _error_fields(error: BaseException | None) -> tuple[str | None, str | None]:
-    if error is None:
-        return None, None
-    return type(error).__name__, str(error) or type(error).__name__
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -324,35 +284,35 @@ class Journal:
 
         def operation(conn: sqlite3.Connection) -> list[Admission]:
             return [
-                _admit_one(conn, entry, run, retry_uncertain, retry_failed) for entry in entries
+                admit_one(conn, entry, run, retry_uncertain, retry_failed) for entry in entries
             ]
 
         return await self.call(operation)
 
     async def requeue(self, job_id: str, error: BaseException) -> None:
         """The job was not sent (or was refused by a run-wide error): queued again."""
-        error_type, message = _error_fields(error)
+        error_type, message = error_fields(error)
         columns = {
             **dict.fromkeys(("task_id", "request_id", "urls", "files")),
             "error_type": error_type,
             "error_message": message,
         }
-        await self.call(_update(job_id, "queued", columns))
+        await self.call(_update(job_id, EntryState.QUEUED, columns))
 
     async def mark_submitting(self, job_id: str) -> None:
         """Committed before the job's create is sent."""
-        await self.call(_update(job_id, "submitting", _CLEARED, "attempts=attempts+1, "))
+        await self.call(_update(job_id, EntryState.SUBMITTING, _CLEARED, "attempts=attempts+1, "))
 
     async def mark_submitted(self, job_id: str, task_id: str, request_id: str | None) -> None:
         """Committed the moment the provider has accepted the job."""
-        await self.call(_update(job_id, "submitted", _ids(task_id, request_id)))
+        await self.call(_update(job_id, EntryState.SUBMITTED, _ids(task_id, request_id)))
 
     async def mark_downloading(
         self, job_id: str, *, task_id: str | None, request_id: str | None, urls: list[str | None]
     ) -> None:
         """The result is known (its URLs expire): committed before downloading it."""
         columns = {**_ids(task_id, request_id), "urls": _dump(urls), **_NO_ERROR}
-        await self.call(_update(job_id, "downloading", columns))
+        await self.call(_update(job_id, EntryState.DOWNLOADING, columns))
 
     async def succeed(
         self,
@@ -371,20 +331,20 @@ class Journal:
             "files": _dump(files),
             "usage": _dump(usage),
         }
-        await self.call(_update(job_id, "succeeded", {**columns, **_NO_ERROR}))
+        await self.call(_update(job_id, EntryState.SUCCEEDED, {**columns, **_NO_ERROR}))
 
     async def end(
         self,
         job_id: str,
-        status: str,
+        status: EntryState,
         error: BaseException,
         *,
         task_id: str | None = None,
         request_id: str | None = None,
     ) -> None:
         """The job ended ``failed`` or ``uncertain`` with ``error``."""
-        assert status in ("failed", "uncertain")
-        error_type, message = _error_fields(error)
+        assert status in (EntryState.FAILED, EntryState.UNCERTAIN)
+        error_type, message = error_fields(error)
         columns = {**_ids(task_id, request_id), "error_type": error_type, "error_message": message}
         await self.call(_update(job_id, status, columns))
 
@@ -428,7 +388,7 @@ def _ids(task_id: str | None, request_id: str | None) -> dict[str, Any]:
 
 
 def _update(
-    job_id: str, status: str, columns: dict[str, Any], extra: str = ""
+    job_id: str, status: EntryState, columns: dict[str, Any], extra: str = ""
 ) -> Callable[[sqlite3.Connection], Any]:
     """An operation that moves ``job_id`` to ``status`` and sets ``columns``."""
     assignments = "".join(f"{name}=?, " for name in columns)
@@ -439,96 +399,8 @@ def _update(
 
 def _sweep(conn: sqlite3.Connection) -> int:
     cursor = conn.execute(
-        "UPDATE jobs SET status='uncertain', error_type='SubmitUncertainError', "
-        "error_message=?, updated_at=? WHERE status='submitting'",
-        (_UNCERTAIN_MESSAGE, time.time()),
+        "UPDATE jobs SET status=?, error_type='SubmitUncertainError', "
+        "error_message=?, updated_at=? WHERE status=?",
+        (EntryState.UNCERTAIN, _UNCERTAIN_MESSAGE, time.time(), EntryState.SUBMITTING),
     )
     return cursor.rowcount
-
-
-def _reject(conn: sqlite3.Connection, line: int, job_id: str | None, error: Exception) -> None:
-    error_type, message = _error_fields(error)
-    conn.execute(
-        "INSERT OR REPLACE INTO rejects (line, id, error_type, error_message) VALUES (?,?,?,?)",
-        (line, job_id, error_type, message),
-    )
-
-
-def _admit_one(
-    conn: sqlite3.Connection,
-    entry: Entry,
-    run: int,
-    retry_uncertain: bool,
-    retry_failed: Callable[[str | None], bool] | None = None,
-) -> Admission:
-    if entry.error is not None or entry.id is None or entry.request is None:
-        error = entry.error or ManifestError(f"line {entry.line}: unreadable")
-        _reject(conn, entry.line, entry.id, error)
-        return Admission(Action.SKIP, "failed", note=str(error))
-    row = conn.execute(
-        "SELECT status, seen_run, line, task_id, request_id, urls, error_type, folder "
-        "FROM jobs WHERE id=?",
-        (entry.id,),
-    ).fetchone()
-    now = time.time()
-    if row is None:
-        folder = folder_name(entry.id)
-        conn.execute("DELETE FROM rejects WHERE line=?", (entry.line,))
-        try:
-            conn.execute(
-                "INSERT INTO jobs (id, line, seen_run, status, n, updated_at, folder, line_hash) "
-                "VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (entry.id, entry.line, run, entry.n, now, folder, entry.digest),
-            )
-        except sqlite3.IntegrityError:  # two ids, one folder: a 64-bit hash collision
-            clash = ManifestError(
-                f"line {entry.line}: id {entry.id!r} maps to image folder {folder!r}, which "
-                "another id has; give this line another id"
-            )
-            _reject(conn, entry.line, entry.id, clash)
-            return Admission(Action.SKIP, "failed", note=str(clash))
-        return Admission(Action.FRESH, "queued", folder=folder)
-    status, seen_run, line, task_id, request_id, urls_text, error_type, folder = row
-    if seen_run == run and line != entry.line:
-        duplicate = ManifestError(
-            f"line {entry.line}: duplicate id {entry.id!r} (line {line} has it); "
-            "give each line its own id"
-        )
-        _reject(conn, entry.line, entry.id, duplicate)
-        return Admission(Action.SKIP, "failed", note=str(duplicate))
-    conn.execute("DELETE FROM rejects WHERE line=?", (entry.line,))
-    if folder is None:  # a journal from before folders were recorded
-        folder = folder_name(entry.id)
-    conn.execute(
-        "UPDATE jobs SET seen_run=?, line=?, folder=?, line_hash=coalesce(line_hash, ?) "
-        "WHERE id=?",
-        (run, entry.line, folder, entry.digest, entry.id),
-    )
-    urls = _load(urls_text)
-    ids = (task_id, request_id)
-    if status == "queued":
-        return Admission(Action.FRESH, status, folder=folder)
-    if status == "submitted" and task_id:
-        return Admission(Action.ATTACH, status, *ids, folder=folder)
-    if status == "downloading" and urls is not None:
-        return Admission(Action.DOWNLOAD, status, *ids, urls, folder=folder)
-    if status == "failed":
-        if error_type in _REATTACH_ERRORS and task_id:
-            return Admission(Action.ATTACH, status, *ids, folder=folder)
-        if error_type == "DownloadError" and urls and all(urls):
-            return Admission(Action.DOWNLOAD, status, *ids, urls, folder=folder)
-        if retry_failed is not None and retry_failed(error_type):
-            conn.execute(
-                "UPDATE jobs SET status='queued', updated_at=? WHERE id=?", (now, entry.id)
-            )
-            return Admission(Action.FRESH, "queued", folder=folder)
-    if status in ("uncertain", "submitting") and retry_uncertain:
-        conn.execute(
-            "UPDATE jobs SET status='queued', error_type=NULL, error_message=NULL, "
-            "updated_at=? WHERE id=?",
-            (now, entry.id),
-        )
-        return Admission(Action.FRESH, "queued", folder=folder)
-    if status == "submitting":  # only when a sweep was skipped: same meaning
-        status = "uncertain"
-    return Admission(Action.SKIP, status, *ids, urls, folder=folder)

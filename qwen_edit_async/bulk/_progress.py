@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import IO, Literal, Protocol
 
 from .._text import printable
+from ._state import EntryState
 
 __all__ = ["BarReporter", "LineReporter", "Reporter", "Tracker", "make_reporter"]
 
@@ -42,11 +43,11 @@ class Tracker:
     def done(self) -> int:
         return self.succeeded + self.failed + self.uncertain
 
-    def finish(self, status: str, *, earlier: bool = False, images: int = 0) -> None:
+    def finish(self, status: EntryState, *, earlier: bool = False, images: int = 0) -> None:
         """Count one job that ended ``succeeded``, ``failed`` or ``uncertain``."""
-        if status == "succeeded":
+        if status is EntryState.SUCCEEDED:
             self.succeeded += 1
-        elif status == "uncertain":
+        elif status is EntryState.UNCERTAIN:
             self.uncertain += 1
         else:
             self.failed += 1
@@ -54,11 +55,11 @@ class Tracker:
         if not earlier:
             self._finished_now += 1
 
-    def retract(self, status: str, count: int) -> None:
+    def retract(self, status: EntryState, count: int) -> None:
         """Uncount ``count`` jobs counted as ``status`` by this run (they were requeued)."""
-        if status == "succeeded":
+        if status is EntryState.SUCCEEDED:
             self.succeeded -= count
-        elif status == "uncertain":
+        elif status is EntryState.UNCERTAIN:
             self.uncertain -= count
         else:
             self.failed -= count

@@ -39,6 +39,7 @@ from ._manifest import Entry, read_manifest
 from ._progress import format_seconds
 from ._report_assets import PAGE_CSS, PAGE_SCRIPT
 from ._results import count_jobs
+from ._state import EntryState, sql_states
 
 __all__ = ["REPORT_NAME", "ReportData", "render_report", "write_report"]
 
@@ -46,13 +47,13 @@ REPORT_NAME = "report.html"
 
 #: How the page groups the journal's states.
 _STATE = {
-    "succeeded": "succeeded",
-    "failed": "failed",
-    "uncertain": "uncertain",
-    "queued": "queued",
-    "submitting": "running",
-    "submitted": "running",
-    "downloading": "running",
+    EntryState.SUCCEEDED: "succeeded",
+    EntryState.FAILED: "failed",
+    EntryState.UNCERTAIN: "uncertain",
+    EntryState.QUEUED: "queued",
+    EntryState.SUBMITTING: "running",
+    EntryState.SUBMITTED: "running",
+    EntryState.DOWNLOADING: "running",
 }
 _STATES = ("succeeded", "failed", "uncertain", "queued", "running")
 _MESSAGES_PER_TYPE = 20
@@ -124,11 +125,13 @@ def _entries(meta: dict[str, str]) -> Iterator[Entry]:
 
 _ROWS = (
     "SELECT line, id, status, n, files, error_type, error_message FROM jobs UNION ALL "
-    "SELECT line, id, 'failed', 1, NULL, error_type, error_message FROM rejects ORDER BY line"
+    f"SELECT line, id, '{EntryState.FAILED}', 1, NULL, error_type, error_message FROM rejects "
+    "ORDER BY line"
 )
 _FAILURES = (
-    "SELECT id, line, error_type, error_message FROM jobs WHERE status IN ('failed', "
-    "'uncertain') UNION ALL SELECT id, line, error_type, error_message FROM rejects"
+    "SELECT id, line, error_type, error_message FROM jobs WHERE status IN "
+    f"{sql_states(EntryState.FAILED, EntryState.UNCERTAIN)} "
+    "UNION ALL SELECT id, line, error_type, error_message FROM rejects"
 )
 
 
@@ -295,9 +298,8 @@ def _summary(conn: sqlite3.Connection) -> _Summary:
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     journal = count_jobs(conn)
     counts: Counter[str] = Counter()
-    for status, number in journal.items():
-        if status in _STATE:
-            counts[_STATE[status]] += number
+    for state, shown_as in _STATE.items():
+        counts[shown_as] += journal.get(state, 0)
     counts["failed"] += journal.get("rejected", 0)
     last = conn.execute("SELECT max(updated_at) FROM jobs").fetchone()[0]
     started = _float(meta.get("created_at"))

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from .._download import safe_stem
+from ._state import EntryState, sql_states
 
 __all__ = [
     "ResultLine",
@@ -29,20 +30,28 @@ __all__ = [
     "write_results",
 ]
 
-TERMINAL = ("succeeded", "failed", "uncertain")
-
 # How a job that has not ended is reported, should results be written before the run's end.
 _UNFINISHED = {
-    "queued": ("failed", "NotRun", "not submitted yet: resume the run"),
-    "submitting": (
-        "uncertain",
+    EntryState.QUEUED: (EntryState.FAILED, "NotRun", "not submitted yet: resume the run"),
+    EntryState.SUBMITTING: (
+        EntryState.UNCERTAIN,
         "SubmitUncertainError",
         "its create was being sent: the provider may have created (and billed) it",
     ),
-    "submitted": ("failed", "NotFinished", "submitted, result not saved yet: resume the run"),
-    "downloading": ("failed", "NotFinished", "result known, images not saved yet: resume the run"),
+    EntryState.SUBMITTED: (
+        EntryState.FAILED,
+        "NotFinished",
+        "submitted, result not saved yet: resume the run",
+    ),
+    EntryState.DOWNLOADING: (
+        EntryState.FAILED,
+        "NotFinished",
+        "result known, images not saved yet: resume the run",
+    ),
 }
 
+#: States a job can end in short of success (listed among the failures).
+_ENDED_BADLY = sql_states(EntryState.FAILED, EntryState.UNCERTAIN)
 _encode = msgspec.json.Encoder().encode
 _decode_list = msgspec.json.Decoder(list[str]).decode
 _decode_urls = msgspec.json.Decoder(list[str | None]).decode
@@ -58,7 +67,7 @@ class ResultLine(msgspec.Struct, frozen=True):
 
     #: The job's id; for a manifest line that is not JSON, ``"line N"``.
     id: str
-    status: str
+    status: EntryState
     task_id: str | None
     request_id: str | None
     #: Paths relative to the run's folder.
@@ -76,7 +85,8 @@ def count_jobs(conn: sqlite3.Connection) -> dict[str, int]:
     counts = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
     counts["rejected"] = conn.execute("SELECT count(*) FROM rejects").fetchone()[0]
     counts["images"] = conn.execute(
-        "SELECT coalesce(sum(json_array_length(files)), 0) FROM jobs WHERE status='succeeded'"
+        "SELECT coalesce(sum(json_array_length(files)), 0) FROM jobs WHERE status=?",
+        (EntryState.SUCCEEDED,),
     ).fetchone()[0]
     return counts
 
@@ -87,15 +97,17 @@ def result_lines(conn: sqlite3.Connection) -> Iterable[ResultLine]:
     cursor = conn.execute(
         "SELECT line, id, status, task_id, request_id, files, error_type, error_message, "
         "urls, usage FROM jobs UNION ALL "
-        "SELECT line, id, 'failed', NULL, NULL, NULL, error_type, error_message, NULL, NULL "
-        "FROM rejects ORDER BY line"
+        "SELECT line, id, ?, NULL, NULL, NULL, error_type, error_message, NULL, NULL "
+        "FROM rejects ORDER BY line",
+        (EntryState.FAILED,),
     )
-    for line, job_id, status, task_id, request_id, files, error_type, message, urls, usage in (
+    for line, job_id, text, task_id, request_id, files, error_type, message, urls, usage in (
         cursor
     ):
-        if status == "queued" and error_type is not None:  # requeued by a run-wide error
-            status, message = "failed", f"{message} (not sent: resume the run)"
-        elif status not in TERMINAL:  # only when written before the run's end
+        status = EntryState(text)
+        if status is EntryState.QUEUED and error_type is not None:  # requeued: run-wide error
+            status, message = EntryState.FAILED, f"{message} (not sent: resume the run)"
+        elif not status.ended:  # only when written before the run's end
             status, error_type, message = _UNFINISHED[status]
         error = None if error_type is None else {"type": error_type, "message": message or ""}
         paths = _decode_list(files) if files else []
@@ -198,7 +210,7 @@ def read_summary(path: Path, *, limit: int | None = 50) -> Summary:
         counts = count_jobs(conn)
         query = (
             "SELECT line, id, error_type, error_message FROM jobs "
-            "WHERE status IN ('failed', 'uncertain') UNION ALL "
+            f"WHERE status IN {_ENDED_BADLY} UNION ALL "
             "SELECT line, id, error_type, error_message FROM rejects ORDER BY line"
         )
         params: tuple[Any, ...] = ()
@@ -212,7 +224,7 @@ def read_summary(path: Path, *, limit: int | None = 50) -> Summary:
         by_type = dict(
             conn.execute(
                 "SELECT coalesce(error_type, ''), count(*) FROM (SELECT error_type FROM jobs "
-                "WHERE status IN ('failed', 'uncertain') UNION ALL "
+                f"WHERE status IN {_ENDED_BADLY} UNION ALL "
                 "SELECT error_type FROM rejects) GROUP BY 1 ORDER BY 2 DESC, 1"
             ).fetchall()
         )

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import IO
 
 from .._config import BASE_URL_ENV, resolve_provider
-from .._errors import QwenEditError
 from .._logs import setup_logging
 from .._loop import run_async
 from .._text import printable
+from ._admit import error_classes
 from ._journal import JOURNAL_NAME
 from ._progress import format_seconds
 from ._report import write_report
@@ -48,16 +48,6 @@ def resume_hint(argv: Sequence[str]) -> str:
     return "qwen-edit " + shlex.join([*words, "--resume"])
 
 
-def _error_classes() -> dict[str, type[BaseException]]:
-    found: dict[str, type[BaseException]] = {}
-    pending: list[type[BaseException]] = [QwenEditError]
-    while pending:
-        cls = pending.pop()
-        found[cls.__name__] = cls
-        pending.extend(cls.__subclasses__())
-    return found
-
-
 def retry_filter(text: str) -> Callable[[str | None], bool]:
     """Which failed jobs ``--retry-failed[=TYPE,...]`` requeues, by their error type.
 
@@ -66,7 +56,7 @@ def retry_filter(text: str) -> Callable[[str | None], bool]:
     >>> retry_filter("APIError")("AuthenticationError")
     True
     """
-    classes = _error_classes()
+    classes = error_classes()
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         return lambda error_type: error_type not in _NOT_RETRIED

@@ -60,6 +60,7 @@ from ._manifest import Entry, ManifestError, check_format, count_lines, read_man
 from ._progress import ProgressMode, Reporter, Tracker, make_reporter
 from ._results import find_symlink, folder_name, remove_partials
 from ._resume_check import compare_manifest
+from ._state import EntryState
 from ._upload import HttpUploader, local_inputs
 
 __all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
@@ -458,7 +459,7 @@ class BulkRunner:
             results=results,
             over_budget=self._over_budget,
             stopped=self._halted,
-            queued=counts.get("queued", 0),
+            queued=counts.get(EntryState.QUEUED, 0),
         )
 
     async def _run_jobs(self) -> None:
@@ -547,7 +548,7 @@ class BulkRunner:
         active = _Active()
         self._active.add(active)
         self.tracker.in_flight += 1
-        outcome: tuple[str, int] | None = None
+        outcome: tuple[EntryState, int] | None = None
         try:
             with active.scope:
                 outcome = await self._handle(work, active)
@@ -556,12 +557,12 @@ class BulkRunner:
             self.tracker.in_flight -= 1
         if outcome is None:  # stopped: the journal says where it stands
             self._abandoned += 1
-        elif outcome[0] == "queued":  # over --max-images: left for a later run
+        elif outcome[0] is EntryState.QUEUED:  # over --max-images: left for a later run
             self._over_budget += 1
         else:
             self.tracker.finish(outcome[0], images=outcome[1])
 
-    async def _handle(self, work: _Work, active: _Active) -> tuple[str, int] | None:
+    async def _handle(self, work: _Work, active: _Active) -> tuple[EntryState, int] | None:
         """One job from where the journal left it; ``None`` when the run stopped first."""
         client, journal = self._client, self.journal
         assert client is not None
@@ -584,7 +585,7 @@ class BulkRunner:
         else:
             assert work.request is not None
             if not self._within_budget(work.request):
-                return "queued", 0
+                return EntryState.QUEUED, 0
             active.phase = "submit" if client.provider.is_task else "sync"
             job_id = work.id
             try:
@@ -628,7 +629,7 @@ class BulkRunner:
 
     async def _wait(
         self, job_id: str, job: Job, active: _Active, folder: str | None
-    ) -> tuple[str, int] | None:
+    ) -> tuple[EntryState, int] | None:
         try:
             result = await job.result()
         except JobCancelledError:
@@ -644,15 +645,15 @@ class BulkRunner:
 
     async def _failed(
         self, job_id: str, exc: Exception, *, task_id: str | None = None
-    ) -> tuple[str, int] | None:
+    ) -> tuple[EntryState, int] | None:
         """Journal how a job ended with ``exc``; fail fast on run-wide errors.
 
         ``None``: the job is left for a resume (queued when never accepted, its task
         re-attached when it was).
         """
         if isinstance(exc, SubmitUncertainError):  # the create's answer was lost
-            await self.journal.end(job_id, "uncertain", exc)
-            return "uncertain", 0
+            await self.journal.end(job_id, EntryState.UNCERTAIN, exc)
+            return EntryState.UNCERTAIN, 0
         if isinstance(exc, (OSError, sqlite3.Error)):  # the disk or the journal: run-wide
             raise exc
         unreachable = isinstance(exc, TransportError) and task_id is None
@@ -667,19 +668,19 @@ class BulkRunner:
                 earlier = self._unreachable[:-1]
                 for earlier_id in earlier:
                     await self.journal.requeue(earlier_id, exc)
-                self.tracker.retract("failed", len(earlier))
+                self.tracker.retract(EntryState.FAILED, len(earlier))
         if isinstance(exc, _RUN_WIDE):
             self._halt(f"{type(exc).__name__}: {_one_line(exc)}")
         if self._halted is not None and (unreachable or isinstance(exc, _RUN_WIDE)):
             if task_id is None:
                 await self.journal.requeue(job_id, exc)
             return None  # accepted tasks stay journaled as submitted: re-attached later
-        await self.journal.end(job_id, "failed", exc, task_id=task_id)
-        return "failed", 0
+        await self.journal.end(job_id, EntryState.FAILED, exc, task_id=task_id)
+        return EntryState.FAILED, 0
 
     async def _save(
         self, job_id: str, result: EditResult, active: _Active, folder_name_: str | None
-    ) -> tuple[str, int]:
+    ) -> tuple[EntryState, int]:
         """Journal the result, download its images into ``images/<folder>/``, journal the
         files. A full disk is run-wide: it ends the run (the job stays re-downloadable)."""
         o, journal = self.options, self.journal
@@ -690,7 +691,7 @@ class BulkRunner:
         usage = result.usage.raw if result.usage is not None else None  # as the provider gave it
         if not o.download:
             await journal.succeed(job_id, urls=urls, files=[], usage=usage, **ids)
-            return "succeeded", 0
+            return EntryState.SUCCEEDED, 0
         if all(urls):  # inline (b64) images cannot be fetched again: write them first
             await journal.mark_downloading(job_id, urls=urls, **ids)
         active.phase = "download"
@@ -711,8 +712,8 @@ class BulkRunner:
             full = _disk_full(exc)
             if full is not None:
                 raise full from None
-            await journal.end(job_id, "failed", exc, **ids)
-            return "failed", 0
+            await journal.end(job_id, EntryState.FAILED, exc, **ids)
+            return EntryState.FAILED, 0
         files = [path.relative_to(o.out).as_posix() for path in paths]
         await journal.succeed(job_id, urls=urls, files=files, usage=usage, **ids)
-        return "succeeded", len(files)
+        return EntryState.SUCCEEDED, len(files)

@@ -11,11 +11,9 @@ from pathlib import Path
 from .._text import printable
 from ._journal import JOURNAL_NAME
 from ._results import read_summary
+from ._state import ENDED, PENDING
 
 __all__ = ["cmd_status"]
-
-_PENDING = ("queued", "submitting", "submitted", "downloading")
-_ENDED = ("succeeded", "failed", "uncertain")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -39,16 +37,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         return 2
     counts, meta = summary.counts, summary.meta
-    pending = sum(counts.get(s, 0) for s in _PENDING)
+    pending = sum(counts.get(s, 0) for s in PENDING)
     if getattr(args, "json", False):
-        states = ("queued", "submitting", "submitted", "downloading", *_ENDED)
+        states = (*PENDING, *ENDED)
         document = {
             "dir": str(args.out),
             "provider": meta.get("provider"),
             "base_url": meta.get("base_url"),
             "model": meta.get("model"),
             "runs": int(meta.get("runs", "0")),
-            "counts": {state: counts.get(state, 0) for state in states},
+            "counts": {state.value: counts.get(state, 0) for state in states},
             "refused_lines": counts.get("rejected", 0),
             "images": counts.get("images", 0),
             "failures_by_type": summary.by_type,
