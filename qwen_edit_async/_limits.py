@@ -1,31 +1,11 @@
 """Adaptive concurrency and submission rate: the limits a provider grants this account.
 
-Providers limit an account, not a client, and do not publish the numbers: a concurrent-task
-quota, requests per second (with a guard against bursts), or both. A client learns them
-from the answers to its creates, the way TCP learns a path (slow start, then additive
-increase and multiplicative decrease) and Netflix's concurrency-limits learn a server:
-
-- **Concurrency** (jobs holding a slot). It starts at :data:`INITIAL_IN_FLIGHT` and grows
-  by :data:`SLOW_START_STEP` for each create accepted while the limit is in use (slow
-  start: the creates in the air double every round trip), never above ``max_in_flight``,
-  which is the ceiling. A 429 that the provider
-  calls a concurrency refusal proves the quota is no larger than the jobs already running:
-  the limit drops to that number and the refused job waits for the next free slot. The
-  limit then holds for a while and probes upward, slowly at first and faster the longer no
-  refusal comes (the shape of TCP CUBIC): a steady quota costs one refused create every few
-  seconds, a raised quota is found within seconds.
-- **Rate** (creates per second). It starts at :data:`INITIAL_RATE` so that a big batch does
-  not burst ``max_in_flight`` creates in its first second, and grows while the pacing is
-  what holds submissions back, gently while it is small and by a share of itself above
-  :data:`RATE_KNEE` (hundreds per second within about two seconds, when nothing refuses);
-  ready creates within :data:`BURST_WINDOW` of the rate go together; a 429 the provider
-  calls a rate refusal cuts it by :data:`RATE_CUT`, then it probes like the concurrency.
-  ``submit_rate``, when set, caps it.
-- A ``Retry-After`` starts a cooldown every submission waits out. A 429 whose kind the
-  provider does not say is charged to whichever limit was holding submissions back.
-
-:class:`LocalLimits` keeps all this in the process; ``_shared.RedisLimits`` keeps the same
-state in Redis for every process and machine using one key, behind the same interface.
+Providers limit an account, not a client, and do not publish the numbers. A client learns
+them from the answers to its creates (slow start, then additive increase and multiplicative
+decrease: the arithmetic and its reasons are in ``_learning``). :class:`LocalLimits` keeps the
+slots, the submission pace and what was learned in the process; ``_shared.RedisLimits``
+keeps the same state in Redis for every process and machine using one key, behind the same
+:class:`Limits` interface.
 """
 
 from __future__ import annotations
@@ -35,12 +15,24 @@ import logging
 import math
 import random
 import time
-from typing import Literal
 
 import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._learning import (
+    HOLD,
+    INITIAL_IN_FLIGHT,
+    INITIAL_RATE,
+    RATE_CUT,
+    RATE_MAX,
+    Kind,
+    Learned,
+    accepted,
+    burst_tolerance,
+    note_slot_time,
+    refused,
+)
 from ._retry import testing_enabled
 
 __all__ = [
@@ -52,167 +44,11 @@ __all__ = [
     "LimitsSnapshot",
     "LocalLimits",
     "accepted",
+    "burst_tolerance",
     "refused",
 ]
 
 logger = logging.getLogger("qwen_edit_async")
-
-Kind = Literal["concurrency", "rate"]
-
-#: Concurrency a client starts with (slow start), when ``max_in_flight`` allows it.
-INITIAL_IN_FLIGHT = 4
-#: Slots added for each create accepted while the concurrency limit is full, before the
-#: first refusal. Two: the accepted job keeps its slot, so one would only replace the
-#: create that was answered (a constant number in the air, linear growth); two doubles
-#: the creates in the air each round trip, as TCP's slow start doubles its window.
-SLOW_START_STEP = 2.0
-#: Creates per second a client starts with; the first second sends about seven.
-INITIAL_RATE = 4.0
-#: Creates per second added for each create accepted while the rate held submissions back,
-#: below :data:`RATE_KNEE`: the rate grows about 4.5 times each second until the provider
-#: first refuses one. Above the knee each step is that share of the rate: a provider that has
-#: accepted tens of creates a second without a refusal is not a small one, and reaching
-#: hundreds per second takes a fraction of a second instead of seconds.
-RATE_STEP = 1.5
-RATE_KNEE = 15.0
-#: Seconds of the rate that may go at once (a token bucket): bursts of ready jobs at a high
-#: rate go out together instead of one wakeup each, a small rate is still spaced evenly.
-BURST_WINDOW = 0.05
-#: The fraction of its rate a client keeps after a rate refusal.
-RATE_CUT = 0.9
-#: The share of the measured rate of accepted creates a rate refusal keeps.
-MEASURED_SHARE = 0.95
-#: Without ``submit_rate``, the rate is left unpaced above this.
-RATE_MAX = 100_000.0
-#: Seconds after a refusal before probing upward again (at least), and the doubling time of
-#: the probe. Concurrency scales both with the time a job holds its slot.
-HOLD = 2.0
-DOUBLING = 1.0
-RATE_HOLD = 5.0
-#: A rate probe adds this fraction of the rate per doubling.
-RATE_PROBE = 0.02
-
-
-class Learned(msgspec.Struct, kw_only=True):
-    """What a client has learned about the provider's limits (shared through Redis).
-
-    ``in_flight`` and ``rate`` are the limits in force. ``*_base`` and ``*_cut_at`` remember
-    the last refusal (``0`` before any: slow start). Times are wall-clock seconds, so that
-    processes on one machine or several can compare them.
-    """
-
-    in_flight: float
-    rate: float
-    in_flight_base: float = 0.0
-    in_flight_cut_at: float = 0.0
-    rate_base: float = 0.0
-    rate_cut_at: float = 0.0
-    #: Mean seconds a job holds its slot (an exponential average; 0: none seen yet).
-    slot_time: float = 0.0
-    cooldown_until: float = 0.0
-
-
-def _probe(base: float, since: float, hold: float, doubling: float) -> float:
-    """The growth allowed ``since`` seconds after a refusal: 0 during ``hold``, then
-    doubling every ``doubling`` seconds (1 after the first)."""
-    over = since - hold
-    if over <= 0:
-        return 0.0
-    return base * (float(2.0 ** min(over / doubling, 30.0)) - 1.0)
-
-
-def accepted(
-    state: Learned,
-    now: float,
-    *,
-    ceiling: int,
-    rate_cap: float,
-    in_flight_bound: bool,
-    rate_bound: bool,
-) -> bool:
-    """Update ``state`` for a create the provider accepted; whether anything changed.
-
-    A limit grows only while it is what holds submissions back (``*_bound``): an idle
-    client learns nothing about the provider.
-    """
-    changed = False
-    if in_flight_bound and state.in_flight < ceiling:
-        if state.in_flight_cut_at == 0.0:
-            grown = state.in_flight + SLOW_START_STEP
-        else:
-            hold = max(HOLD, 2.0 * state.slot_time)
-            doubling = max(DOUBLING, state.slot_time)
-            target = state.in_flight_base + _probe(
-                1.0, now - state.in_flight_cut_at, hold, doubling
-            )
-            grown = max(state.in_flight, min(target, state.in_flight + 1.0))
-        grown = min(float(ceiling), grown)
-        if grown != state.in_flight:
-            state.in_flight = grown
-            changed = True
-    if rate_bound and state.rate < rate_cap:
-        if state.rate_cut_at == 0.0:
-            grown = state.rate + RATE_STEP * max(1.0, state.rate / RATE_KNEE)
-        else:
-            target = state.rate_base * (
-                1.0 + RATE_PROBE * _probe(1.0, now - state.rate_cut_at, RATE_HOLD, 2.0)
-            )
-            grown = max(state.rate, min(target, state.rate * 1.05))
-        grown = min(rate_cap, grown)
-        if grown != state.rate:
-            state.rate = grown
-            changed = True
-    return changed
-
-
-def refused(
-    state: Learned,
-    now: float,
-    kind: Kind,
-    *,
-    others: int,
-    retry_after: float | None,
-    measured: float | None = None,
-) -> None:
-    """Update ``state`` for a create refused with 429 of ``kind``.
-
-    ``others``: the jobs holding a slot besides the refused one (for a concurrency
-    refusal, the quota is no larger than that). ``measured``: creates accepted in the
-    last second (for a rate refusal, the limit is no larger than that); unknown, the
-    first refusal halves the rate, as TCP leaves slow start.
-    """
-    if kind == "concurrency":
-        state.in_flight = max(1.0, min(state.in_flight, float(others)))
-        state.in_flight_base = state.in_flight
-        state.in_flight_cut_at = now
-    else:
-        # Refusals within a second cut once: they describe the same excess.
-        if state.rate_cut_at == 0.0 or now - state.rate_cut_at > 1.0:
-            if measured is not None:
-                # Just under the measured rate: pacing exactly at a limit counted over a
-                # sliding second trips it on every bit of jitter.
-                cut = min(state.rate * RATE_CUT, measured * MEASURED_SHARE)
-            else:
-                cut = state.rate * (0.5 if state.rate_cut_at == 0.0 else RATE_CUT)
-            state.rate = max(0.2, cut)
-        state.rate_base = state.rate
-        state.rate_cut_at = now
-    if retry_after is not None and retry_after > 0:
-        state.cooldown_until = max(state.cooldown_until, now + retry_after)
-
-
-def burst_tolerance(rate: float) -> float:
-    """How far ahead of real time the pace's virtual clock may run: a burst of
-    BURST_WINDOW seconds' worth of creates, none at a rate below 1 / BURST_WINDOW."""
-    return max(0.0, BURST_WINDOW - 1.0 / rate)
-
-
-def note_slot_time(state: Learned, seconds: float) -> None:
-    """Fold one job's time holding its slot into the average."""
-    if state.slot_time == 0.0:
-        state.slot_time = seconds
-    else:
-        state.slot_time += 0.1 * (seconds - state.slot_time)
 
 
 class LimitsSnapshot(msgspec.Struct, frozen=True):

@@ -8,9 +8,10 @@ import pytest
 from conftest import API_KEY
 
 import qwen_edit_async as qe
-from qwen_edit_async import _limits
+from qwen_edit_async import _learning
 from qwen_edit_async._error_map import api_error, limit_kind
-from qwen_edit_async._limits import Learned, LocalLimits
+from qwen_edit_async._learning import Learned
+from qwen_edit_async._limits import LocalLimits
 from qwen_edit_async.providers import get_provider
 from qwen_edit_async.testing import FakeProvider
 from qwen_edit_async.testing._dialects import render_error
@@ -36,14 +37,14 @@ def test_slow_start_grows_by_two_per_accepted_create_up_to_the_ceiling() -> None
     """Before any refusal each accepted create adds two slots, never above the ceiling; an
     unused limit does not grow."""
     state = Learned(in_flight=4.0, rate=4.0)
-    _limits.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
+    _learning.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
                      rate_bound=False)  # fmt: skip
     assert state.in_flight == 6.0
     for _ in range(3):
-        _limits.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
+        _learning.accepted(state, 0.0, ceiling=7, rate_cap=1e9, in_flight_bound=True,
                          rate_bound=False)  # fmt: skip
     assert state.in_flight == 7.0 and state.rate == 4.0
-    assert not _limits.accepted(
+    assert not _learning.accepted(
         state, 0.0, ceiling=64, rate_cap=1e9, in_flight_bound=False, rate_bound=False
     )
 
@@ -52,18 +53,18 @@ def test_a_concurrency_refusal_sets_the_limit_to_the_jobs_running_then_probes_la
     """A concurrency 429 with 8 other jobs running sets the limit to 8; it holds for the
     hold time, then grows again, faster the longer no refusal comes."""
     state = Learned(in_flight=20.0, rate=4.0)
-    _limits.refused(state, 100.0, "concurrency", others=8, retry_after=None)
+    _learning.refused(state, 100.0, "concurrency", others=8, retry_after=None)
     assert state.in_flight == 8.0
 
     def grow(now: float) -> float:
         for _ in range(50):
-            _limits.accepted(state, now, ceiling=64, rate_cap=1e9, in_flight_bound=True,
+            _learning.accepted(state, now, ceiling=64, rate_cap=1e9, in_flight_bound=True,
                              rate_bound=False)  # fmt: skip
         return state.in_flight
 
     assert grow(101.0) == 8.0  # still holding
-    assert 8.0 < grow(100.0 + _limits.HOLD + 1.0) <= 9.0
-    assert grow(100.0 + _limits.HOLD + 4.0) == pytest.approx(8.0 + 15.0)
+    assert 8.0 < grow(100.0 + _learning.HOLD + 1.0) <= 9.0
+    assert grow(100.0 + _learning.HOLD + 4.0) == pytest.approx(8.0 + 15.0)
     assert grow(1000.0) == 64.0  # never above the ceiling
 
 
@@ -72,20 +73,20 @@ def test_a_rate_refusal_cuts_the_rate_once_per_burst_and_retry_after_cools_down(
     least to RATE_CUT of it (several refusals within a second cut once); unmeasured, the first one
     halves it; a Retry-After sets the cooldown; the rate never grows above submit_rate."""
     state = Learned(in_flight=4.0, rate=10.0)
-    _limits.refused(state, 50.0, "rate", others=3, retry_after=2.0, measured=9.5)
-    _limits.refused(state, 50.5, "rate", others=3, retry_after=None, measured=3.0)
-    assert state.rate == pytest.approx(10.0 * _limits.RATE_CUT)
+    _learning.refused(state, 50.0, "rate", others=3, retry_after=2.0, measured=9.5)
+    _learning.refused(state, 50.5, "rate", others=3, retry_after=None, measured=3.0)
+    assert state.rate == pytest.approx(10.0 * _learning.RATE_CUT)
     assert state.cooldown_until == 52.0 and state.in_flight == 4.0
-    _limits.refused(state, 52.0, "rate", others=3, retry_after=None, measured=5.0)
-    assert state.rate == 5.0 * _limits.MEASURED_SHARE
-    _limits.refused(state, 54.0, "rate", others=3, retry_after=None)
-    assert state.rate == pytest.approx(5.0 * _limits.MEASURED_SHARE * _limits.RATE_CUT)
+    _learning.refused(state, 52.0, "rate", others=3, retry_after=None, measured=5.0)
+    assert state.rate == 5.0 * _learning.MEASURED_SHARE
+    _learning.refused(state, 54.0, "rate", others=3, retry_after=None)
+    assert state.rate == pytest.approx(5.0 * _learning.MEASURED_SHARE * _learning.RATE_CUT)
     fresh = Learned(in_flight=4.0, rate=30.0)
-    _limits.refused(fresh, 1.0, "rate", others=3, retry_after=None)
+    _learning.refused(fresh, 1.0, "rate", others=3, retry_after=None)
     assert fresh.rate == 15.0
     state = Learned(in_flight=4.0, rate=4.0)
     for _ in range(20):
-        _limits.accepted(state, 0.0, ceiling=8, rate_cap=5.0, in_flight_bound=False,
+        _learning.accepted(state, 0.0, ceiling=8, rate_cap=5.0, in_flight_bound=False,
                          rate_bound=True)  # fmt: skip
     assert state.rate == 5.0
 
@@ -132,7 +133,7 @@ async def test_no_burst_of_max_in_flight_creates_in_the_first_second() -> None:
     assert all(o.ok for o in outcomes)
     first_second = sum(1 for t in created if t - created[0] < 1.0)
     assert first_second <= 12, first_second
-    assert stats.submit_rate_limit is not None and stats.submit_rate_limit > _limits.INITIAL_RATE
+    assert stats.submit_rate_limit is not None and stats.submit_rate_limit > _learning.INITIAL_RATE
 
 
 @pytest.mark.slow
@@ -201,7 +202,7 @@ async def test_fixed_limits_keep_max_in_flight_from_the_start() -> None:
     limits = LocalLimits(max_in_flight=12, submit_rate=None, adaptive=False)
     assert limits.snapshot().in_flight == 12 and limits.snapshot().rate is None
     adaptive = LocalLimits(max_in_flight=12, submit_rate=3.0)
-    assert adaptive.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT
+    assert adaptive.snapshot().in_flight == _learning.INITIAL_IN_FLIGHT
     assert adaptive.snapshot().rate == 3.0  # submit_rate caps even the first rate
 
 
@@ -233,6 +234,6 @@ async def test_slots_waiting_for_the_pace_do_not_grow_the_concurrency_limit() ->
             group.start_soon(limits.pace)  # at 4/s: one goes at once, two wait their turn
         await anyio.sleep(0.05)
         limits.accepted(holders[0])
-        assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT
+        assert limits.snapshot().in_flight == _learning.INITIAL_IN_FLIGHT
     limits.accepted(holders[1])  # nothing pacing now: four active fill the limit
-    assert limits.snapshot().in_flight == _limits.INITIAL_IN_FLIGHT + _limits.SLOW_START_STEP
+    assert limits.snapshot().in_flight == _learning.INITIAL_IN_FLIGHT + _learning.SLOW_START_STEP

@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 import qwen_edit_async as qe
-from qwen_edit_async import _limits
-from qwen_edit_async._limits import Learned, LocalLimits
+from qwen_edit_async import _learning
+from qwen_edit_async._learning import Learned
+from qwen_edit_async._limits import LocalLimits
 
 
 async def _slots_after_round_trips(rounds: int) -> int:
@@ -45,8 +46,8 @@ async def test_slow_start_doubles_the_creates_in_the_air_each_round_trip() -> No
     (as TCP's slow start doubles its window per round trip). Growing by one slot per
     accepted create only replaced the answered create: 4 more slots per round trip, 16 after
     three round trips, and 200 slots took 50 round trips."""
-    assert await _slots_after_round_trips(0) == _limits.INITIAL_IN_FLIGHT
-    assert await _slots_after_round_trips(3) >= 8 * _limits.INITIAL_IN_FLIGHT
+    assert await _slots_after_round_trips(0) == _learning.INITIAL_IN_FLIGHT
+    assert await _slots_after_round_trips(3) >= 8 * _learning.INITIAL_IN_FLIGHT
     assert await _slots_after_round_trips(6) >= 200
 
 
@@ -54,14 +55,14 @@ def test_the_rate_reaches_hundreds_per_second_after_few_accepted_creates() -> No
     """Slow start of the rate: below the knee it grows as before (so a small provider's rate
     limit is met gently), above it by a share of itself, so 400 creates/s is reached after
     well under 100 accepted creates (it took 264 at 1.5 creates/s per create)."""
-    state = Learned(in_flight=4.0, rate=_limits.INITIAL_RATE)
+    state = Learned(in_flight=4.0, rate=_learning.INITIAL_RATE)
     accepted = 0
     while state.rate < 400.0:
-        _limits.accepted(state, 0.0, ceiling=200, rate_cap=_limits.RATE_MAX,
+        _learning.accepted(state, 0.0, ceiling=200, rate_cap=_learning.RATE_MAX,
                          in_flight_bound=False, rate_bound=True)  # fmt: skip
         accepted += 1
         if accepted < 5:  # the first steps are the gentle ones
-            assert state.rate == _limits.INITIAL_RATE + accepted * _limits.RATE_STEP
+            assert state.rate == _learning.INITIAL_RATE + accepted * _learning.RATE_STEP
     assert accepted <= 50, accepted
 
 
@@ -111,5 +112,5 @@ async def test_a_small_rate_is_still_spaced_evenly() -> None:
 
 @pytest.mark.parametrize("rate", [5.0, 19.0])
 def test_no_burst_allowance_below_one_create_per_window(rate: float) -> None:
-    assert _limits.burst_tolerance(rate) == 0.0
-    assert _limits.burst_tolerance(1000.0) == pytest.approx(_limits.BURST_WINDOW - 0.001)
+    assert _learning.burst_tolerance(rate) == 0.0
+    assert _learning.burst_tolerance(1000.0) == pytest.approx(_learning.BURST_WINDOW - 0.001)

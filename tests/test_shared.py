@@ -289,3 +289,23 @@ async def test_a_burst_within_the_shared_rate_goes_at_once(redis_url: str) -> No
             assert (limits._rate_waited_at > 0.0) is waits
             await limits.aclose()
             group.cancel_scope.cancel()
+
+
+def test_the_shared_slow_start_adds_one_slot_per_accepted_create() -> None:
+    """Accepts reach the shared state in batches from several processes, each counting
+    itself bound while it has waiters: one slot each (two, as a lone process adds, overshot
+    a shared quota of 8 and had 15% of creates refused with four processes)."""
+    from qwen_edit_async._learning import Learned
+    from qwen_edit_async._limits import LocalLimits
+    from qwen_edit_async._shared import RedisLimits
+
+    limits = RedisLimits(
+        "redis://127.0.0.1:1/0",
+        LocalLimits(max_in_flight=64, submit_rate=None),
+        provider="vtrix",
+        base_url="http://127.0.0.1:1",
+        api_key=Secret(API_KEY),
+    )
+    state = Learned(in_flight=4.0, rate=4.0)
+    assert limits._apply(state, events=[("accepted", 1.0)] * 3)
+    assert state.in_flight == 7.0
