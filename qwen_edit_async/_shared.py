@@ -456,10 +456,14 @@ class RedisLimits(Limits):
             self._learned.rate,
         )
         if retrying and self.local.adaptive and "concurrency" in kinds:
+            # Back to the queue: the retry waits for a lease, and the end of a leased job
+            # paces it. Only when no other lease is held (someone outside these clients
+            # holds the quota) would it spin: then wait a little first, without a lease
+            # (waiting while holding one kept a slot from every process sharing it).
             self.release(holder)
-            await self.acquire(holder)
-            if retry_after is None and backoff > 0 and not testing_enabled():
+            if running <= 1 and retry_after is None and backoff > 0 and not testing_enabled():
                 await anyio.sleep(min(backoff, 2.0))
+            await self.acquire(holder)
 
     def snapshot(self) -> LimitsSnapshot:
         if not self._up:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,7 +279,7 @@ async def test_a_burst_within_the_shared_rate_goes_at_once(redis_url: str) -> No
             redis_url,
             LocalLimits(max_in_flight=64, submit_rate=None),
             provider="vtrix",
-            base_url=f"http://127.0.0.1:1/burst-{rate}",
+            base_url=f"http://127.0.0.1:1/burst-{rate}-{uuid.uuid4().hex}",
             api_key=Secret(API_KEY),
         )
         async with anyio.create_task_group() as group:
@@ -309,3 +310,50 @@ def test_the_shared_slow_start_adds_one_slot_per_accepted_create() -> None:
     state = Learned(in_flight=4.0, rate=4.0)
     assert limits._apply(state, events=[("accepted", 1.0)] * 3)
     assert state.in_flight == 7.0
+
+
+async def test_a_refused_job_waits_for_a_lease_without_holding_one(redis_url: str) -> None:
+    """A concurrency refusal while other leases are held: the refused job goes back to the
+    queue and, once a lease is free, retries at once. It used to take the lease and then
+    sleep up to 2 s on it, keeping a slot from every process sharing the quota."""
+    from qwen_edit_async._limits import LocalLimits
+    from qwen_edit_async._shared import RedisLimits
+
+    qe.set_testing(False)
+
+    key = uuid.uuid4().hex  # a namespace of its own
+
+    def make() -> RedisLimits:
+        return RedisLimits(
+            redis_url,
+            LocalLimits(max_in_flight=64, submit_rate=None, adaptive=True),
+            provider="vtrix",
+            base_url=f"http://127.0.0.1:1/{key}",
+            api_key=Secret(API_KEY),
+        )
+
+    a, b = make(), make()
+    others, refused_job = [object() for _ in range(3)], object()
+    returned = anyio.Event()
+
+    async def refuse() -> None:
+        await b.refused(refused_job, "concurrency", None, 30.0)
+        returned.set()
+
+    async with anyio.create_task_group() as group:
+        await a.open(group)
+        await b.open(group)
+        for holder in others:
+            await a.acquire(holder)
+        await b.acquire(refused_job)
+        group.start_soon(refuse)
+        while b._waiters == 0:  # the limit dropped to the three others: it queues
+            await anyio.sleep(0.01)
+        a.release(others[0])
+        while refused_job not in b._leases:
+            await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
+        assert returned.is_set()
+        await a.aclose()
+        await b.aclose()
+        group.cancel_scope.cancel()
