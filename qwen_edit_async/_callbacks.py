@@ -33,6 +33,7 @@ import msgspec
 from aiohttp import web
 
 from ._errors import ConfigurationError, QwenEditError
+from ._urls import is_http_url
 from .providers._base import Provider, TaskState, TaskStatus
 
 __all__ = ["CallbackReceiver", "CallbackStatistics", "SafetyNet"]
@@ -392,7 +393,7 @@ def _check_public_url(url: object) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"public_url: {url!r} is not a URL")
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if not is_http_url(url.strip()) or not parts.hostname:
         raise ConfigurationError(
             f"public_url: {url!r} must be an https:// URL at which the provider can reach "
             "this receiver, e.g. 'https://hooks.example.com/qe'"

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping
 
 from ._errors import ConfigurationError, ValidationError
+from ._urls import is_http_url
 
 __all__ = [
     "API_KEY_ENV",
@@ -106,7 +107,7 @@ def resolve_provider(explicit: object, environ: Mapping[str, str] | None = None)
 def check_base_url(value: str, source: str = "base_url") -> str:
     """``value`` if it is an http(s) root URL, else :class:`ConfigurationError` naming
     ``source`` (the argument or the variable it came from)."""
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+    if not isinstance(value, str) or not is_http_url(value):
         raise ConfigurationError(
             f"{source}: {value!r} is not an http(s) root URL; give scheme and host, "
             "for example 'https://dashscope-intl.aliyuncs.com' or 'http://127.0.0.1:8000'"
@@ -232,8 +233,9 @@ class ClientConfig:
     #: Downloads at once per client.
     download_concurrency: int = 16
     #: Bytes of encoded images kept for reuse by later jobs (a file shared by many jobs is
-    #: read and encoded once). Inputs used by one job only are not worth more: measured on a
-    #: 100k-job run of distinct 1 MB files, a 256 MiB cache doubled peak memory.
+    #: read and encoded once). Inputs used by one job only are not worth more: measured on
+    #: 1,000 jobs of distinct 1 MB files, a 256 MiB cache doubled peak memory (709 MiB
+    #: against 343 MiB with this bound).
     image_cache_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:

@@ -19,7 +19,9 @@ from ._addresses import ForbiddenAddress, forbidden_address
 from ._config import ClientConfig
 from ._errors import DownloadError, with_context
 from ._http import Lost, NotSent
+from ._images import EXTENSIONS, image_format
 from ._models import EditResult, GeneratedImage
+from ._urls import is_http_url
 from .providers._base import parse_retry_after
 
 if TYPE_CHECKING:
@@ -28,27 +30,12 @@ if TYPE_CHECKING:
 __all__ = ["download_result", "safe_stem"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"GIF8", ".gif"),
-    (b"BM", ".bmp"),
-)
 
 
 def safe_stem(value: str) -> str:
     """A file-name stem that cannot leave its folder (no separators, no leading dots)."""
     cleaned = _UNSAFE.sub("_", value).lstrip(".")
     return cleaned[:120] or "image"
-
-
-def _sniff_extension(data: bytes) -> str | None:
-    for magic, ext in _MAGIC:
-        if data.startswith(magic):
-            return ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    return None
 
 
 def _expired(url: str) -> bool:
@@ -110,8 +97,7 @@ _MAX_HOPS = 5
 
 def _check_url(url: str, index: int, provider: str) -> None:
     """Refuse at once what no retry can fetch: other schemes, forbidden addresses."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
+    if not is_http_url(url):
         shown = url if len(url) <= 80 else url[:77] + "..."
         raise DownloadError(
             f"images[{index}]: {shown!r} is not an http(s) URL; it cannot be downloaded",
@@ -252,10 +238,10 @@ async def _receive(
             f"images[{index}]: {len(data)} bytes exceeds download_max_bytes="
             f"{config.download_max_bytes}"
         )
-    ext = _sniff_extension(data)
-    if ext is None:
+    fmt = image_format(data[:64])
+    if fmt is None:
         raise DownloadError(f"images[{index}]: the bytes received are not a known image format")
-    return data, ext
+    return data, EXTENSIONS[fmt]
 
 
 def _store(

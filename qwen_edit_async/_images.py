@@ -32,16 +32,19 @@ from urllib.parse import urlsplit
 import imagesize
 
 from ._errors import ValidationError
+from ._urls import is_http_url
 
 __all__ = [
     "MAX_IMAGE_BYTES",
     "MAX_SIDE",
     "MIN_SIDE",
+    "EXTENSIONS",
     "ImageInfo",
     "ImageInput",
     "ImageKind",
     "Uploader",
     "check_image",
+    "image_format",
     "image_kind",
     "sniff",
 ]
@@ -112,19 +115,43 @@ def _show(text: str, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
-def _detect_format(head: bytes) -> str | None:
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00"):
-        return "tiff"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES:
-        return "bmp"
+#: The one magic-byte table: how each accepted format begins, as (offset, bytes) pairs that
+#: must all match. Inputs (:func:`sniff`) and downloaded results (their file extension) both
+#: read it.
+_MAGIC: tuple[tuple[str, tuple[tuple[int, bytes], ...]], ...] = (
+    ("jpeg", ((0, b"\xff\xd8\xff"),)),
+    ("png", ((0, b"\x89PNG\r\n\x1a\n"),)),
+    ("gif", ((0, b"GIF87a"),)),
+    ("gif", ((0, b"GIF89a"),)),
+    ("tiff", ((0, b"II*\x00"),)),
+    ("tiff", ((0, b"MM\x00*"),)),
+    ("tiff", ((0, b"II+\x00"),)),  # BigTIFF
+    ("webp", ((0, b"RIFF"), (8, b"WEBP"))),
+    ("bmp", ((0, b"BM"),)),  # and a known header size (below): "BM" alone is common text
+)
+
+#: File extension of each format, for results written to disk.
+EXTENSIONS = {
+    "jpeg": ".jpg",
+    "png": ".png",
+    "gif": ".gif",
+    "tiff": ".tiff",
+    "webp": ".webp",
+    "bmp": ".bmp",
+}
+
+
+def image_format(head: bytes) -> str | None:
+    """The format (a key of :data:`EXTENSIONS`) whose magic bytes ``head`` starts with.
+
+    >>> image_format(b"\x89PNG\r\n\x1a\n...")
+    'png'
+    """
+    for fmt, parts in _MAGIC:
+        if all(head[at : at + len(magic)] == magic for at, magic in parts):
+            if fmt == "bmp" and int.from_bytes(head[14:18], "little") not in _BMP_DIB_SIZES:
+                continue
+            return fmt
     return None
 
 
@@ -175,7 +202,7 @@ def _inspect(stream: IO[bytes], size: int, subject: str) -> ImageInfo:
     if size == 0:
         raise _Invalid(f"{subject} is empty; images must be {_FORMAT_NAMES} images")
     head = stream.read(64)
-    fmt = _detect_format(head)
+    fmt = image_format(head)
     if fmt is None:
         raise _Invalid(
             f"{subject} is not a {_FORMAT_NAMES} image (judged by its first bytes); "
@@ -210,7 +237,7 @@ def sniff(data: bytes) -> ImageInfo | None:
     """
     data = bytes(data) if not isinstance(data, bytes) else data
     head = data[:64]
-    fmt = _detect_format(head)
+    fmt = image_format(head)
     if fmt is None:
         return None
     dims = _dimensions(io.BytesIO(data), fmt, head)
@@ -273,7 +300,7 @@ def _check_str(value: str) -> str | Path:
     if match is None:
         return _check_path(value)
     scheme = match.group(1).lower()
-    if scheme in ("http", "https"):
+    if is_http_url(value):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -334,7 +361,7 @@ def _check_data_uri(value: str) -> None:
     subject = "the data URI's image"
     for limit in _DATA_HEAD_CHARS:
         head = _b64decode(value[payload_at : payload_at + limit], not_base64)
-        fmt = _detect_format(head[:64])
+        fmt = image_format(head[:64])
         if fmt is None:
             raise _Invalid(
                 f"{subject} is not a {_FORMAT_NAMES} image (judged by its first bytes); "
@@ -439,9 +466,9 @@ def image_kind(value: ImageInput) -> ImageKind:
     if isinstance(value, bytes):
         return "bytes"
     if isinstance(value, str):
-        prefix = value[:8].lower()
-        if prefix.startswith(("http://", "https://")):
+        if is_http_url(value):
             return "url"
+        prefix = value[:8].lower()
         if prefix.startswith("oss://"):
             return "oss"
         if prefix.startswith("data:"):

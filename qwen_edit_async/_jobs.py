@@ -25,15 +25,13 @@ from ._limits import Limits
 from ._models import MAX_N, EditRequest, EditResult
 from ._poller import Poller
 from ._prepare import ImagePreparer
+from ._urls import is_http_url
 from .providers import Provider
 from .providers._base import HttpRequest, TaskAccepted, TaskState, TaskStatus
 
 __all__ = ["JobRunner"]
 
 logger = logging.getLogger("qwen_edit_async")
-
-#: Inputs that go to the provider as they are, whatever it accepts.
-_URL_PREFIXES = ("https://", "http://")
 
 _Outcome = tuple[EditResult | None, BaseException | None]
 
@@ -280,7 +278,7 @@ class JobRunner:
         """The create request; local images as a body streamed while it is sent."""
         provider = self._provider
         images = request.images
-        urls = [i for i in images if isinstance(i, str) and i.startswith(_URL_PREFIXES)]
+        urls = [i for i in images if is_http_url(i)]
         if len(urls) == len(images):
             return provider.build_create(request, urls, model=model), None
         prepared, sources = await self._preparer.prepare_parts(images)

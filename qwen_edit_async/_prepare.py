@@ -26,6 +26,7 @@ import anyio
 import anyio.to_thread
 
 from ._body import BytesSource, FileSource, Source, placeholder
+from ._config import ClientConfig
 from ._errors import ConfigurationError, ValidationError
 from ._images import (
     _FORMS,
@@ -135,7 +136,7 @@ class ImagePreparer:
         *,
         accepts_data_uri: bool,
         uploader: Uploader | None = None,
-        cache_bytes: int = 256 * 2**20,
+        cache_bytes: int = ClientConfig.image_cache_bytes,
         provider: str | None = None,
     ) -> None:
         self._accepts_data_uri = accepts_data_uri

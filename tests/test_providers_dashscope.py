@@ -23,7 +23,7 @@ from qwen_edit_async.providers import DashScope, DashScopeIntl, ProtocolError
 PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 DATA_URI = "data:image/jpeg;base64,/9j/..."
 
-# The PROVIDERS.md example request.
+# The example request of the DashScope documentation.
 EXAMPLE = EditRequest(
     images=["https://example.com/a.png", "https://example.com/b.png"],
     prompt="Put the cat from image 1 on the sofa from image 2",
@@ -82,7 +82,7 @@ def body(value: object) -> bytes:
 
 
 def test_example_request_body_matches_the_spec() -> None:
-    """The PROVIDERS.md example request encodes to exactly the documented JSON."""
+    """The documented example request encodes to exactly the documented JSON."""
     request = DashScope().build_create(EXAMPLE, EXAMPLE_IMAGES)
     assert request.body is not None
     assert msgspec.json.decode(request.body) == EXAMPLE_BODY

@@ -85,7 +85,7 @@ def failed(code: str | int | None, message: str = "it failed") -> bytes:
 
 
 def test_example_request_body_matches_the_spec() -> None:
-    """The PROVIDERS.md example encodes to the documented flat body, in documented order."""
+    """The documented example encodes to the documented flat body, in documented order."""
     built = Evolink().build_create(EXAMPLE, ["https://example.com/1.png"])
     assert built.body is not None
     decoded = msgspec.json.decode(built.body)

@@ -64,7 +64,7 @@ def test_model_names_map_to_underscores(canonical: str, wire: str) -> None:
 
 
 def test_example_request_body_matches_the_spec() -> None:
-    """The PROVIDERS.md Vtrix example: nested body, underscored model, images then text."""
+    """The documented Vtrix example: nested body, underscored model, images then text."""
     built = Vtrix().build_create(EXAMPLE, ["https://example.com/a.png", DATA_URI])
     assert built.body is not None
     decoded = msgspec.json.decode(built.body)

@@ -43,7 +43,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     ],
 )
 def test_error_tree_matches_the_design(child: type, parent: type) -> None:
-    """Each error class derives from the class DESIGN.md puts above it."""
+    """Each error class derives from the class the drawn tree (`_errors.py`) puts above it."""
     assert issubclass(child, parent)
 
 

@@ -29,6 +29,7 @@ from .._errors import (
     ValidationError,
 )
 from .._models import EditRequest, EditResult
+from .._urls import is_http_url
 from ._wire import header, parse_retry_after, read_error
 
 __all__ = [
@@ -103,7 +104,7 @@ def check_base_url(url: str, *, provider: str | None = None) -> str:
     'http://127.0.0.1:8000'
     """
     problem = None
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+    if not isinstance(url, str) or not is_http_url(url):
         problem = "it must start with http:// or https://"
     elif any(c.isspace() or ord(c) < 32 for c in url):
         problem = "it must not contain spaces or control characters"

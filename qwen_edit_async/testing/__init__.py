@@ -24,12 +24,12 @@ Example::
         ...                                      # point a client at fake.url
         print(fake.stats.snapshot(jobs=False))
 
-Validation follows PROVIDERS.md: exactly one text, 1-3 images, ``n`` 1-6, ``size`` sides
-512-2048 (``W*H``; Evolink ``WxH``) snapped to multiples of 16 (ties down), otherwise about
-1024x1024 pixels at the last image's aspect ratio (read from data URIs and the fake's own
-files; other URLs count as 1:1). Image URLs on hosts ending in ``.invalid``, and URLs on the
-fake that do not exist or have expired, fail to download. Evolink refuses data URIs and
-prompts over 2000 characters; DashScope truncates prompts at 800.
+Validation follows the providers' documented rules: exactly one text, 1-3 images, ``n`` 1-6,
+``size`` sides 512-2048 (``W*H``; Evolink ``WxH``) snapped to multiples of 16 (ties down),
+otherwise about 1024x1024 pixels at the last image's aspect ratio (read from data URIs and
+the fake's own files; other URLs count as 1:1). Image URLs on hosts ending in ``.invalid``,
+and URLs on the fake that do not exist or have expired, fail to download. Evolink refuses
+data URIs and prompts over 2000 characters; DashScope truncates prompts at 800.
 
 Magic words in a prompt force an outcome when no fault was injected for that create:
 ``[fail]`` (or ``[fail:CODE]``), ``[filter]`` (content moderation), ``[quota]`` (out of

@@ -31,6 +31,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
+from .._urls import is_http_url
 from ._jobs import Job
 from ._state import FakeState
 
@@ -45,7 +46,7 @@ def loopback_url(url: str) -> bool:
     """Whether the fake may call ``url``: http(s) on a loopback address."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https"):
+    if not is_http_url(url):
         return False
     if host == "localhost":
         return True

@@ -1,7 +1,7 @@
 """Request bodies in, a validated :class:`EditSpec` out, or a :class:`Problem` raised.
 
 Two body shapes exist: the nested DashScope body (DashScope, ModelStream, OneToken, Vtrix)
-and Evolink's flat body. The rules are the documented ones (PROVIDERS.md): one text, 1-3
+and Evolink's flat body. The rules are the providers' documented ones: one text, 1-3
 images, n 1-6, size sides 512-2048 snapped to multiples of 16, prompt truncated at 800
 characters (Evolink: refused over 2000).
 """
@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import imagesize
 
+from .._urls import is_http_url
 from ._problems import Problem
 
 __all__ = [
@@ -163,7 +164,7 @@ def _image_dims(
     where = f"{param}[{index}]"
     if ref.startswith("data:"):
         return data_uri_dims(ref, where)
-    if ref.startswith(("http://", "https://")):
+    if is_http_url(ref):
         return lookup(ref)
     if allow_oss and ref.startswith("oss://"):
         return None
@@ -301,7 +302,7 @@ def _check_callback(url: object) -> None:
 
 def _fake_loopback(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not is_http_url(url) or not parts.hostname:
         return False
     try:
         return ipaddress.ip_address(parts.hostname).is_loopback
@@ -335,7 +336,7 @@ def parse_flat(body: Any, *, lookup: ImageLookup) -> EditSpec:
         where = f"image_urls[{i}]"
         if not isinstance(url, str):
             raise Problem("invalid", f"{where} must be a string URL", param="image_urls")
-        if url.startswith("data:") or not url.startswith(("http://", "https://")):
+        if not is_http_url(url):
             raise Problem(
                 "bad_url",
                 f"{where}: only http(s) image URLs are accepted (no base64)",
