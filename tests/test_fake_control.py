@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _wait import until
 
 import qwen_edit_async.testing as testing
 from qwen_edit_async.testing import FakeProvider, FakeStats, Faults, Latency
@@ -74,7 +75,7 @@ async def test_stats_count_creates_polls_downloads_and_detection_lag(
     task_id = await create_task(session, fake.url)
     assert fake.stats.running == 1
     assert (await poll(session, fake.url, task_id))["status"] != "completed"
-    await asyncio.sleep(0.15)
+    await until(lambda: fake.stats.snapshot()["jobs"][0]["phase"] == "succeeded")  # no poll
     done = await poll(session, fake.url, task_id)
     assert done["status"] == "completed"
     await poll(session, fake.url, task_id)
@@ -267,7 +268,7 @@ async def test_sync_job_records_and_reset_during_an_open_request(
     }
     path = fake.url + "/api/v1/services/aigc/multimodal-generation/generation"
     pending = asyncio.ensure_future(session.post(path, json=body))
-    await asyncio.sleep(0.05)
+    await until(lambda: fake.stats.running == 1)
     fake.reset()
     assert fake.stats.running == 1
     resp = await pending

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _wait import until
 
 from qwen_edit_async import testing
 from qwen_edit_async.testing import FakeProvider
@@ -262,8 +263,7 @@ async def test_sync_request_is_held_open_for_the_latency(
     loop = asyncio.get_running_loop()
     started = loop.time()
     task = asyncio.ensure_future(post(session, fake, body()))
-    await asyncio.sleep(0.15)
-    assert fake.stats.running == 1
+    await until(lambda: fake.stats.running == 1)
     status, _, _ = await task
     assert status == 200
     assert loop.time() - started >= 0.29

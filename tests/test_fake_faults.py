@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from _wait import until
 
 from qwen_edit_async import testing
 from qwen_edit_async.testing import FakeProvider, Faults
@@ -227,7 +228,7 @@ async def test_fail_code_from_faults_reaches_evolink_task(
     """Faults(fail_task=1, fail_code=...) makes Evolink tasks fail with that code."""
     fake = await fake_provider_factory(faults=Faults(fail_task=1.0, fail_code="service_error"))
     _, task, _ = await send(session, fake, "evolink")
-    await asyncio.sleep(0.05)
+    await until(lambda: fake.stats.jobs[task["id"]].completed_at is not None)
     async with session.get(f"{fake.url}/v1/tasks/{task['id']}") as resp:
         done = await resp.json()
     assert done["status"] == "failed" and done["error"]["code"] == "service_error"
@@ -237,11 +238,12 @@ async def test_fail_code_from_faults_reaches_evolink_task(
 async def test_stuck_task_never_completes(
     fake_provider_factory: Any, session: aiohttp.ClientSession, dialect: str
 ) -> None:
-    """A stuck task keeps reporting it is processing long after its latency."""
+    """A stuck task keeps reporting it is processing after a task sent with it has ended."""
     fake = await fake_provider_factory(latency=0.02)
-    fake.script("stuck")
+    fake.script("stuck", "ok")
     _, task, _ = await send(session, fake, dialect)
-    await asyncio.sleep(0.15)
+    _, other, _ = await send(session, fake, dialect)
+    await until(lambda: fake.stats.jobs[other["id"]].completed_at is not None)
     path = "/v1/tasks/" if dialect == "evolink" else "/model/v1/generation/task/"
     async with session.get(fake.url + path + task["id"]) as resp:
         polled = await resp.json()
@@ -263,11 +265,7 @@ async def test_stuck_sync_request_is_held_until_the_client_gives_up(
             fake_provider.url + path, json=payload, timeout=aiohttp.ClientTimeout(total=0.3)
         )
     assert fake_provider.stats.jobs_created == 1
-    for _ in range(100):
-        if fake_provider.stats.running == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert fake_provider.stats.running == 0
+    await until(lambda: fake_provider.stats.running == 0)
 
 
 async def test_close_does_not_wait_for_a_stuck_sync_request(
@@ -278,7 +276,7 @@ async def test_close_does_not_wait_for_a_stuck_sync_request(
     fake.script("stuck")
     path, payload = request_for("dashscope")
     pending = asyncio.ensure_future(session.post(fake.url + path, json=payload))
-    await asyncio.sleep(0.1)
+    await until(lambda: fake.stats.running == 1)
     loop = asyncio.get_running_loop()
     start = loop.time()
     await fake.close()
@@ -300,7 +298,7 @@ async def test_max_running_refuses_creates_over_the_quota(
     if dialect == "evolink":
         assert body["error"]["code"] == "rate_limit_exceeded"
     assert fake.stats.rate_limited == 1
-    await asyncio.sleep(0.35)
+    await until(lambda: fake.stats.running == 0)
     assert (await send(session, fake, dialect))[0] == 200
     assert fake.stats.peak_running == 2
     assert fake.stats.jobs_created == 3
@@ -312,7 +310,7 @@ async def test_max_running_counts_open_sync_requests(
     """Sync requests in flight count against max_running: the third concurrent one is 429."""
     fake = await fake_provider_factory(latency=0.3, max_running=2)
     first = [asyncio.ensure_future(send(session, fake, "dashscope")) for _ in range(2)]
-    await asyncio.sleep(0.1)
+    await until(lambda: fake.stats.running == 2)
     status, body, _ = await send(session, fake, "dashscope")
     assert (status, body["code"]) == (429, "Throttling.RateQuota")
     assert [r[0] for r in await asyncio.gather(*first)] == [200, 200]

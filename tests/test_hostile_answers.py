@@ -4,6 +4,7 @@ nested answers, task ids that are not path segments, requests that never left, w
 from __future__ import annotations
 
 import json
+import random
 import socket
 import time
 from pathlib import Path
@@ -280,7 +281,7 @@ def test_the_cli_refuses_a_base_url_without_scheme_before_any_job(
 @pytest.mark.parametrize("recheck", [False, True])
 def test_no_poll_interval_exceeds_the_cap_whatever_the_hint(hint: float, recheck: bool) -> None:
     """First check and every later interval are at most max_interval, also after recheck."""
-    schedule = PollSchedule(initial=1.0, max_interval=2.0, recheck=recheck)
+    schedule = PollSchedule(initial=1.0, max_interval=2.0, recheck=recheck, rng=random.Random(0))
     for _ in range(40):
         plan = schedule.plan(hint)
         previous = 0.0

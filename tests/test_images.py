@@ -616,7 +616,7 @@ async def test_cancelled_leader_is_taken_over_by_a_waiter(tmp_path: Path) -> Non
                 while not uploads.calls:
                     await anyio.sleep(0)
                 outer.start_soon(waiter)
-                await anyio.sleep(0.01)
+                await anyio.wait_all_tasks_blocked()  # the waiter waits on the leader's work
                 leader_scope.cancel()
         uploads.gate.set()
     assert len(uploads.calls) == 2

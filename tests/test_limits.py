@@ -232,7 +232,7 @@ async def test_slots_waiting_for_the_pace_do_not_grow_the_concurrency_limit() ->
     async with anyio.create_task_group() as group:
         for _ in range(3):
             group.start_soon(limits.pace)  # at 4/s: one goes at once, two wait their turn
-        await anyio.sleep(0.05)
+        await anyio.wait_all_tasks_blocked()  # each has gone or waits its turn
         limits.accepted(holders[0])
         assert limits.snapshot().in_flight == _learning.INITIAL_IN_FLIGHT
     limits.accepted(holders[1])  # nothing pacing now: four active fill the limit
