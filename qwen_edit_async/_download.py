@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import pathlib
 import re
-import tempfile
 import time
 import urllib.parse
 from typing import TYPE_CHECKING
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._addresses import ForbiddenAddress, forbidden_address
+from ._atomic import fsync_path, write_atomic
 from ._config import ClientConfig
 from ._errors import DownloadError, with_context
 from ._http import Lost, NotSent
@@ -47,48 +46,6 @@ def _expired(url: str) -> bool:
             except ValueError:
                 return False
     return False
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once: os.umask is process-wide and setting it from worker threads would race.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-def _write_atomic(path: pathlib.Path, data: bytes, *, durable: bool = True) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    The rename comes only after the whole write: a process killed at any point leaves
-    either no file under ``path`` or the whole one (the kernel keeps what was written).
-    ``durable=False`` skips the fsync: the caller syncs later, before anything records
-    the file (a power cut could otherwise leave it empty once its name is on disk).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; saved images follow the umask
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(folder: pathlib.Path) -> None:
-    """Make the renames in ``folder`` durable (a journal may record the files next)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -264,7 +221,7 @@ def _store(
     errors: list[DownloadError] = []
     for index, path, data in files:
         try:
-            _write_atomic(path, data, durable=durable)
+            write_atomic(path, data, durable=durable)
         except OSError as exc:  # a full disk, no permission: this image's save failed
             error = _save_error(f"images[{index}]: could not save {path}", exc)
             error.__cause__ = exc
@@ -273,7 +230,7 @@ def _store(
             saved[index] = path
     if saved and durable:
         try:
-            _fsync_dir(folder)
+            fsync_path(folder)
         except OSError as exc:
             error = _save_error(f"could not sync {folder}", exc)
             error.__cause__ = exc

@@ -7,12 +7,14 @@ after this test, in their own words.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 __all__ = ["is_http_url"]
 
 _PREFIXES = ("http://", "https://")
 
 
-def is_http_url(value: object) -> bool:
+def is_http_url(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a string starting with ``http://`` or ``https://`` (any case).
 
     >>> is_http_url("HTTPS://example.com/a.png"), is_http_url("oss://bucket/a.png")

@@ -4,18 +4,25 @@ is replaced atomically; and defaults that agree with ``ClientConfig``."""
 from __future__ import annotations
 
 import base64
+import json
 import pathlib
 
+import anyio
+import anyio.to_thread
 import pytest
 from _imagegen import make_image
 from conftest import API_KEY
 
 import qwen_edit_async as qe
+from qwen_edit_async._atomic import FILE_MODE, atomic_write, write_atomic
 from qwen_edit_async._config import ClientConfig
 from qwen_edit_async._images import EXTENSIONS, image_format, sniff
 from qwen_edit_async._prepare import ImagePreparer
+from qwen_edit_async.bulk._journal import Journal
+from qwen_edit_async.bulk._manifest import Entry
 from qwen_edit_async.testing import FakeProvider
 
+META = {"provider": "vtrix", "base_url": "http://127.0.0.1:1", "model": "m"}
 SCHEME_SPELLINGS = (
     '("http://", "https://")',
     '("https://", "http://")',
@@ -98,3 +105,76 @@ def test_only_one_module_spells_out_the_http_schemes() -> None:
         )
     ]
     assert spelled == []
+
+
+def test_an_atomic_write_replaces_whole_and_follows_the_umask(tmp_path: pathlib.Path) -> None:
+    """The new content appears under the name only when complete; the mode is 0666 less the
+    umask (not mkstemp's 0600); no temporary file stays."""
+    target = tmp_path / "results.jsonl"
+    target.write_bytes(b"old\n")
+    with atomic_write(target) as handle:
+        handle.write(b"new\n")
+        assert target.read_bytes() == b"old\n"  # not yet
+    assert target.read_bytes() == b"new\n"
+    assert target.stat().st_mode & 0o777 == FILE_MODE
+    assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]
+    with atomic_write(tmp_path / "page.html", durable=False, encoding="utf-8") as text:
+        text.write("café")
+    assert (tmp_path / "page.html").read_text(encoding="utf-8") == "café"
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: pathlib.Path,
+) -> None:
+    target = tmp_path / "report.html"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, encoding="utf-8") as handle:
+        handle.write("half a page")
+        raise RuntimeError("the journal could not be read")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_an_atomic_write_never_follows_a_link_planted_beside_its_target(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Links at the temporary names the writers used to use (fixed) are left alone."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for name in (".results.jsonl.part", ".report.html.part", ".0.png.part"):
+        (folder / name).symlink_to(outside)
+    write_atomic(folder / "0.png", b"\x89PNG\r\n\x1a\n")
+    with atomic_write(folder / "report.html", encoding="utf-8") as handle:
+        handle.write("<html>")
+    assert outside.read_text() == "keep me"
+    assert (folder / "0.png").read_bytes() == b"\x89PNG\r\n\x1a\n"
+    assert not (folder / "0.png").is_symlink() and not (folder / "report.html").is_symlink()
+
+
+async def test_results_are_written_whole_and_a_killed_writes_leftover_is_removed(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``results.jsonl`` goes through the atomic writer, and the temporary file a killed
+    earlier write left is removed (a link there is removed, its target untouched)."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep me")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / ".results.jsonl.k2j4x9aa.part").write_text('{"id": "half')
+    (folder / ".results.jsonl.zz1.part").symlink_to(outside)
+    journal = Journal(tmp_path / "journal.sqlite3")
+    await anyio.to_thread.run_sync(journal.start)
+    try:
+        run, _, _ = await journal.begin_run(META)
+        request = qe.EditRequest(images=["https://example.com/a.png"], prompt="x")
+        await journal.admit([Entry(1, "a", request)], run, retry_uncertain=False)
+        path = await journal.export_results(folder, run)
+    finally:
+        journal.close()
+    assert path == folder / "results.jsonl"
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
+    assert sorted(p.name for p in folder.iterdir()) == ["results.jsonl"]
+    assert outside.read_text() == "keep me"
+    assert path.stat().st_mode & 0o777 == FILE_MODE

@@ -445,8 +445,8 @@ def test_without_chromium_the_browser_tests_skip_with_the_install_command_but_fa
 def test_a_symlink_planted_at_the_reports_temporary_file_is_not_followed(
     tmp_path: Path, server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A symlink at DIR/.report.html.part pointing outside DIR: the report is not written
-    through it (the outside file is untouched) and the command says so in one line."""
+    """A symlink at DIR/.report.html.part pointing outside DIR is never written through:
+    the report goes to a new temporary file of its own, the outside file is untouched."""
     server.reset(latency=0.05)
     inputs = colourful_inputs(tmp_path)
     manifest = write_manifest(
@@ -469,8 +469,11 @@ def test_a_symlink_planted_at_the_reports_temporary_file_is_not_followed(
     outside = tmp_path / "outside.txt"
     outside.write_text("keep me")
     (out / ".report.html.part").symlink_to(outside)
+    (out / "report.html").unlink()
     capsys.readouterr()
-    assert main(["report", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "report not written" in err and ".report.html.part" in err
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'report.html'}"
+    assert "<html" in (out / "report.html").read_text(encoding="utf-8")
     assert outside.read_text() == "keep me"
+    assert (out / ".report.html.part").is_symlink()
+    assert [p.name for p in out.glob(".report.html*.part")] == [".report.html.part"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from .._atomic import fsync_path
+
 __all__ = ["BatchSync"]
 
 
@@ -39,14 +41,6 @@ def _load_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _load_syncfs()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sync_paths(anchor: Path, paths: Iterable[Path]) -> None:
     """Make ``paths`` (files and the folders naming them) durable.
 
@@ -63,7 +57,7 @@ def sync_paths(anchor: Path, paths: Iterable[Path]) -> None:
             os.close(fd)
         return
     for path in dict.fromkeys(paths):
-        _fsync(path)
+        fsync_path(path)
 
 
 class BatchSync:

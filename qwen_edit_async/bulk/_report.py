@@ -32,6 +32,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .._atomic import atomic_write
 from .._errors import QwenEditError
 from .._images import image_kind
 from ._journal import JOURNAL_NAME
@@ -320,7 +321,6 @@ def write_report(out: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no run journal in {out} ({path} not found)")
     target = out / REPORT_NAME
-    temp = out / f".{REPORT_NAME}.part"
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
@@ -329,11 +329,10 @@ def write_report(out: Path) -> Path:
             (job_id or f"line {line}", error_type, message or "")
             for job_id, line, error_type, message in conn.execute(_FAILURES)
         )
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        with os.fdopen(os.open(temp, flags, 0o644), "w", encoding="utf-8") as handle:
+        # Not fsynced: a report lost to a power cut is written again by `qwen-edit report`.
+        with atomic_write(target, durable=False, encoding="utf-8") as handle:
             records = _records(conn, summary.meta, out.resolve())
             _write_page(handle, summary, failures, records, f"qwen-edit run: {out.resolve().name}")
     finally:
         conn.close()
-    os.replace(temp, target)
     return target

@@ -1,5 +1,6 @@
-"""A run's outputs: where images go, ``results.jsonl`` from the journal, and the summary
-``qwen-edit status`` shows. Reads only; the journal (``_journal.py``) is the one writer.
+"""A run's outputs, read from the journal: where images go, ``results.jsonl`` and the
+summary ``qwen-edit status`` shows. Nothing here writes to the journal (``_journal.py`` is
+its one writer); ``results.jsonl`` is written whole from it, and leftovers are removed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from .._atomic import atomic_write, fsync_path
 from .._download import safe_stem
 from ._state import EntryState, sql_states
 
@@ -63,7 +65,8 @@ _HASHED = re.compile(r".*-[0-9a-f]{16}")
 
 
 class ResultLine(msgspec.Struct, frozen=True):
-    """One line of ``results.jsonl`` (DESIGN.md, "Contract details")."""
+    """One line of ``results.jsonl``; its fields are part of the documented output
+    (``docs/bulk.md``)."""
 
     #: The job's id; for a manifest line that is not JSON, ``"line N"``.
     id: str
@@ -124,27 +127,17 @@ def result_lines(conn: sqlite3.Connection) -> Iterable[ResultLine]:
 
 
 def write_results(conn: sqlite3.Connection, folder: Path, run: int = 0) -> Path:
-    """Write ``folder/results.jsonl`` atomically (temporary file, fsync, rename).
-
-    The temporary file is opened without following a symbolic link planted in its place.
-    """
+    """Write ``folder/results.jsonl`` whole (:func:`~qwen_edit_async._atomic.atomic_write`:
+    a new temporary file, fsync, rename, the folder's fsync), first removing what a killed
+    earlier write left behind."""
     target = folder / "results.jsonl"
-    temp = folder / ".results.jsonl.part"
-    with contextlib.suppress(FileNotFoundError):
-        temp.unlink()  # a leftover, or a link: removing a link never touches its target
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(temp, flags, 0o644), "wb") as handle:
+    for leftover in folder.glob(".results.jsonl.*.part"):
+        leftover.unlink(missing_ok=True)  # removing a planted link never touches its target
+    with atomic_write(target) as handle:
         for line in result_lines(conn):
             handle.write(_encode(line) + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
     with contextlib.suppress(OSError):  # make the rename durable where directories sync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(folder)
     return target
 
 
