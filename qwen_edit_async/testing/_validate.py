@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import imagesize
 
-from .._urls import is_http_url
 from ._problems import Problem
 
 __all__ = [
@@ -137,6 +136,11 @@ def _optional_str(value: object, name: str) -> None:
         raise Problem("invalid", f"{name} must be a string", param=name)
 
 
+def _http_url(value: str) -> bool:
+    """An http(s) URL, the scheme in any case (as providers read it)."""
+    return value[:8].lower().startswith(("http://", "https://"))
+
+
 def data_uri_dims(uri: str, param: str) -> tuple[int, int]:
     """Decode a ``data:image/...;base64,`` URI and read its dimensions."""
     header, comma, payload = uri.partition(",")
@@ -164,7 +168,7 @@ def _image_dims(
     where = f"{param}[{index}]"
     if ref.startswith("data:"):
         return data_uri_dims(ref, where)
-    if is_http_url(ref):
+    if _http_url(ref):
         return lookup(ref)
     if allow_oss and ref.startswith("oss://"):
         return None
@@ -302,7 +306,7 @@ def _check_callback(url: object) -> None:
 
 def _fake_loopback(url: str) -> bool:
     parts = urlsplit(url)
-    if not is_http_url(url) or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # lower case
         return False
     try:
         return ipaddress.ip_address(parts.hostname).is_loopback
@@ -336,7 +340,7 @@ def parse_flat(body: Any, *, lookup: ImageLookup) -> EditSpec:
         where = f"image_urls[{i}]"
         if not isinstance(url, str):
             raise Problem("invalid", f"{where} must be a string URL", param="image_urls")
-        if not is_http_url(url):
+        if not _http_url(url):
             raise Problem(
                 "bad_url",
                 f"{where}: only http(s) image URLs are accepted (no base64)",
