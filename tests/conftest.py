@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
 import qwen_edit_async as qe
+from qwen_edit_async._schedule import PollSchedule
 from qwen_edit_async.testing import FakeProvider
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -20,6 +23,19 @@ def _no_retry_waits() -> Iterator[None]:
     qe.set_testing(True)
     yield
     qe.set_testing(False)
+
+
+@pytest.fixture
+def seeded_poll_schedules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every poll schedule made during the test draws from ``random.Random(0)``: a test that
+    counts status requests sees the same scouts and jitter on every run."""
+    original = PollSchedule.__init__
+
+    def seeded(self: PollSchedule, *args: Any, **kwargs: Any) -> None:
+        kwargs["rng"] = random.Random(0)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PollSchedule, "__init__", seeded)
 
 
 @pytest.fixture

@@ -68,12 +68,12 @@ async def test_sync_provider_in_flight_is_bounded_too(fake: FakeProvider) -> Non
     assert fake.stats.peak_running == 5
 
 
+@pytest.mark.usefixtures("seeded_poll_schedules")
 async def test_learned_polling_needs_about_one_status_request_per_job(fake: FakeProvider) -> None:
     """With a fixed latency the poller learns it: status requests per job stay near one."""
     fake.latency = 0.15
     requests = (qe.EditRequest(images=[URL], prompt=f"edit {i}") for i in range(400))
     async with client_for(fake, "vtrix", max_in_flight=100, poll_initial=0.5) as client:
-        client._schedule._rng.seed(0)  # the scouts' draws: the same on every run
         async for outcome in client.edit_many(requests):
             assert outcome.ok, outcome.error
         polls = client.statistics().status_requests
