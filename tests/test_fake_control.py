@@ -51,6 +51,7 @@ async def poll(session: aiohttp.ClientSession, url: str, task_id: str) -> dict[s
 def test_public_names() -> None:
     """The package exports exactly the documented public names."""
     assert sorted(testing.__all__) == [
+        "FakeClock",
         "FakeProvider",
         "FakeStats",
         "Faults",

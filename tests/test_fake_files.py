@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import struct
@@ -15,9 +14,10 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import imagesize
 import pytest
+from _wait import until
 
 from qwen_edit_async import testing
-from qwen_edit_async.testing import FakeProvider
+from qwen_edit_async.testing import FakeClock, FakeProvider
 from qwen_edit_async.testing._png import png_bytes
 
 fake_provider = testing.fake_provider
@@ -99,14 +99,16 @@ async def test_result_content_is_deterministic(
 async def test_result_url_answers_403_after_it_expires(
     fake_provider_factory: Any, session: aiohttp.ClientSession
 ) -> None:
-    """With a short url_lifetime, the URL works until Expires, then answers OSS 403."""
-    fake = await fake_provider_factory(url_lifetime=0.2)
+    """The URL works until Expires (completion + url_lifetime, rounded up), then answers
+    OSS 403; the fake's clock is moved past it instead of waiting."""
+    fake = await fake_provider_factory(url_lifetime=60)
     (url,) = await edit(session, fake, size="512*512")
     expires = int(parse_qs(urlsplit(url).query)["Expires"][0])
-    assert expires <= time.time() + 1.3
+    assert expires <= time.time() + 61.1
+    fake.clock.advance(expires - fake.clock.time() - 1)  # a second before: still valid
     async with session.get(url) as resp:
         assert resp.status == 200
-    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    fake.clock.advance(2)
     async with session.get(url) as resp:
         assert resp.status == 403
         text = await resp.text()
@@ -169,12 +171,11 @@ async def test_result_url_can_be_used_as_input_until_it_expires(
     fake_provider_factory: Any, session: aiohttp.ClientSession
 ) -> None:
     """A fake result URL is a valid input with its known size; once expired it fails."""
-    fake = await fake_provider_factory(url_lifetime=0.1)
+    fake = await fake_provider_factory(url_lifetime=60)
     (previous,) = await edit(session, fake, size="2048*1024")
     (chained,) = await edit(session, fake, image=previous)
     assert "_1440x720.png" in chained
-    expires = int(parse_qs(urlsplit(previous).query)["Expires"][0])
-    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    fake.clock.advance(61)
     async with session.post(fake.url + DASHSCOPE, json=body(previous)) as resp:
         assert resp.status == 415
         assert (await resp.json())["code"] == "BadRequest.InputDownloadFailed"
@@ -200,8 +201,19 @@ async def test_task_result_urls_expire_relative_to_completion(
     }
     async with session.post(fake.url + "/v1/images/generations", json=payload) as resp:
         task_id = (await resp.json())["id"]
-    await asyncio.sleep(0.1)
+    await until(lambda: fake.stats.jobs[task_id].completed_at is not None)
     async with session.get(f"{fake.url}/v1/tasks/{task_id}") as resp:
         (url,) = (await resp.json())["results"]
     expires = int(parse_qs(urlsplit(url).query)["Expires"][0])
     assert expires == math.ceil(fake.stats.jobs[task_id].completed_at + 120)
+
+
+def test_the_fake_clock_moves_forward_only() -> None:
+    """advance() takes a finite number of seconds >= 0 and says which rule a value broke."""
+    clock = FakeClock()
+    for bad in (-1, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match=r"seconds: .*must be a finite number >= 0"):
+            clock.advance(bad)  # type: ignore[arg-type]
+    clock.advance(0)
+    clock.advance(30)
+    assert clock.skipped == 30 and clock.time() - time.time() >= 29.9

@@ -60,6 +60,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._cli import main
+from ._clock import FakeClock
 from ._faults import Faults
 from ._hostile import HostileProvider
 from ._latency import Latency
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from ._pytest import fake_provider, fake_provider_factory, qwen_fake
 
 __all__ = [
+    "FakeClock",
     "FakeProvider",
     "FakeStats",
     "Faults",

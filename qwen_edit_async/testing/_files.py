@@ -12,11 +12,11 @@ import io
 import math
 import os
 import re
-import time
 from urllib.parse import urlsplit
 
 import imagesize
 
+from ._clock import FakeClock
 from ._jobs import Job
 from ._problems import Problem
 
@@ -53,7 +53,9 @@ class ResultRef:
 class FileStore:
     """Signs result URLs, checks them, and keeps uploaded files in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        #: Where "now" comes from when a URL's expiry is checked.
+        self.clock = clock if clock is not None else FakeClock()
         self._secret = os.urandom(16)
         self._uploads: dict[str, tuple[bytes, str, tuple[int, int]]] = {}
         self._upload_serial = 0
@@ -93,7 +95,7 @@ class FileStore:
             raise PermissionError(
                 "SignatureDoesNotMatch", "The request signature we calculated does not match."
             )
-        if time.time() > int(expires):
+        if self.clock.time() > int(expires):
             raise PermissionError("AccessDenied", "Request has expired.")
         return ResultRef(
             name, match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(4))

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from ._callbacks import CALLBACKS
+from ._clock import FakeClock
 from ._faults import Decision, Faults, draw, parse_script
 from ._files import FileStore
 from ._handlers import build_app
@@ -50,6 +51,9 @@ class FakeProvider:
     refuses a rate that rises too quickly: a token bucket of ``burst`` requests refilled at
     ``max_rate`` per second. All three may be changed while the fake runs (attributes, or
     ``POST /_fake/config``). ``b64_json=True`` makes ModelStream/OneToken return images inline.
+    ``clock`` (a :class:`FakeClock`, else a new one) is where the fake reads the time when it
+    checks a result URL's expiry: ``fake.clock.advance(3600)`` expires every URL it gave
+    with ``url_lifetime`` up to an hour, without waiting.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class FakeProvider:
         burst: int | None = None,
         seed: int = 0,
         b64_json: bool = False,
+        clock: FakeClock | None = None,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("api_key must be None (any key) or a non-empty string")
@@ -89,7 +94,9 @@ class FakeProvider:
         self.seed = seed
         self.rng = random.Random(seed)
         self.poll_rng = random.Random(seed + 1)
-        self.files = FileStore()
+        #: The fake's clock: ``fake.clock.advance(3600)`` expires result URLs at once.
+        self.clock = clock if clock is not None else FakeClock()
+        self.files = FileStore(self.clock)
         self._stats = FakeStats()
         self._script: collections.deque[Decision] = collections.deque()
         self._rid_prefix = os.urandom(8).hex()
