@@ -1,7 +1,8 @@
 """A fake qwen-image-edit-plus provider for tests, demos and benchmarks.
 
-An independent reimplementation of the *servers* (it does not use the client library),
-listening on 127.0.0.1, speaking every dialect at its documented path::
+An independent reimplementation of the *servers* (of the client library it takes only the
+paths each dialect declares), listening on 127.0.0.1, speaking every dialect at its
+documented path::
 
     POST /api/v1/services/aigc/multimodal-generation/generation   DashScope (sync)
     POST /v1/images/generations   nested body (input.messages)   ModelStream (sync)
