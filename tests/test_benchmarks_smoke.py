@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("dashscope")
 pytest.importorskip("psutil")
 
+# The quick benchmark run these tests read takes 15-25 s on 2 cores.
+pytestmark = pytest.mark.slow
+
 THROUGHPUT_FIELDS = {
     "jobs",
     "in_flight",
@@ -115,7 +118,6 @@ def test_targets_are_checked(report: dict[str, object]) -> None:
             assert target["measured"]
 
 
-@pytest.mark.slow
 def test_the_bulk_scenario_runs_the_cli_with_and_without_downloads(tmp_path: Path) -> None:
     """The ``bulk`` scenario, tiny: both CLI runs finish every job, the ratio is theirs."""
     out = tmp_path / "bulk.json"

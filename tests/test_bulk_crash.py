@@ -26,7 +26,8 @@ from tests._bulk_support import (
     write_manifest,
 )
 
-pytestmark = pytest.mark.timeout(90)
+# Each test kills and resumes real runs many times (12-25 s on 2 cores).
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +121,6 @@ def test_task_provider_survives_kill_9_at_random_points(server: FakeServer, tmp_
     assert_paid_once(server, results, "task_id")
 
 
-@pytest.mark.slow
 def test_sync_provider_survives_kill_9(server: FakeServer, tmp_path: Path) -> None:
     """DashScope (synchronous, no task id): a job killed mid-request is uncertain, never
     resubmitted; the others complete after --resume, with their files."""

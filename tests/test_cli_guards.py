@@ -104,6 +104,7 @@ def test_the_lock_is_released_when_the_holder_is_killed(fake: FakeServer, tmp_pa
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.slow  # three runs of the CLI
 def test_resume_never_takes_the_base_url_from_the_journal(fake: FakeServer, tmp_path: Path) -> None:
     """A bare `--resume` of a run on another host is refused naming both URLs and sends
     nothing; given that host with --base-url it continues (provider from the journal)."""

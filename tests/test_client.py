@@ -297,6 +297,7 @@ async def test_connections_are_sized_for_max_in_flight() -> None:
         assert fake.stats.peak_running == 150
 
 
+@pytest.mark.slow  # 5,000 jobs under tracemalloc: 13 s and more on 2 cores
 async def test_memory_does_not_follow_the_number_of_requests(fake_process: str) -> None:
     """Peak traced memory for 4,000 lazily produced requests is close to that for 1,000
     (the fake runs in another process, so only the client is measured)."""
