@@ -2,7 +2,7 @@
 
 :meth:`HttpPipe.send` writes one request and gives back ``(status, headers, body)``, or
 raises one of two classifications of a failure, which is all the layers above need to know
-to decide about a retry (DESIGN.md, "Retries that never double-charge"):
+to decide about a retry without ever paying twice (see :mod:`._retry`):
 
 - :class:`NotSent`: the request certainly did not reach the provider's application. DNS,
   TLS, a refused or timed-out connect and an unusable URL fail before a byte is written; a
