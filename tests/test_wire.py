@@ -3,8 +3,8 @@
 The requests are answered by an in-memory pipe standing where the HTTP pipe stands, so the
 dialects, the key and the retries run for real; what the pipe itself adds on a socket
 (User-Agent, Content-Type) is checked against a real server in ``test_http``. The expected
-bodies are the providers' documented examples; key order is checked too (images first, the single
-text last; unset fields absent, never null).
+bodies are the providers' documented examples; key order is checked too (images first, the
+single text last; unset fields absent, never null).
 """
 
 from __future__ import annotations
