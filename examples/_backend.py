@@ -111,7 +111,9 @@ class Settings:
         if self.job_timeout is not None:
             options.setdefault("job_timeout", self.job_timeout)
         return qe.QwenEditClient(
-            self.provider,
+            # A name read at run time is a plain str: the registry turns it into a provider
+            # (the client's ``provider`` takes the known names or a Provider, for mypy).
+            qe.providers.get_provider(self.provider),
             api_key=self.api_key,
             base_url=self.base_url,
             model=self.model,

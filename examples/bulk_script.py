@@ -159,7 +159,7 @@ async def run(args: argparse.Namespace) -> int:
         with make_bar(len(files), args.plain) as bar:
             async with anyio.create_task_group() as downloads, closing:
                 async for outcome in outcomes:
-                    name = Path(outcome.request.images[0]).name
+                    name = Path(str(outcome.request.images[0])).name
                     if outcome.result is not None:
                         edited += 1
                         if args.out is not None:

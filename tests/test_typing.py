@@ -111,3 +111,23 @@ def test_option_types_are_the_config_and_request_fields() -> None:
     assert get_type_hints(ClientOptions) == config_hints
     request_fields = set(qe.EditRequest.__struct_fields__) - {"images", "prompt"}
     assert set(get_type_hints(EditOptions)) == request_fields
+
+
+def test_the_typed_constructor_of_edit_request_lists_its_fields() -> None:
+    """The constructor a type checker sees for ``EditRequest`` takes exactly its fields,
+    keyword-only: a field added to the struct cannot be missing for users' mypy."""
+    import ast
+
+    import qwen_edit_async._models as models
+
+    tree = ast.parse(Path(models.__file__).read_text(encoding="utf-8"))
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "EditRequest"]
+    inits = [
+        node
+        for node in ast.walk(cls)
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    ]
+    assert len(inits) == 1
+    arguments = inits[0].args
+    assert [a.arg for a in arguments.args] == ["self"]
+    assert [a.arg for a in arguments.kwonlyargs] == list(qe.EditRequest.__struct_fields__)
