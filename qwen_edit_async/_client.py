@@ -12,7 +12,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import _parts
-from ._callbacks import CallbackReceiver, SafetyNet
+from ._callbacks import CallbackReceiver
 from ._config import ClientConfig
 from ._defaults import USE_CLIENT_DEFAULT, _Default
 from ._download import download_result
@@ -24,6 +24,7 @@ from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome, RequestLike, as_request
 from ._options import ClientOptions, EditOptions, ProviderName
 from ._prepare import ImagePreparer
+from ._safety import SafetyNet
 from ._statistics import ClientStatistics, ProgressHook
 from ._taskhost import TaskHost
 from .providers import Provider

@@ -16,7 +16,7 @@ import anyio
 import msgspec
 
 from ._body import StreamedBody, split_body
-from ._callbacks import CallbackReceiver, SafetyNet, _Ticket
+from ._callbacks import CallbackReceiver, _Ticket
 from ._calls import Calls
 from ._config import ClientConfig
 from ._errors import JobCancelledError, JobFailedError, JobTimeoutError, QwenEditError
@@ -25,6 +25,7 @@ from ._limits import Limits
 from ._models import MAX_N, EditRequest, EditResult
 from ._poller import Poller
 from ._prepare import ImagePreparer
+from ._safety import SafetyNet
 from ._urls import is_http_url
 from .providers import Provider
 from .providers._base import HttpRequest, TaskAccepted, TaskState, TaskStatus

@@ -20,7 +20,7 @@ from aiohttp.test_utils import unused_port
 from conftest import API_KEY
 
 import qwen_edit_async as qe
-from qwen_edit_async._callbacks import SafetyNet
+from qwen_edit_async._safety import SafetyNet
 from qwen_edit_async.testing import FakeProvider, Faults
 
 URL = "https://example.com/a.png"
