@@ -87,3 +87,26 @@ def test_no_production_module_probes_the_fakes_control_routes() -> None:
         and "/_fake/config" in path.read_text(encoding="utf-8")
     ]
     assert probing == []
+
+
+def _sizes() -> tuple[dict[str, int], dict[str, int]]:
+    """Lines per module of the bulk package and the command line, and per function there."""
+    modules, functions = {}, {}
+    for path in [*sorted((PACKAGE / "bulk").glob("*.py")), PACKAGE / "cli.py"]:
+        text = path.read_text(encoding="utf-8")
+        name = str(path.relative_to(PACKAGE))
+        modules[name] = len(text.splitlines())
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno is not None
+                functions[f"{name}:{node.name}"] = node.end_lineno - node.lineno + 1
+    return modules, functions
+
+
+def test_the_bulk_package_and_the_command_line_stay_readable() -> None:
+    """No module over 500 lines, no function over 60 (the parser tables included), and the
+    command line only assembles the commands."""
+    modules, functions = _sizes()
+    assert {name: n for name, n in modules.items() if n > 500} == {}
+    assert {name: n for name, n in functions.items() if n > 60} == {}
+    assert modules["cli.py"] < 100

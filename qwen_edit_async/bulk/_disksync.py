@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ import anyio.to_thread
 
 from .._atomic import fsync_path
 
-__all__ = ["BatchSync"]
+__all__ = ["BatchSync", "disk_full"]
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -96,3 +97,16 @@ class BatchSync:
                 self._pending[:0] = batch  # the next caller syncs them again
                 raise
             self._done = upto
+
+
+#: A save that failed with one of these cannot succeed for any job until someone acts.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def disk_full(error: BaseException | None) -> OSError | None:
+    """The disk-full ``OSError`` behind ``error`` (itself or a cause), if any."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _DISK_FULL:
+            return error
+        error = error.__cause__
+    return None

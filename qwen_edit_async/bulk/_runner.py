@@ -16,19 +16,15 @@ uncertain.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
-import itertools
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._callbacks import CallbackReceiver
 from .._client import QwenEditClient
@@ -41,32 +37,34 @@ from .._errors import (
     SubmitUncertainError,
     TransportError,
 )
-from .._images import Uploader
 from .._job import Job, JobCancelledError
 from .._models import EditRequest, EditResult, GeneratedImage
-from .._version import __version__
-from ..providers import Provider, get_provider
-from ._disksync import BatchSync
+from ..providers import Provider
+from ._disksync import BatchSync, disk_full
+from ._feed import Feeder, Work
 from ._journal import (
     JOURNAL_NAME,
     Action,
-    Admission,
     Journal,
-    ProviderMismatch,
-    SettingMismatch,
 )
 from ._lock import FolderLock, FolderLocked
-from ._manifest import Entry, ManifestError, check_format, count_lines, read_manifest
-from ._progress import ProgressMode, Reporter, Tracker, make_reporter
+from ._manifest import ManifestError, check_format
+from ._options import RunOptions, RunRefused, RunReport
+from ._progress import Reporter, Tracker, make_reporter
 from ._results import find_symlink, folder_name, remove_partials
-from ._resume_check import compare_manifest
+from ._setup import (
+    build_client,
+    check_first_line,
+    check_manifest,
+    open_journal,
+    provider_for,
+    uploader_for,
+)
 from ._state import EntryState
-from ._upload import HttpUploader, local_inputs
+from ._upload import HttpUploader
 
 __all__ = ["BulkRunner", "RunOptions", "RunRefused", "RunReport"]
 
-_FEED_BATCH = 256
-_MAX_LINE_WARNINGS = 20
 #: Errors that would fail every job alike: the run stops submitting at the first one.
 _RUN_WIDE = (
     AuthenticationError,
@@ -78,102 +76,8 @@ _RUN_WIDE = (
 _BREAKER = 5
 
 
-#: A save that failed with one of these cannot succeed for any job until someone acts.
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
-
-
-def _disk_full(error: BaseException | None) -> OSError | None:
-    """The disk-full ``OSError`` behind ``error`` (itself or a cause), if any."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in _DISK_FULL:
-            return error
-        error = error.__cause__
-    return None
-
-
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
-
-
-class RunRefused(Exception):
-    """The run cannot start as asked (exit status 2); the message says what to do."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """What ``qwen-edit run`` was asked to do."""
-
-    manifest: Path
-    out: Path
-    provider: str = "dashscope"
-    base_url: str | None = None
-    model: str | None = None
-    #: ``None``: from the environment (``QWEN_EDIT_API_KEY``, then the provider's variable).
-    api_key: str | None = None
-    concurrency: int = 16
-    resume: bool = False
-    retry_uncertain: bool = False
-    download: bool = True
-    #: Seconds per job; ``None``: the client's default; ``0``: no limit.
-    job_timeout: float | None = None
-    upload_url: str | None = None
-    #: A ``redis://`` URL: share the account's limits with every run and process on it.
-    shared: str | None = None
-    progress: ProgressMode = "auto"
-    progress_interval: float = 5.0
-    #: Seconds that creates, sync requests and downloads in flight get after Ctrl-C.
-    grace: float = 10.0
-    #: With ``resume``: requeue failed jobs whose error this accepts (``None``: none).
-    retry_failed: Callable[[str | None], bool] | None = None
-    #: Creates per second at most (the client's ``submit_rate``; ``None``: no cap).
-    submit_rate: float | None = None
-    #: With ``resume``: accept a manifest that differs from the journaled run's.
-    allow_changed_manifest: bool = False
-    #: The command that resumes this run (printed after an interruption).
-    resume_hint: str = "qwen-edit run MANIFEST --out DIR --resume"
-    #: Most images this invocation may ask for (the sum of ``n`` over the jobs it submits);
-    #: a job that would go past it is never sent and stays queued. ``None``: no limit.
-    max_images: int | None = None
-    #: Completion callbacks (Evolink): the public URL of the receiver, and where it listens.
-    callback_url: str | None = None
-    callback_listen: tuple[str, int] = ("127.0.0.1", 8080)
-
-
-@dataclasses.dataclass
-class RunReport:
-    """How a run ended."""
-
-    succeeded: int
-    failed: int
-    uncertain: int
-    total: int | None
-    images: int
-    wall: float
-    interrupted: bool
-    results: Path | None
-    #: Jobs left queued because sending them would have passed ``max_images``.
-    over_budget: int = 0
-    #: Why the run stopped submitting on its own (a run-wide error), else ``None``.
-    stopped: str | None = None
-    #: Jobs left queued in the journal (never sent): a resume sends them.
-    queued: int = 0
-
-    @property
-    def exit_code(self) -> int:
-        """0 only when every job succeeded; 1 otherwise; 2 when a run-wide error stopped
-        it; 130 when interrupted."""
-        if self.stopped is not None:
-            return 2
-        if self.interrupted:
-            return 130
-        return 0 if self.failed == 0 and self.uncertain == 0 and self.over_budget == 0 else 1
-
-
-@dataclasses.dataclass(slots=True)
-class _Work:
-    id: str
-    request: EditRequest | None
-    admission: Admission
 
 
 class _Active:
@@ -197,6 +101,7 @@ class BulkRunner:
         self.options = options
         self.tracker = Tracker()
         self.journal = Journal(options.out / JOURNAL_NAME)
+        self._feeder = Feeder(options, self.journal, self.tracker, self._log)
         self._syncer = BatchSync(options.out)
         self._reporter: Reporter = make_reporter(
             options.progress, self.tracker, stderr or sys.stderr, interval=options.progress_interval
@@ -210,10 +115,7 @@ class BulkRunner:
         self._unreachable: list[str] = []
         self._stop_event: anyio.Event | None = None
         self._feed_scope: anyio.CancelScope | None = None
-        self._pass_complete = False
         self._abandoned = 0
-        self._last_line = 0
-        self._line_warnings = 0
         self._run = 0
         self._http: HttpUploader | None = None
         self._client: QwenEditClient | None = None
@@ -271,112 +173,11 @@ class BulkRunner:
     def _log(self, message: str) -> None:
         self._reporter.log(message)
 
-    # -- setup -------------------------------------------------------------------------
-
-    def _provider(self) -> Provider:
-        o = self.options
-        try:
-            return get_provider(o.provider, base_url=o.base_url, model=o.model)
-        except ConfigurationError as exc:
-            raise RunRefused(str(exc)) from exc
-
-    def _uploader(self, provider: Provider) -> HttpUploader | None:
-        """For URL-only providers: the ``--upload-url`` endpoint, if one was given."""
-        url = self.options.upload_url
-        return None if provider.accepts_data_uri or url is None else HttpUploader(url)
-
-    def _check_first_line(self, provider: Provider, uploader: Uploader | None) -> None:
-        """Fail fast: local images for a URL-only provider and nowhere to upload them."""
-        if provider.accepts_data_uri or uploader is not None:
-            return
-        for entry in read_manifest(self.options.manifest):
-            if entry.request is None:
-                continue
-            local = local_inputs(entry.request)
-            if local:
-                raise RunRefused(
-                    f"manifest line {entry.line}: {local[0]} is a local image but "
-                    f"{provider.name} takes only public URLs (ConfigurationError); pass "
-                    "--upload-url URL (an endpoint that takes the bytes in a POST and answers "
-                    '{"url": ...}), or give public https URLs in the manifest'
-                )
-            return
-
-    def _build_client(self, provider: Provider, uploader: Uploader | None) -> QwenEditClient:
-        o = self.options
-        options: dict[str, Any] = {}
-        if o.job_timeout is not None:
-            options["job_timeout"] = o.job_timeout or None
-        if o.submit_rate is not None:
-            options["submit_rate"] = o.submit_rate
-        try:
-            if o.callback_url is not None:
-                options["callbacks"] = self._receiver = CallbackReceiver(o.callback_url)
-            return QwenEditClient(
-                provider,
-                api_key=o.api_key,
-                max_in_flight=o.concurrency,
-                uploader=uploader,
-                shared=o.shared,
-                **options,
-            )
-        except QwenEditError as exc:
-            raise RunRefused(str(exc)) from exc
-
     def _listening(self) -> contextlib.AbstractAsyncContextManager[object]:
         """The callback receiver served on ``--callback-listen`` for the run, if any."""
         if self._receiver is None:
             return contextlib.nullcontext()
         return self._receiver.listen(*self.options.callback_listen)
-
-    async def _open_journal(self, provider: Provider) -> None:
-        o = self.options
-        await anyio.to_thread.run_sync(self.journal.start)
-        meta = {
-            "provider": provider.name,
-            "base_url": provider.base_url,
-            "model": provider.model,
-            "manifest": str(o.manifest.resolve()),
-            "version": __version__,
-        }
-        try:
-            self._run, swept, _old = await self.journal.begin_run(meta)
-        except ProviderMismatch as exc:
-            raise RunRefused(
-                f"{o.out} holds a run on provider {exc.old!r}: its task ids mean nothing "
-                f"to {provider.name!r}; resume with --provider {exc.old}"
-            ) from None
-        except SettingMismatch as exc:
-            raise RunRefused(
-                f"{o.out} holds a run that used base URL {exc.old}, but this run would send "
-                f"your key to {provider.base_url}; the key goes only where you say: add "
-                f"--base-url {exc.old} if that is where this run should go"
-            ) from None
-        if swept:
-            self._log(
-                f"{swept} job(s) were being submitted when the last run stopped: marked "
-                "uncertain (they may exist at the provider); --retry-uncertain resubmits them"
-            )
-
-    async def _check_manifest(self) -> None:
-        """Refuse a resume with another manifest, or with lines edited since the run began."""
-        o = self.options
-        allow = o.allow_changed_manifest
-        changes = await compare_manifest(self.journal, o.manifest, stop_at_first=not allow)
-        if not changes:
-            return
-        if not allow:
-            raise RunRefused(
-                f"{o.manifest} is not the manifest the run in {o.out} started with: "
-                f"{changes.examples[0]}. Resume with that manifest, or add "
-                "--allow-changed-manifest (new ids are added; changed lines keep their "
-                "journaled state and are reported)"
-            )
-        self._log(
-            f"the manifest changed since the run started: {changes.changed} changed line(s) "
-            f"keep their journaled state, {changes.new} new id(s) are added; "
-            + "; ".join(changes.examples)
-        )
 
     # -- the run -----------------------------------------------------------------------
 
@@ -390,7 +191,7 @@ class BulkRunner:
             await anyio.to_thread.run_sync(check_format, o.manifest)
         except ManifestError as exc:
             raise RunRefused(str(exc)) from None
-        provider = self._provider()
+        provider = provider_for(o)
         await anyio.to_thread.run_sync(lambda: o.out.mkdir(parents=True, exist_ok=True))
         try:
             lock = await anyio.to_thread.run_sync(FolderLock.acquire, o.out)
@@ -416,9 +217,9 @@ class BulkRunner:
             self._stop_event.set()
             self._feed_scope.cancel()
         try:
-            uploader = self._http = self._uploader(provider)
-            await anyio.to_thread.run_sync(self._check_first_line, provider, uploader)
-            client = self._build_client(provider, uploader)
+            uploader = self._http = uploader_for(o, provider)
+            await anyio.to_thread.run_sync(check_first_line, o.manifest, provider, uploader)
+            client, self._receiver = build_client(o, provider, uploader)
             link = await anyio.to_thread.run_sync(find_symlink, o.out)
             if link is not None:
                 raise RunRefused(
@@ -426,22 +227,7 @@ class BulkRunner:
                     "folder (it could put files anywhere): remove it, then run again"
                 )
             try:
-                await self._open_journal(provider)
-                if o.resume and self._run > 1:
-                    await self._check_manifest()
-                async with self._listening(), client:
-                    self._client = client
-                    await self._run_jobs()
-                if self._abandoned or not self._pass_complete:
-                    marked = await self.journal.sweep_submitting()
-                    results = None
-                    if self._halted is not None:  # the run is over until its cause is fixed
-                        results = await self.journal.export_results(o.out, self._run)
-                else:
-                    marked = 0
-                    await self.journal.prune_rejects(self._last_line)
-                    results = await self.journal.export_results(o.out, self._run)
-                counts = await self.journal.counts()
+                marked, results, counts = await self._journaled(provider, client)
             finally:
                 await anyio.to_thread.run_sync(self.journal.close)
         finally:
@@ -462,17 +248,43 @@ class BulkRunner:
             queued=counts.get(EntryState.QUEUED, 0),
         )
 
+    async def _journaled(
+        self, provider: Provider, client: QwenEditClient
+    ) -> tuple[int, Path | None, dict[str, int]]:
+        """The run proper, journaled: (jobs newly marked uncertain, results file, counts)."""
+        o = self.options
+        await anyio.to_thread.run_sync(self.journal.start)
+        self._run = await open_journal(self.journal, o, provider, self._log)
+        if o.resume and self._run > 1:
+            await check_manifest(self.journal, o, self._log)
+        async with self._listening(), client:
+            self._client = client
+            await self._run_jobs()
+        if self._abandoned or not self._feeder.pass_complete:
+            marked = await self.journal.sweep_submitting()
+            results = None
+            if self._halted is not None:  # the run is over until its cause is fixed
+                results = await self.journal.export_results(o.out, self._run)
+        else:
+            marked = 0
+            await self.journal.prune_rejects(self._feeder.last_line)
+            results = await self.journal.export_results(o.out, self._run)
+        return marked, results, await self.journal.counts()
+
     async def _run_jobs(self) -> None:
         o = self.options
         self._reporter.start()
         try:
             async with anyio.create_task_group() as outer:
-                outer.start_soon(self._count_total)
+                outer.start_soon(self._feeder.count_total)
                 outer.start_soon(self._report_loop)
                 outer.start_soon(self._grace_watch)
-                send, receive = anyio.create_memory_object_stream[_Work](o.concurrency)
+                send, receive = anyio.create_memory_object_stream[Work](o.concurrency)
                 async with anyio.create_task_group() as workers:
-                    workers.start_soon(self._feed, send)
+                    assert self._feed_scope is not None
+                    workers.start_soon(
+                        self._feeder.feed, send, self._run, self._feed_scope, lambda: self._stopping
+                    )
                     with receive:
                         for _ in range(o.concurrency):
                             workers.start_soon(self._worker, receive.clone())
@@ -480,71 +292,19 @@ class BulkRunner:
         finally:
             self._reporter.stop()
 
-    async def _count_total(self) -> None:
-        try:
-            total = await anyio.to_thread.run_sync(
-                count_lines, self.options.manifest, abandon_on_cancel=True
-            )
-        except OSError:
-            return
-        self.tracker.total = total
-
     async def _report_loop(self) -> None:
         while True:
             self._reporter.update()
             await anyio.sleep(0.2)
 
-    async def _feed(self, send: MemoryObjectSendStream[_Work]) -> None:
-        o = self.options
-        entries = read_manifest(o.manifest)
-        try:
-            assert self._feed_scope is not None
-            with send, self._feed_scope:
-                if self._stopping:
-                    return
-                while True:
-                    batch = await anyio.to_thread.run_sync(
-                        lambda: list(itertools.islice(entries, _FEED_BATCH))
-                    )
-                    if not batch:
-                        self._pass_complete = True
-                        return
-                    admissions = await self.journal.admit(
-                        batch,
-                        self._run,
-                        retry_uncertain=o.retry_uncertain,
-                        retry_failed=o.retry_failed,
-                    )
-                    for entry, admission in zip(batch, admissions, strict=True):
-                        self._last_line = entry.line
-                        if admission.action is Action.SKIP:
-                            self._skip(entry, admission)
-                            continue
-                        assert entry.id is not None
-                        await send.send(_Work(entry.id, entry.request, admission))
-        finally:
-            entries.close()
-
-    def _skip(self, entry: Entry, admission: Admission) -> None:
-        if admission.note is not None:
-            self._warn_line(admission.note)
-        self.tracker.finish(admission.status, earlier=True)
-
-    def _warn_line(self, message: str) -> None:
-        self._line_warnings += 1
-        if self._line_warnings <= _MAX_LINE_WARNINGS:
-            self._log(f"manifest {message}")
-        elif self._line_warnings == _MAX_LINE_WARNINGS + 1:
-            self._log("more manifest lines were refused: see qwen-edit status")
-
-    async def _worker(self, receive: MemoryObjectReceiveStream[_Work]) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Work]) -> None:
         with receive:
             async for work in receive:
                 if self._stopping:
                     return
                 await self._process(work)
 
-    async def _process(self, work: _Work) -> None:
+    async def _process(self, work: Work) -> None:
         active = _Active()
         self._active.add(active)
         self.tracker.in_flight += 1
@@ -562,7 +322,7 @@ class BulkRunner:
         else:
             self.tracker.finish(outcome[0], images=outcome[1])
 
-    async def _handle(self, work: _Work, active: _Active) -> tuple[EntryState, int] | None:
+    async def _handle(self, work: Work, active: _Active) -> tuple[EntryState, int] | None:
         """One job from where the journal left it; ``None`` when the run stopped first."""
         client, journal = self._client, self.journal
         assert client is not None
@@ -709,7 +469,7 @@ class BulkRunner:
             paths = await client._download(result, folder, stem="", durable=False)
             await self._syncer.sync([*paths, folder, folder.parent])
         except (QwenEditError, OSError) as exc:
-            full = _disk_full(exc)
+            full = disk_full(exc)
             if full is not None:
                 raise full from None
             await journal.end(job_id, EntryState.FAILED, exc, **ids)
