@@ -10,6 +10,7 @@ conformance suite passes, end to end included.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from qwen_edit_async.providers._wire import (
     WireResponse,
     size_text,
 )
+from qwen_edit_async.testing import FakeProvider
 from qwen_edit_async.testing._fake_dialects import FAKE_DIALECTS, FakeDialect, Urls
 from qwen_edit_async.testing._faults import Faults
 from qwen_edit_async.testing._jobs import Job
@@ -213,3 +215,32 @@ def test_kilns_own_moderation_code_is_what_makes_it_moderation(kiln: Provider) -
     }
     status = kiln.parse_status("b-1", 200, {}, msgspec.json.encode(failed))
     assert isinstance(status.error, qe.ContentFilterError) and status.error.task_id == "b-1"
+
+
+class _RestingKilnFake(KilnFake):
+    """Kiln answering a word its dialect does not declare to the first two status requests."""
+
+    def task(
+        self, job: Job, now: float, urls: Urls, faults: Faults, estimated_time: int | None
+    ) -> tuple[Any, bool]:
+        if job.polls <= 2:
+            return {"id": job.id, "status": "resting"}, False
+        return super().task(job, now, urls, faults, estimated_time)
+
+
+async def test_an_undeclared_word_keeps_the_task_checked_until_it_ends(
+    kiln: Provider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the provider answers a word the dialect does not know, the client keeps checking
+    the task (and logs the word once); the edit ends when the task does."""
+    monkeypatch.setitem(FAKE_DIALECTS, "kiln", _RestingKilnFake())
+    async with FakeProvider(api_key="k", latency=0.05, estimated_time=None) as fake:
+        options: Any = {"poll_initial": 0.02, "poll_max_interval": 0.05}
+        async with qe.QwenEditClient("kiln", api_key="k", base_url=fake.url, **options) as client:
+            with caplog.at_level(logging.WARNING, logger="qwen_edit_async"):
+                result = await client.edit(["https://example.com/a.png"], "Bake it")
+        job = next(iter(fake.stats.jobs.values()))
+    assert len(result.images) == 1
+    assert job.polls >= 3, "the task was checked again after the unknown word"
+    logged = [r for r in caplog.records if "'resting'" in r.getMessage()]
+    assert len(logged) == 1
