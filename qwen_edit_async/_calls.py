@@ -3,7 +3,8 @@
 One :class:`Calls` per client puts the three pieces together for a create and a status
 request: the dialect (:mod:`.providers`) builds the request and reads the answer, the pipe
 (:mod:`._http`) carries it, the retry policy (:mod:`._retry`) decides what is sent again.
-What it adds between them:
+It also fetches result URLs for downloads (:meth:`Calls.fetch`), through the same pipe and
+policy. What it adds between them:
 
 - The API key, in the dialect's own header, on every request; every answer body is masked
   (the key, any ``Bearer`` token) before the dialect reads it.
@@ -18,21 +19,28 @@ What it adds between them:
   each ends after ``status_timeout`` whatever the pace of its answer.
 - Answers are read up to ``max_response_bytes`` (a synchronous create's, with its inline
   images, up to that plus 8 times ``download_max_bytes``).
+- A result URL is fetched without the key, following redirects one checked hop at a time
+  (http(s) only, never a link-local or metadata address), within ``download_timeout`` and
+  ``download_max_bytes`` per attempt; the policy decides the retries, ``Retry-After``
+  included.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import anyio
 
+from ._addresses import ForbiddenAddress, forbidden_address
 from ._body import StreamedBody
 from ._config import ClientConfig, Secret
 from ._errors import (
     APIError,
+    DownloadError,
     QwenEditError,
     RateLimitError,
     SubmitUncertainError,
@@ -43,7 +51,15 @@ from ._limits import Limits, LocalLimits
 from ._models import EditResult
 from ._redact import Redactor
 from ._retry import RetryPolicy
-from .providers._base import HttpRequest, ProtocolError, Provider, TaskAccepted, TaskStatus
+from ._urls import is_http_url
+from .providers._base import (
+    HttpRequest,
+    ProtocolError,
+    Provider,
+    TaskAccepted,
+    TaskStatus,
+    parse_retry_after,
+)
 
 __all__ = ["Calls"]
 
@@ -238,6 +254,16 @@ class Calls:
 
         return await self.get(request, parse, attempts=attempts, total=self._config.status_timeout)
 
+    async def fetch(self, url: str, index: int, *, attempts: int | None = None) -> bytes:
+        """The bytes at result URL ``url`` (no key sent), retried by the policy.
+
+        Redirects are followed here, each hop checked (http(s) only, no link-local or
+        metadata address); each attempt ends within ``download_timeout`` and reads at most
+        ``download_max_bytes``. An expired or missing URL, and anything that is not an
+        image, is a :class:`DownloadError` at once. ``index`` names the image in errors.
+        """
+        return await _fetch(self, url, self._config, index, attempts or self._config.max_attempts)
+
     async def get(
         self,
         request: HttpRequest,
@@ -277,6 +303,149 @@ class Calls:
                 raise error
             if wait > 0:
                 await anyio.sleep(wait)
+
+
+# -- downloads ------------------------------------------------------------------------------
+
+
+def _expired(url: str) -> bool:
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    for key in ("Expires", "expires", "X-Amz-Expires"):
+        if key in query:
+            try:
+                return float(query[key][0]) < time.time()
+            except ValueError:
+                return False
+    return False
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_HOPS = 5
+
+
+def _check_url(url: str, index: int, provider: str) -> None:
+    """Refuse at once what no retry can fetch: other schemes, forbidden addresses."""
+    if not is_http_url(url):
+        shown = url if len(url) <= 80 else url[:77] + "..."
+        raise DownloadError(
+            f"images[{index}]: {shown!r} is not an http(s) URL; it cannot be downloaded",
+            provider=provider,
+        )
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError as exc:
+        raise DownloadError(f"images[{index}]: the URL cannot be read: {exc}") from exc
+    if not host:
+        raise DownloadError(f"images[{index}]: the URL has no host", provider=provider)
+    if forbidden_address(host):
+        raise DownloadError(
+            f"images[{index}]: {host} is a link-local or cloud-metadata address; refused",
+            provider=provider,
+        )
+
+
+async def _fetch(calls: Calls, url: str, config: ClientConfig, index: int, attempts: int) -> bytes:
+    """GET ``url`` into memory, retrying transient failures; checks type and size.
+
+    Each attempt, redirects included, ends within ``download_timeout``; a URL that cannot
+    be fetched (scheme, forbidden address, also after a redirect) fails at once.
+    """
+    provider = calls.provider.name
+    _check_url(url, index, provider)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with anyio.move_on_after(config.download_timeout):
+                return await _fetch_once(calls, url, config, index)
+            # A deadline is not retried: a server that drips would drip again.
+            raise DownloadError(
+                f"images[{index}]: no complete download within download_timeout="
+                f"{config.download_timeout:g} s",
+                provider=provider,
+            )
+        except DownloadError:
+            raise
+        except ForbiddenAddress as exc:
+            raise DownloadError(f"images[{index}]: {exc}", provider=provider) from exc
+        except (_Transient, NotSent, Lost) as exc:
+            if attempt >= attempts:
+                raise DownloadError(
+                    f"images[{index}]: download failed after {attempt} attempts: {exc}",
+                    provider=provider,
+                ) from exc
+            retry_after = exc.retry_after if isinstance(exc, _Transient) else None
+            wait = calls.policy.delay(attempt, retry_after)
+            if wait is None:
+                raise DownloadError(
+                    f"images[{index}]: {exc}; the server asked to wait {retry_after:g} s, "
+                    f"more than retry_after_max={calls.policy.retry_after_max:g}",
+                    provider=provider,
+                ) from exc
+            await anyio.sleep(wait)
+
+
+async def _fetch_once(calls: Calls, url: str, config: ClientConfig, index: int) -> bytes:
+    provider = calls.provider.name
+    cap = config.download_max_bytes
+    for _ in range(_MAX_HOPS + 1):
+        async with calls.pipe.stream(url, read_timeout=config.read_timeout) as response:
+            if response.status in _REDIRECTS:
+                location = response.headers.get("Location")
+                if not location:
+                    raise _Transient(f"HTTP {response.status} without a Location")
+                url = urllib.parse.urljoin(response.url, location)
+                _check_url(url, index, provider)  # where a redirect leads is checked too
+                continue
+            if response.status in (401, 403, 404, 410):
+                reason = (
+                    "the URL has expired (result URLs are signed and valid about 24 h)"
+                    if _expired(url) or response.status == 403
+                    else "the URL was not found"
+                )
+                raise DownloadError(
+                    f"images[{index}]: HTTP {response.status}: {reason}",
+                    provider=provider,
+                    status=response.status,
+                )
+            if response.status >= 400:
+                raise _Transient(
+                    f"HTTP {response.status}", retry_after=parse_retry_after(response.headers)
+                )
+            ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+                raise DownloadError(
+                    f"images[{index}]: the server sent {ctype!r}, not an image",
+                    provider=provider,
+                    status=response.status,
+                )
+            length = response.content_length
+            if length is not None and length > cap:
+                raise DownloadError(
+                    f"images[{index}]: {length} bytes exceeds download_max_bytes={cap}",
+                    provider=provider,
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.chunks(256 * 1024):
+                size += len(chunk)
+                if size > cap:
+                    raise DownloadError(
+                        f"images[{index}]: more than download_max_bytes={cap} bytes",
+                        provider=provider,
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+    raise DownloadError(f"images[{index}]: more than {_MAX_HOPS} redirects", provider=provider)
+
+
+class _Transient(Exception):
+    """A download failure worth another attempt (``retry_after``: the wait the server
+    asked for, if it did)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _uncertain(what: str, provider: str) -> SubmitUncertainError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pathlib
@@ -452,7 +453,7 @@ class QwenEditClient:
         sync their saved files in batches)."""
         self._require_open()
         return await download_result(
-            self._calls,
+            functools.partial(self._calls.fetch, attempts=self.config.max_attempts),
             result,
             dest,
             stem=stem,

@@ -1,4 +1,8 @@
-"""Results to disk: streamed, bounded, checked, written atomically."""
+"""Results to disk: each image received (fetched or decoded), checked, written atomically.
+
+The bytes at a result URL come from the ``fetch`` it is given (``Calls.fetch``: the pipe,
+the retry policy, the caps and deadlines); this module only turns them into files.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,19 @@ import binascii
 import os
 import pathlib
 import re
-import time
-import urllib.parse
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import anyio
 
-from ._addresses import ForbiddenAddress, forbidden_address
 from ._atomic import fsync_path, write_atomic
 from ._config import ClientConfig
 from ._errors import DownloadError, with_context
-from ._http import Lost, NotSent
 from ._images import EXTENSIONS, image_format
 from ._models import EditResult, GeneratedImage
-from ._urls import is_http_url
-from .providers._base import parse_retry_after
 
-if TYPE_CHECKING:
-    from ._calls import Calls
+#: ``await fetch(url, index)``: the bytes at a result URL (the conversation's, retried and
+#: capped; ``index`` names the image in its errors).
+Fetch = Callable[[str, int], Awaitable[bytes]]
 
 __all__ = ["download_result", "safe_stem"]
 
@@ -37,148 +36,8 @@ def safe_stem(value: str) -> str:
     return cleaned[:120] or "image"
 
 
-def _expired(url: str) -> bool:
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    for key in ("Expires", "expires", "X-Amz-Expires"):
-        if key in query:
-            try:
-                return float(query[key][0]) < time.time()
-            except ValueError:
-                return False
-    return False
-
-
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_MAX_HOPS = 5
-
-
-def _check_url(url: str, index: int, provider: str) -> None:
-    """Refuse at once what no retry can fetch: other schemes, forbidden addresses."""
-    if not is_http_url(url):
-        shown = url if len(url) <= 80 else url[:77] + "..."
-        raise DownloadError(
-            f"images[{index}]: {shown!r} is not an http(s) URL; it cannot be downloaded",
-            provider=provider,
-        )
-    try:
-        host = urllib.parse.urlsplit(url).hostname
-    except ValueError as exc:
-        raise DownloadError(f"images[{index}]: the URL cannot be read: {exc}") from exc
-    if not host:
-        raise DownloadError(f"images[{index}]: the URL has no host", provider=provider)
-    if forbidden_address(host):
-        raise DownloadError(
-            f"images[{index}]: {host} is a link-local or cloud-metadata address; refused",
-            provider=provider,
-        )
-
-
-async def _fetch(calls: Calls, url: str, config: ClientConfig, index: int) -> bytes:
-    """GET ``url`` into memory, retrying transient failures; checks type and size.
-
-    Each attempt, redirects included, ends within ``download_timeout``; a URL that cannot
-    be fetched (scheme, forbidden address, also after a redirect) fails at once.
-    """
-    provider = calls.provider.name
-    _check_url(url, index, provider)
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            with anyio.move_on_after(config.download_timeout):
-                return await _fetch_once(calls, url, config, index)
-            # A deadline is not retried: a server that drips would drip again.
-            raise DownloadError(
-                f"images[{index}]: no complete download within download_timeout="
-                f"{config.download_timeout:g} s",
-                provider=provider,
-            )
-        except DownloadError:
-            raise
-        except ForbiddenAddress as exc:
-            raise DownloadError(f"images[{index}]: {exc}", provider=provider) from exc
-        except (_Transient, NotSent, Lost) as exc:
-            if attempt >= config.max_attempts:
-                raise DownloadError(
-                    f"images[{index}]: download failed after {attempt} attempts: {exc}",
-                    provider=provider,
-                ) from exc
-            retry_after = exc.retry_after if isinstance(exc, _Transient) else None
-            wait = calls.policy.delay(attempt, retry_after)
-            if wait is None:
-                raise DownloadError(
-                    f"images[{index}]: {exc}; the server asked to wait {retry_after:g} s, "
-                    f"more than retry_after_max={calls.policy.retry_after_max:g}",
-                    provider=provider,
-                ) from exc
-            await anyio.sleep(wait)
-
-
-async def _fetch_once(calls: Calls, url: str, config: ClientConfig, index: int) -> bytes:
-    provider = calls.provider.name
-    cap = config.download_max_bytes
-    for _ in range(_MAX_HOPS + 1):
-        async with calls.pipe.stream(url, read_timeout=config.read_timeout) as response:
-            if response.status in _REDIRECTS:
-                location = response.headers.get("Location")
-                if not location:
-                    raise _Transient(f"HTTP {response.status} without a Location")
-                url = urllib.parse.urljoin(response.url, location)
-                _check_url(url, index, provider)  # where a redirect leads is checked too
-                continue
-            if response.status in (401, 403, 404, 410):
-                reason = (
-                    "the URL has expired (result URLs are signed and valid about 24 h)"
-                    if _expired(url) or response.status == 403
-                    else "the URL was not found"
-                )
-                raise DownloadError(
-                    f"images[{index}]: HTTP {response.status}: {reason}",
-                    provider=provider,
-                    status=response.status,
-                )
-            if response.status >= 400:
-                raise _Transient(
-                    f"HTTP {response.status}", retry_after=parse_retry_after(response.headers)
-                )
-            ctype = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-                raise DownloadError(
-                    f"images[{index}]: the server sent {ctype!r}, not an image",
-                    provider=provider,
-                    status=response.status,
-                )
-            length = response.content_length
-            if length is not None and length > cap:
-                raise DownloadError(
-                    f"images[{index}]: {length} bytes exceeds download_max_bytes={cap}",
-                    provider=provider,
-                )
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.chunks(256 * 1024):
-                size += len(chunk)
-                if size > cap:
-                    raise DownloadError(
-                        f"images[{index}]: more than download_max_bytes={cap} bytes",
-                        provider=provider,
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks)
-    raise DownloadError(f"images[{index}]: more than {_MAX_HOPS} redirects", provider=provider)
-
-
-class _Transient(Exception):
-    """A download failure worth another attempt (``retry_after``: the wait the server
-    asked for, if it did)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 async def _receive(
-    calls: Calls, image: GeneratedImage, index: int, config: ClientConfig
+    fetch: Fetch, image: GeneratedImage, index: int, config: ClientConfig
 ) -> tuple[bytes, str]:
     """The bytes of one image (fetched or decoded, checked) and their file extension."""
     if image.b64_json is not None:
@@ -187,7 +46,7 @@ async def _receive(
         except (binascii.Error, ValueError) as exc:
             raise DownloadError(f"images[{index}]: b64_json is not valid base64") from exc
     elif image.url is not None:
-        data = await _fetch(calls, image.url, config, index)
+        data = await fetch(image.url, index)
     else:
         raise DownloadError(f"images[{index}]: the result has neither url nor b64_json")
     if len(data) > config.download_max_bytes:
@@ -243,7 +102,7 @@ def _save_error(what: str, exc: OSError) -> DownloadError:
 
 
 async def download_result(
-    calls: Calls,
+    fetch: Fetch,
     result: EditResult,
     dest: str | os.PathLike[str],
     *,
@@ -269,7 +128,7 @@ async def download_result(
     async def one(index: int, image: GeneratedImage) -> None:
         async with limiter:
             try:
-                data, ext = await _receive(calls, image, index, config)
+                data, ext = await _receive(fetch, image, index, config)
             except Exception as exc:
                 # Kept, not raised: the task group would wrap it in an ExceptionGroup.
                 errors.append(_with_task(exc, result))

@@ -54,9 +54,8 @@ def test_the_callback_receiver_imports_only_aiohttps_server() -> None:
 
 
 def test_the_poller_and_downloads_do_not_reach_past_their_layer() -> None:
-    """The poller is given a ``status(task_id)`` callable: it imports neither the pipe nor
-    the conversation; downloads use the pipe the conversation holds, not aiohttp."""
-    poller = _runtime_imports(PACKAGE / "_poller.py")
-    assert not {name for name in poller if name.startswith(("._http", "._calls", "aiohttp"))}
-    download = _runtime_imports(PACKAGE / "_download.py")
-    assert "._http" in download and not any(n.startswith("aiohttp") for n in download)
+    """The poller is given a ``status(task_id)`` callable and downloads a ``fetch(url,
+    index)`` one: neither imports the pipe, the conversation or aiohttp."""
+    for module in ("_poller.py", "_download.py"):
+        imports = _runtime_imports(PACKAGE / module)
+        assert not [n for n in imports if n.startswith(("._http", "._calls", "aiohttp"))], module
