@@ -217,3 +217,21 @@ def test_the_fake_clock_moves_forward_only() -> None:
     clock.advance(0)
     clock.advance(30)
     assert clock.skipped == 30 and clock.time() - time.time() >= 29.9
+
+
+async def test_the_clock_route_moves_the_fakes_clock_past_a_urls_expiry(
+    fake_provider_factory: Any, session: aiohttp.ClientSession
+) -> None:
+    """POST /_fake/clock {"advance": s}: what the fake in another process offers for the
+    same; a negative or missing advance is a 400 naming the field."""
+    fake = await fake_provider_factory(url_lifetime=60)
+    (url,) = await edit(session, fake, size="512*512")
+    for bad in ({"advance": -1}, {}, {"advance": "soon"}):
+        async with session.post(fake.url + "/_fake/clock", json=bad) as resp:
+            assert resp.status == 400 and "advance" in (await resp.json())["error"]
+    async with session.get(url) as resp:
+        assert resp.status == 200
+    async with session.post(fake.url + "/_fake/clock", json={"advance": 62}) as resp:
+        assert (resp.status, await resp.json()) == (200, {"skipped": 62.0})
+    async with session.get(url) as resp:
+        assert resp.status == 403

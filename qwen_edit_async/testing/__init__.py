@@ -14,6 +14,7 @@ documented path::
     GET  /files/results/<name>.png?Expires=..&Signature=..        result images (403 once expired)
     POST /_fake/upload, GET /files/uploads/<name>                 inputs for URL-only providers
     /_fake/stats, /_fake/reset, /_fake/faults, /_fake/script, /_fake/config   control
+    POST /_fake/clock {"advance": seconds}                        the fake's clock, forward
 
 Example::
 

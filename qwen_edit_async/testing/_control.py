@@ -48,6 +48,10 @@ class _Script(msgspec.Struct, forbid_unknown_fields=True):
     script: list[str]
 
 
+class _ClockChange(msgspec.Struct, forbid_unknown_fields=True):
+    advance: Annotated[float, msgspec.Meta(ge=0)]
+
+
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=_ENCODE(body), status=status, content_type="application/json")
 
@@ -137,6 +141,16 @@ class _Controls:
             return _bad(str(exc))
         return _json(_config(self.fake))
 
+    async def clock(self, request: web.Request) -> web.Response:
+        """Move the fake's clock forward (``{"advance": seconds}``): expiries come sooner."""
+        clock = self.fake.files.clock
+        try:
+            change = msgspec.json.decode(await request.read() or b"{}", type=_ClockChange)
+            clock.advance(change.advance)
+        except (msgspec.DecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        return _json({"skipped": clock.skipped})
+
     async def upload(self, request: web.Request) -> web.Response:
         try:
             data = await request.read()
@@ -162,4 +176,5 @@ def add_control_routes(app: web.Application, fake: FakeState) -> None:
     router.add_post("/_fake/script", controls.script)
     router.add_get("/_fake/config", controls.get_config)
     router.add_post("/_fake/config", controls.set_config)
+    router.add_post("/_fake/clock", controls.clock)
     router.add_post("/_fake/upload", controls.upload)
