@@ -21,7 +21,8 @@ from tests._bulk_support import (
     write_manifest,
 )
 
-pytestmark = pytest.mark.timeout(90)
+# A run killed at a precise point and resumed: 3.5 s and more.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 
 @pytest.fixture

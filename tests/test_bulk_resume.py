@@ -75,6 +75,7 @@ def test_a_symlink_planted_in_dir_is_refused_and_nothing_is_written_through_it(
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.slow  # a run of eight jobs and a status command: about 3 s
 def test_ids_that_differ_only_by_case_or_by_a_hash_suffix_get_their_own_folders(
     fake: FakeServer, tmp_path: Path
 ) -> None:
@@ -158,6 +159,7 @@ def test_a_bad_line_fixed_before_resuming_is_not_a_change(
     assert "3 succeeded, 0 failed" in done.stdout
 
 
+@pytest.mark.slow  # a run and two status commands: about 3 s
 def test_results_rows_carry_urls_and_usage_and_status_json_counts_by_state_and_type(
     fake: FakeServer, tmp_path: Path
 ) -> None:

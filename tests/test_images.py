@@ -375,6 +375,7 @@ _anything = st.one_of(
 )
 
 
+@pytest.mark.slow  # 300 examples: about 3 s
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_anything)
 def test_check_image_raises_only_validation_error(value: Any) -> None:
