@@ -93,7 +93,7 @@ def test_help_explains_every_option_with_examples() -> None:
 @pytest.mark.slow
 def test_run_downloads_every_image_and_writes_results(fake: FakeServer, tmp_path: Path) -> None:
     """A task-provider run: exit 0, every job's n images saved as valid PNGs under
-    images/<id>/, results.jsonl in manifest order with DESIGN's fields, a summary on
+    images/<id>/, results.jsonl in manifest order with its documented fields, a summary on
     stdout, and plain progress lines on stderr (not a terminal)."""
     write_images(tmp_path)
     manifest = write_manifest(tmp_path / "m.jsonl", edits(20))

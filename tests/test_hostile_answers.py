@@ -37,7 +37,7 @@ def client(server: Any, provider: str = "evolink", **options: Any) -> qe.QwenEdi
     return qe.QwenEditClient(provider, api_key=KEY, base_url=server.url, **options)
 
 
-# -- item 10: the key a provider echoes is masked where it enters ------------------------------
+# -- the key a provider echoes is masked where it enters ------------------------------
 
 
 async def test_a_key_echoed_in_a_401_never_reaches_the_error() -> None:
@@ -112,7 +112,7 @@ async def test_a_completion_callback_quoting_the_key_is_masked_before_it_is_read
     assert "Bearer ********" in str(error)
 
 
-# -- item 12: answers are capped, and unreadable ones are QwenEditErrors ------------------------
+# -- answers are capped, and unreadable ones are QwenEditErrors ------------------------
 
 
 @pytest.mark.parametrize("where", ["create", "status"])
@@ -174,7 +174,7 @@ async def test_a_deeply_nested_error_body_keeps_its_status_class() -> None:
             await c.edit([URL], "x")
 
 
-# -- item 14: task ids are one URL path segment ---------------------------------------------
+# -- task ids are one URL path segment ---------------------------------------------
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "  "])
@@ -205,7 +205,7 @@ async def test_a_task_id_of_dot_dot_from_a_provider_fails_the_job_clearly() -> N
         assert server.polled == {}
 
 
-# -- item 20: what never left is not uncertain ------------------------------------------------
+# -- what never left is not uncertain ------------------------------------------------
 
 
 def _closed_port() -> int:
@@ -274,7 +274,7 @@ def test_the_cli_refuses_a_base_url_without_scheme_before_any_job(
     assert not results.exists() or "uncertain" not in results.read_text()
 
 
-# -- item 22: hints are clamped; no interval exceeds poll_max_interval --------------------------
+# -- hints are clamped; no interval exceeds poll_max_interval --------------------------
 
 
 @pytest.mark.parametrize("hint", [4000.0, 1e308, 1e-300])

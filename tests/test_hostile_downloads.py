@@ -37,7 +37,7 @@ async def _download(server: HostileProvider, dest: Path, **options: Any) -> list
         return await c.download(result, dest)
 
 
-# -- item 15: unusable URLs fail at once; link-local and metadata addresses are refused ------
+# -- unusable URLs fail at once; link-local and metadata addresses are refused ------
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ async def test_the_clients_own_connector_guards_resolution() -> None:
     assert forbidden_address("169.254.0.1") and not forbidden_address("10.0.0.1")
 
 
-# -- item 13: a dripping download ends at its deadline ---------------------------------------
+# -- a dripping download ends at its deadline ---------------------------------------
 
 
 async def test_a_dripping_download_ends_at_download_timeout(tmp_path: Path) -> None:
@@ -147,7 +147,7 @@ async def test_a_dripping_download_ends_at_download_timeout(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []
 
 
-# -- item 23: an OSError while saving is a DownloadError, never an ExceptionGroup -------------
+# -- an OSError while saving is a DownloadError, never an ExceptionGroup -------------
 
 
 async def test_a_file_that_cannot_be_written_is_a_download_error(tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ async def test_duplicate_ids_and_bad_lines_become_rejects(tmp_path: Path) -> Non
 
 
 async def test_results_jsonl_contract(tmp_path: Path) -> None:
-    """results.jsonl has DESIGN's fields plus urls and usage in manifest order, error as
+    """results.jsonl has its documented fields plus urls and usage in manifest order, error as
     {type, message} or null, files relative to the folder, and is replaced atomically (no
     temporary left)."""
     journal = await opened(tmp_path / "j.sqlite3")
