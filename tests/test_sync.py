@@ -235,3 +235,24 @@ def test_ctrl_c_while_waiting_cancels_the_job(qwen_fake: FakeProvider) -> None:
             timer.cancel()
         wait_until(lambda: client.statistics().in_flight == 0)
         assert client.statistics().failed == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["__init__", "edit", "submit", "attach", "edit_many", "with_options", "download"]
+)
+def test_the_sync_twin_takes_the_async_clients_arguments(name: str) -> None:
+    """Every argument the blocking client shares with the async one has the same kind,
+    default and type, so the twins cannot drift apart (the sync client leaves out only
+    what needs the caller's loop: a session, callbacks, shared limits, async iterables)."""
+    import inspect
+
+    own = inspect.signature(getattr(qe.QwenEditClient, name)).parameters
+    twin = inspect.signature(getattr(qe.SyncQwenEditClient, name)).parameters
+    assert set(twin) <= set(own)
+    left_out = {"__init__": {"session", "callbacks", "shared"}}.get(name, set())
+    assert set(own) - set(twin) == left_out
+    for key, param in twin.items():
+        mine = own[key]
+        assert (param.kind, param.default) == (mine.kind, mine.default), key
+        if not (name == "edit_many" and key == "requests"):  # no async iterables there
+            assert param.annotation == mine.annotation, key
