@@ -116,7 +116,10 @@ def test_leaving_edit_many_early_cancels_its_jobs(qwen_fake: FakeProvider) -> No
         stats = client.statistics()
         assert (stats.waiting, stats.polling) == (0, 0)
         assert stats.completed == 1
-        assert qwen_fake.stats.creates <= 4  # no job was started after the loop was left
+        # Four slots, seven requests: the worker that ran the quick job may start the next
+        # one while its outcome crosses to this thread, but nothing starts once the loop
+        # was left (without the cancellation all seven would be created).
+        assert qwen_fake.stats.creates <= 5
 
 
 def test_with_options_view_shares_the_client(qwen_fake: FakeProvider) -> None:
