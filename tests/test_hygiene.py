@@ -4,8 +4,10 @@ is replaced atomically; and defaults that agree with ``ClientConfig``."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import pathlib
+import zipfile
 
 import anyio
 import anyio.to_thread
@@ -21,6 +23,15 @@ from qwen_edit_async._prepare import ImagePreparer
 from qwen_edit_async.bulk._journal import Journal
 from qwen_edit_async.bulk._manifest import Entry
 from qwen_edit_async.testing import FakeProvider
+
+LICENSE = "qwen_edit_async-0.dist-info/licenses/LICENSE"
+RECORD = "qwen_edit_async-0.dist-info/RECORD"
+_SPEC = importlib.util.spec_from_file_location(
+    "check_wheel", pathlib.Path(__file__).parents[1] / ".ci" / "check_wheel.py"
+)
+assert _SPEC is not None and _SPEC.loader is not None
+check_wheel = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(check_wheel)
 
 META = {"provider": "vtrix", "base_url": "http://127.0.0.1:1", "model": "m"}
 SCHEME_SPELLINGS = (
@@ -195,3 +206,36 @@ def test_the_fake_provider_takes_only_the_dialects_declarations_from_the_library
         or "import qwen_edit_async" in line
     ]
     assert offenders == []
+
+
+def _wheel(tmp_path: pathlib.Path, names: list[str]) -> pathlib.Path:
+    path = tmp_path / "qwen_edit_async-0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in names:
+            archive.writestr(name, "")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["qwen_edit_async/__init__.py", "qwen_edit_async/py.typed", LICENSE, RECORD], []),
+        (
+            ["qwen_edit_async/_client.py.orig", "qwen_edit_async/py.typed", LICENSE],
+            ["the wheel carries a stray file: qwen_edit_async/_client.py.orig"],
+        ),
+        (["qwen_edit_async/__init__.py", "qwen_edit_async/py.typed"], ["the wheel lacks LICENSE"]),
+        (
+            ["qwen_edit_async/__init__.py", LICENSE, "tests/test_x.py"],
+            [
+                "the wheel carries a stray file: tests/test_x.py",
+                "the wheel lacks qwen_edit_async/py.typed",
+            ],
+        ),
+    ],
+)
+def test_the_wheel_check_refuses_stray_files_and_a_missing_license(
+    tmp_path: pathlib.Path, names: list[str], expected: list[str]
+) -> None:
+    """CI's wheel check: only the package's sources, py.typed and metadata, LICENSE included."""
+    assert check_wheel.problems(_wheel(tmp_path, names)) == expected
