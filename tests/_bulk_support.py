@@ -13,9 +13,11 @@ import sys
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests._imagegen import make_image
 
@@ -80,6 +82,44 @@ class FakeServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+#: The fake's latency for the CLI tests: short, but long enough to overlap jobs.
+LATENCY = 0.05
+
+
+@pytest.fixture(scope="module", name="server")
+def server_fixture() -> Iterator[FakeServer]:
+    """``server``: one fake provider process shared by a test module's tests.
+
+    A module takes it (and ``fake``) with
+    ``from tests._bulk_support import fake_fixture, server_fixture`` (``# noqa: F401``).
+    """
+    server = FakeServer("--latency", str(LATENCY))
+    yield server
+    server.close()
+
+
+@pytest.fixture(name="fake")
+def fake_fixture(server: FakeServer) -> FakeServer:
+    """``fake``: the module's fake, reset for each test (no jobs, no faults, its latency).
+
+    It stands in for the suite-wide async ``fake`` in the modules that import it.
+    """
+    server.reset(latency=LATENCY)
+    return server
+
+
+def run_args(
+    manifest: Path, out: Path, fake: FakeServer | str, *extra: str, provider: str = "vtrix"
+) -> list[str]:
+    """``qwen-edit run`` of ``manifest`` into ``out`` against the fake (or a URL), no progress
+    output, then ``extra``."""
+    url = fake if isinstance(fake, str) else fake.url
+    return [
+        "run", str(manifest), "--out", str(out), "--provider", provider,
+        "--base-url", url, "--progress", "none", *extra,
+    ]  # fmt: skip
 
 
 def qwen_edit(*args: str | Path) -> list[str]:

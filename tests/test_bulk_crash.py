@@ -10,7 +10,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests._bulk_support import (
     check_folder,
     edits,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     start_cli,
     wait_for,
     write_images,
@@ -28,13 +28,6 @@ from tests._bulk_support import (
 
 # Each test kills and resumes real runs many times (12-25 s on 2 cores).
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
 
 
 def assert_consistent(journal: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,12 @@ from tests._bulk_support import (
     check_folder,
     cli_env,
     edits,
+    fake_fixture,  # noqa: F401  (a pytest fixture)
     journal_rows,
     read_results,
+    run_args,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     start_cli,
     wait_for,
     write_images,
@@ -28,35 +30,6 @@ from tests._bulk_support import (
 pytestmark = pytest.mark.timeout(90)
 
 RIGHT_KEY = "sk-the-right-key"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def fake(server: FakeServer) -> FakeServer:
-    server.reset(latency=0.05)
-    return server
-
-
-def run_args(manifest: Path, out: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--out",
-        str(out),
-        "--provider",
-        "vtrix",
-        "--base-url",
-        url,
-        "--progress",
-        "none",
-        *extra,
-    ]
 
 
 def statuses(out: Path) -> dict[str, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,43 +14,17 @@ from tests._bulk_support import (
     FakeServer,
     check_folder,
     edits,
+    fake_fixture,  # noqa: F401  (a pytest fixture)
     journal_rows,
     read_results,
+    run_args,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     write_images,
     write_manifest,
 )
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def fake(server: FakeServer) -> FakeServer:
-    server.reset(latency=0.05)
-    return server
-
-
-def run_args(manifest: Path, out: Path, fake: FakeServer, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--out",
-        str(out),
-        "--provider",
-        "vtrix",
-        "--base-url",
-        fake.url,
-        "--progress",
-        "none",
-        *extra,
-    ]
 
 
 @pytest.mark.parametrize("planted", ["images/job-0001", "images", ".results.jsonl.part"])

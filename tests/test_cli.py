@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,13 @@ from tests._bulk_support import (
     check_folder,
     cli_env,
     edits,
+    fake_fixture,  # noqa: F401  (a pytest fixture)
     journal_rows,
     qwen_edit,
     read_results,
+    run_args,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     start_cli,
     wait_for,
     write_images,
@@ -31,34 +33,6 @@ from tests._bulk_support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def fake(server: FakeServer) -> FakeServer:
-    server.reset(latency=0.05)
-    return server
-
-
-def run_args(manifest: Path, out: Path, fake: FakeServer, provider: str = "vtrix") -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--out",
-        str(out),
-        "--provider",
-        provider,
-        "--base-url",
-        fake.url,
-        "--progress",
-        "none",
-    ]
 
 
 def test_help_explains_every_option_with_examples() -> None:

@@ -9,7 +9,6 @@ import os
 import resource
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +18,11 @@ from tests._bulk_support import (
     check_folder,
     cli_env,
     edits,
+    fake_fixture,  # noqa: F401  (a pytest fixture)
     qwen_edit,
+    run_args,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     start_cli,
     wait_for,
     write_images,
@@ -28,35 +30,6 @@ from tests._bulk_support import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def fake(server: FakeServer) -> FakeServer:
-    server.reset(latency=0.05)
-    return server
-
-
-def run_args(manifest: Path, out: Path, fake: FakeServer, *extra: str) -> list[str]:
-    return [
-        "run",
-        str(manifest),
-        "--out",
-        str(out),
-        "--provider",
-        "vtrix",
-        "--base-url",
-        fake.url,
-        "--progress",
-        "none",
-        *extra,
-    ]
 
 
 @pytest.mark.slow

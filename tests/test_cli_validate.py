@@ -5,7 +5,6 @@ budget is never passed."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,11 @@ from qwen_edit_async.cli import main
 from tests._bulk_support import (
     FakeServer,
     edits,
+    fake_fixture,  # noqa: F401  (a pytest fixture)
     journal_rows,
     read_results,
     run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
     write_images,
     write_manifest,
 )
@@ -25,19 +26,6 @@ from tests._imagegen import make_image
 pytestmark = pytest.mark.timeout(60)
 
 _QUIET = ("creates", "jobs_created", "polls", "downloads", "uploads", "rejected")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def fake(server: FakeServer) -> FakeServer:
-    server.reset(latency=0.05)
-    return server
 
 
 class Done:

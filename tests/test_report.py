@@ -17,7 +17,13 @@ from aiohttp import web
 from qwen_edit_async.bulk._report import ReportData, render_report
 from qwen_edit_async.cli import main
 from qwen_edit_async.testing._png import png_bytes
-from tests._bulk_support import FakeServer, journal_rows, run_cli, write_manifest
+from tests._bulk_support import (
+    FakeServer,
+    journal_rows,
+    run_cli,
+    server_fixture,  # noqa: F401  (a pytest fixture)
+    write_manifest,
+)
 from tests._chromium import VISIBLE_IMAGES_DRAWN, Browser, read_png
 
 pytestmark = pytest.mark.timeout(90)
@@ -27,13 +33,6 @@ pytestmark = pytest.mark.timeout(90)
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     with Browser(tmp_path_factory.mktemp("chromium-profile")) as chromium:
         yield chromium
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    fake = FakeServer("--latency", "0.05")
-    yield fake
-    fake.close()
 
 
 def colourful_inputs(folder: Path) -> list[str]:
