@@ -6,7 +6,8 @@ asyncio client, the ``redis`` extra):
 
 - a slot is a lease in a sorted set, scored by its expiry on the Redis server's clock; a
   process renews its leases while it holds them, so one killed with ``-9`` gives its
-  slots back within ``lease_ttl`` seconds;
+  slots back within ``lease_ttl`` seconds; leases given back are announced on a channel,
+  which wakes the processes waiting for one;
 - one submission schedule and one 429 cooldown (a hash: the next send time, the end of
   the cooldown), so N processes together send at the learned rate, not N times it;
 - the learned limits (:class:`~qwen_edit_async._learning.Learned` as JSON), updated by
@@ -34,6 +35,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from . import _redis_scripts as scripts
 from ._config import Secret
 from ._errors import ConfigurationError
 from ._learning import (
@@ -64,71 +66,15 @@ logger = logging.getLogger("qwen_edit_async")
 CALL_TIMEOUT = 2.0
 #: Seconds of local limits after Redis failed, before trying it again.
 RETRY_REDIS = 5.0
-#: Seconds between two looks at the shared slots while waiting for one.
-POLL = 0.025
+#: Seconds between two looks at the shared slots while waiting for one. Every process
+#: announces the leases it gives back (a Redis channel), which wakes the waiters at once;
+#: the look catches what no one announces: leases of a killed process that expire.
+POLL = 0.25
+#: The same while the announcements cannot be heard (subscribing failed).
+POLL_UNHEARD = 0.025
 
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder(Learned).decode
-
-# KEYS: leases, state. ARGV: lease id, ttl ms, limit when no state yet. -> 1 taken, 0 full.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local limit = tonumber(ARGV[3])
-local s = redis.call('HGET', KEYS[2], 's')
-if s then limit = math.max(1, math.floor(cjson.decode(s)['in_flight'])) end
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
-  return 1
-end
-return 0
-"""
-
-# KEYS: leases. ARGV: ttl ms, lease ids... -> leases in the set now.
-_RENEW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
-end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 4)
-return redis.call('ZCARD', KEYS[1])
-"""
-
-# KEYS: schedule. ARGV: rate (0: unpaced), cooldown seconds to start (0: none), seconds the
-# schedule may run ahead of now (a burst allowance, as in _learning).
-# -> seconds to wait before sending, as a string (Lua numbers lose their fraction).
-_PACE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local cool = tonumber(ARGV[2])
-local until_ = tonumber(redis.call('HGET', KEYS[1], 'cooldown') or '0')
-if cool > 0 then
-  until_ = math.max(until_, now + cool)
-  redis.call('HSET', KEYS[1], 'cooldown', tostring(until_))
-end
-local rate = tonumber(ARGV[1])
-local slot = math.max(now, until_)
-if rate > 0 then
-  slot = math.max(slot, tonumber(redis.call('HGET', KEYS[1], 'next') or '0'))
-  redis.call('HSET', KEYS[1], 'next', tostring(slot + 1 / rate))
-end
-redis.call('EXPIRE', KEYS[1], 3600)
-if rate > 0 then slot = math.max(math.max(now, until_), slot - tonumber(ARGV[3] or '0')) end
-return tostring(slot - now)
-"""
-
-# KEYS: state. ARGV: version read, new JSON. -> {version, nil} stored, {version, json} lost.
-_UPDATE = """
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return {v, redis.call('HGET', KEYS[1], 's')} end
-redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
-redis.call('EXPIRE', KEYS[1], 86400)
-return {v + 1, false}
-"""
 
 
 def namespace(provider: str, base_url: str, api_key: Secret) -> str:
@@ -178,6 +124,9 @@ class RedisLimits(Limits):
         self._leases_key = f"{prefix}:leases"
         self._state_key = f"{prefix}:state"
         self._schedule_key = f"{prefix}:schedule"
+        self._freed_channel = f"{prefix}:freed"
+        self._heard = False  # subscribed to the channel where freed leases are announced
+        self._listening: anyio.CancelScope | None = None
         self._redis: Any = None
         self._scripts: dict[str, Any] = {}
         self._leases: dict[object, tuple[str, float]] = {}
@@ -219,10 +168,11 @@ class RedisLimits(Limits):
             self._url, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT
         )
         for name, text in (
-            ("acquire", _ACQUIRE),
-            ("renew", _RENEW),
-            ("pace", _PACE),
-            ("update", _UPDATE),
+            ("acquire", scripts.ACQUIRE),
+            ("renew", scripts.RENEW),
+            ("pace", scripts.PACE),
+            ("update", scripts.UPDATE),
+            ("release", scripts.RELEASE),
         ):
             self._scripts[name] = self._redis.register_script(text)
         try:
@@ -230,8 +180,34 @@ class RedisLimits(Limits):
         except (RedisError, OSError, TimeoutError) as exc:
             self._fall_back(exc)
         task_group.start_soon(self._background)
+        task_group.start_soon(self._listen)
+
+    async def _listen(self) -> None:
+        """Wake the local waiter whenever any process announces freed leases."""
+        with anyio.CancelScope() as self._listening:
+            while True:
+                pubsub = self._redis.pubsub()
+                try:
+                    with anyio.fail_after(CALL_TIMEOUT):
+                        await pubsub.subscribe(self._freed_channel)
+                    self._heard = True
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is not None:
+                            self._freed.set()
+                except (RedisError, OSError, TimeoutError):
+                    pass  # the waiters look more often meanwhile; _call reports outages
+                finally:
+                    self._heard = False
+                    with anyio.move_on_after(CALL_TIMEOUT, shield=True):
+                        await pubsub.aclose()
+                await anyio.sleep(RETRY_REDIS)
 
     async def aclose(self) -> None:
+        if self._listening is not None:
+            self._listening.cancel()
         try:
             if self._redis is not None and self._up:
                 ids = [lease for lease, _ in self._leases.values()] + self._to_release
@@ -285,8 +261,7 @@ class RedisLimits(Limits):
             try:
                 if self._to_release:
                     ids, self._to_release = self._to_release, []
-                    with anyio.fail_after(CALL_TIMEOUT):
-                        await self._redis.zrem(self._leases_key, *ids)
+                    await self._call("release", [self._leases_key, self._freed_channel], ids)
                 if time.monotonic() - last_renew >= renew_every:
                     last_renew = time.monotonic()
                     held = [lease for lease, _ in self._leases.values()]
@@ -362,7 +337,8 @@ class RedisLimits(Limits):
                     if ok:
                         self._leases[holder] = (lease, time.monotonic())
                         return
-                    with anyio.move_on_after(random.uniform(POLL / 2, POLL * 1.5)):
+                    poll = POLL if self._heard else POLL_UNHEARD
+                    with anyio.move_on_after(random.uniform(poll / 2, poll * 1.5)):
                         await self._freed.wait()
                     self._freed = anyio.Event()
         finally:

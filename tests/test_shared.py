@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -21,7 +22,11 @@ from conftest import API_KEY
 
 import qwen_edit_async as qe
 from qwen_edit_async._config import Secret
+from qwen_edit_async._limits import LocalLimits
 from qwen_edit_async.testing import FakeProvider
+
+if TYPE_CHECKING:
+    from qwen_edit_async._shared import RedisLimits  # needs the redis package
 
 pytestmark = pytest.mark.redis
 
@@ -67,6 +72,19 @@ async def leases(redis_url: str, fake: FakeProvider, key: str = API_KEY) -> int:
         return int(await conn.zcount(name, seconds * 1000 + micros // 1000, "+inf"))
     finally:
         await conn.aclose()
+
+
+def shared_limits(redis_url: str, key: str, *, adaptive: bool = True) -> RedisLimits:
+    """Shared limits on their own namespace (``key``), not yet opened."""
+    from qwen_edit_async._shared import RedisLimits
+
+    return RedisLimits(
+        redis_url,
+        LocalLimits(max_in_flight=64, submit_rate=None, adaptive=adaptive),
+        provider="vtrix",
+        base_url=f"http://127.0.0.1:1/{key}",
+        api_key=Secret(API_KEY),
+    )
 
 
 async def test_two_clients_share_one_in_flight_count(redis_url: str) -> None:
@@ -270,18 +288,10 @@ async def test_a_burst_within_the_shared_rate_goes_at_once(redis_url: str) -> No
     """The shared schedule allows the same short burst as the local pace: at a learned
     1,000 creates/s, 40 creates in a row wait for nothing (each used to wait 1 ms more than
     the last), while at 4 creates/s the second one still waits its turn."""
-    from qwen_edit_async._limits import LocalLimits
-    from qwen_edit_async._shared import RedisLimits
 
     qe.set_testing(False)
     for rate, waits in ((1000.0, False), (4.0, True)):
-        limits = RedisLimits(
-            redis_url,
-            LocalLimits(max_in_flight=64, submit_rate=None),
-            provider="vtrix",
-            base_url=f"http://127.0.0.1:1/burst-{rate}-{uuid.uuid4().hex}",
-            api_key=Secret(API_KEY),
-        )
+        limits = shared_limits(redis_url, f"burst-{rate}-{uuid.uuid4().hex}")
         async with anyio.create_task_group() as group:
             await limits.open(group)
             limits._learned.rate = rate
@@ -297,16 +307,8 @@ def test_the_shared_slow_start_adds_one_slot_per_accepted_create() -> None:
     itself bound while it has waiters: one slot each (two, as a lone process adds, overshot
     a shared quota of 8 and had 15% of creates refused with four processes)."""
     from qwen_edit_async._learning import Learned
-    from qwen_edit_async._limits import LocalLimits
-    from qwen_edit_async._shared import RedisLimits
 
-    limits = RedisLimits(
-        "redis://127.0.0.1:1/0",
-        LocalLimits(max_in_flight=64, submit_rate=None),
-        provider="vtrix",
-        base_url="http://127.0.0.1:1",
-        api_key=Secret(API_KEY),
-    )
+    limits = shared_limits("redis://127.0.0.1:1/0", "slow-start")
     state = Learned(in_flight=4.0, rate=4.0)
     assert limits._apply(state, events=[("accepted", 1.0)] * 3)
     assert state.in_flight == 7.0
@@ -316,23 +318,11 @@ async def test_a_refused_job_waits_for_a_lease_without_holding_one(redis_url: st
     """A concurrency refusal while other leases are held: the refused job goes back to the
     queue and, once a lease is free, retries at once. It used to take the lease and then
     sleep up to 2 s on it, keeping a slot from every process sharing the quota."""
-    from qwen_edit_async._limits import LocalLimits
-    from qwen_edit_async._shared import RedisLimits
 
     qe.set_testing(False)
 
     key = uuid.uuid4().hex  # a namespace of its own
-
-    def make() -> RedisLimits:
-        return RedisLimits(
-            redis_url,
-            LocalLimits(max_in_flight=64, submit_rate=None, adaptive=True),
-            provider="vtrix",
-            base_url=f"http://127.0.0.1:1/{key}",
-            api_key=Secret(API_KEY),
-        )
-
-    a, b = make(), make()
+    a, b = shared_limits(redis_url, key), shared_limits(redis_url, key)
     others, refused_job = [object() for _ in range(3)], object()
     returned = anyio.Event()
 
@@ -354,6 +344,40 @@ async def test_a_refused_job_waits_for_a_lease_without_holding_one(redis_url: st
             await anyio.sleep(0.01)
         await anyio.wait_all_tasks_blocked()
         assert returned.is_set()
+        await a.aclose()
+        await b.aclose()
+        group.cancel_scope.cancel()
+
+
+async def test_a_lease_freed_by_another_process_wakes_the_waiter(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process waiting for a shared slot hears another give one back (announced through
+    Redis) and takes it at once, however long it would wait between looks; it used to find
+    out only by looking again, every 25 ms."""
+    from qwen_edit_async import _shared
+
+    monkeypatch.setattr(_shared, "POLL", 600.0)
+    monkeypatch.setattr(_shared, "POLL_UNHEARD", 600.0, raising=False)
+    key = uuid.uuid4().hex
+    a = shared_limits(redis_url, key, adaptive=False)
+    b = shared_limits(redis_url, key, adaptive=False)
+    a._learned.in_flight = b._learned.in_flight = 2.0
+    held, waiting = [object(), object()], object()
+    async with anyio.create_task_group() as group:
+        await a.open(group)
+        await b.open(group)
+        for holder in held:
+            await a.acquire(holder)
+        while not b._heard:
+            await anyio.sleep(0.01)
+        group.start_soon(b.acquire, waiting)
+        while b._waiters == 0:
+            await anyio.sleep(0.01)
+        a.release(held[0])
+        with anyio.fail_after(10):  # a bound against hanging, far below the 600 s look
+            while waiting not in b._leases:
+                await anyio.sleep(0.01)
         await a.aclose()
         await b.aclose()
         group.cancel_scope.cancel()

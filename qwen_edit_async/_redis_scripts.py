@@ -1,0 +1,74 @@
+"""The Lua scripts behind the shared limits (``_shared``), each one atomic step in Redis.
+
+Times in the leases set are the Redis server's clock, in milliseconds, so that processes on
+machines with skewed clocks agree on when a lease expires.
+"""
+
+__all__ = ["ACQUIRE", "PACE", "RELEASE", "RENEW", "UPDATE"]
+
+# KEYS: leases, state. ARGV: lease id, ttl ms, limit when no state yet. -> 1 taken, 0 full.
+ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[3])
+local s = redis.call('HGET', KEYS[2], 's')
+if s then limit = math.max(1, math.floor(cjson.decode(s)['in_flight'])) end
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 4)
+  return 1
+end
+return 0
+"""
+
+# KEYS: leases, channel. ARGV: lease ids... -> leases removed (announced on the channel).
+RELEASE = """
+local n = redis.call('ZREM', KEYS[1], unpack(ARGV))
+if n > 0 then redis.call('PUBLISH', KEYS[2], n) end
+return n
+"""
+
+# KEYS: leases. ARGV: ttl ms, lease ids... -> leases in the set now.
+RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 4)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: schedule. ARGV: rate (0: unpaced), cooldown seconds to start (0: none), seconds the
+# schedule may run ahead of now (a burst allowance, as in _learning).
+# -> seconds to wait before sending, as a string (Lua numbers lose their fraction).
+PACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local cool = tonumber(ARGV[2])
+local until_ = tonumber(redis.call('HGET', KEYS[1], 'cooldown') or '0')
+if cool > 0 then
+  until_ = math.max(until_, now + cool)
+  redis.call('HSET', KEYS[1], 'cooldown', tostring(until_))
+end
+local rate = tonumber(ARGV[1])
+local slot = math.max(now, until_)
+if rate > 0 then
+  slot = math.max(slot, tonumber(redis.call('HGET', KEYS[1], 'next') or '0'))
+  redis.call('HSET', KEYS[1], 'next', tostring(slot + 1 / rate))
+end
+redis.call('EXPIRE', KEYS[1], 3600)
+if rate > 0 then slot = math.max(math.max(now, until_), slot - tonumber(ARGV[3] or '0')) end
+return tostring(slot - now)
+"""
+
+# KEYS: state. ARGV: version read, new JSON. -> {version, nil} stored, {version, json} lost.
+UPDATE = """
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return {v, redis.call('HGET', KEYS[1], 's')} end
+redis.call('HSET', KEYS[1], 'v', v + 1, 's', ARGV[2])
+redis.call('EXPIRE', KEYS[1], 86400)
+return {v + 1, false}
+"""
