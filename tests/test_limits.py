@@ -14,7 +14,7 @@ from qwen_edit_async._learning import Learned
 from qwen_edit_async._limits import LocalLimits
 from qwen_edit_async.providers import get_provider
 from qwen_edit_async.testing import FakeProvider
-from qwen_edit_async.testing._dialects import render_error
+from qwen_edit_async.testing._fake_dialects import FAKE_DIALECTS
 from qwen_edit_async.testing._faults import Faults
 from qwen_edit_async.testing._problems import Problem
 from qwen_edit_async.testing._quota import BURST_MESSAGE, RATE_MESSAGE
@@ -106,8 +106,7 @@ def test_each_dialect_tells_a_concurrency_429_from_a_rate_429(
 ) -> None:
     """The 429 each dialect answers for the fake's quota, rate limit and burst guard reads
     back as a RateLimitError whose ``limit`` names which limit refused it."""
-    dialect = {"modelstream": "modelstream"}.get(provider, provider)
-    status, body = render_error(dialect, problem, "rid", Faults())
+    status, body = FAKE_DIALECTS[provider].error(problem, "rid", Faults())
     import msgspec
 
     error = get_provider(provider).parse_error(status, {}, msgspec.json.encode(body))

@@ -15,19 +15,19 @@ from ._problems import Kind, Problem
 from ._relay import relay_error, vtrix_balance_body
 
 __all__ = [
-    "DIALECTS",
     "FAILURE_MESSAGES",
+    "dashscope_refusal",
     "dashscope_success",
     "evolink_created",
+    "evolink_refusal",
     "evolink_task",
+    "gateway_refusal",
     "openai_success",
-    "render_error",
     "task_failure_problem",
     "vtrix_created",
+    "vtrix_refusal",
     "vtrix_task",
 ]
-
-DIALECTS = ("dashscope", "modelstream", "onetoken", "evolink", "vtrix")
 
 FAILURE_MESSAGES: dict[str, str] = {
     "content_filter": "Input data may contain inappropriate content.",
@@ -126,46 +126,56 @@ def _openai_type(status: int) -> str:
     return "invalid_request_error"
 
 
-def render_error(
-    dialect: str, problem: Problem, request_id: str, faults: Faults
-) -> tuple[int, dict[str, Any]]:
-    """``(status, body)`` of an error answer in ``dialect``'s own shape."""
+def dashscope_refusal(problem: Problem, request_id: str) -> tuple[int, dict[str, Any]]:
+    """DashScope's flat ``{"request_id", "code", "message"}`` error."""
+    status, code = _DASHSCOPE[problem.kind]
+    body = {"request_id": request_id, "code": problem.code or code, "message": problem.message}
+    return problem.status or status, body
+
+
+def gateway_refusal(problem: Problem, faults: Faults) -> tuple[int, dict[str, Any]]:
+    """ModelStream's and OneToken's OpenAI-shaped error around DashScope's code, or the
+    relay's rewrapped one (``faults.relay``) where DashScope refused the request."""
     kind = problem.kind
-    if dialect == "dashscope" or dialect in ("modelstream", "onetoken"):
-        status, code = _DASHSCOPE[kind]
-        status = problem.status or status
-        code = problem.code or code
-        if dialect == "dashscope":
-            return status, {"request_id": request_id, "code": code, "message": problem.message}
-        if faults.relay and kind not in _GATEWAY_CODES:
-            # DashScope refused it: the relay keeps the status and message, not the code.
-            return status, relay_error(status, problem.message, faults.relay_code)
-        code = _GATEWAY_CODES.get(kind, code)
-        return status, {
-            "error": {
-                "message": problem.message,
-                "type": _openai_type(status),
-                "param": problem.param,
-                "code": code,
-            }
-        }
-    if dialect == "evolink":
-        status, code = _EVOLINK[kind]
-        status = problem.status or status
-        if kind == "server_error":
-            code = _SERVER_CODES.get(status, code)
-        code = problem.code or code
-        wire_code: str | int = status if faults.evolink_int_codes else code
-        error: dict[str, Any] = {
-            "code": wire_code,
-            "message": problem.message,
-            "type": "invalid_request_error" if status < 500 else "api_error",
-        }
-        if status in (401, 429):
-            error["type"] = _openai_type(status)
-        error["param"] = "task_id" if kind == "not_found" else problem.param
-        return status, {"error": error}
-    # Vtrix: a bare {"message": ...} for refusals, {"error": ...} for server failures.
+    status, code = _DASHSCOPE[kind]
+    status = problem.status or status
+    if faults.relay and kind not in _GATEWAY_CODES:
+        # DashScope refused it: the relay keeps the status and message, not the code.
+        return status, relay_error(status, problem.message, faults.relay_code)
+    code = _GATEWAY_CODES.get(kind, problem.code or code)
+    error = {
+        "message": problem.message,
+        "type": _openai_type(status),
+        "param": problem.param,
+        "code": code,
+    }
+    return status, {"error": error}
+
+
+def evolink_refusal(problem: Problem, faults: Faults) -> tuple[int, dict[str, Any]]:
+    """Evolink's OpenAI-shaped error; ``faults.evolink_int_codes``: the older integer codes."""
+    kind = problem.kind
+    status, code = _EVOLINK[kind]
+    status = problem.status or status
+    if kind == "server_error":
+        code = _SERVER_CODES.get(status, code)
+    code = problem.code or code
+    wire_code: str | int = status if faults.evolink_int_codes else code
+    error: dict[str, Any] = {
+        "code": wire_code,
+        "message": problem.message,
+        "type": "invalid_request_error" if status < 500 else "api_error",
+    }
+    if status in (401, 429):
+        error["type"] = _openai_type(status)
+    error["param"] = "task_id" if kind == "not_found" else problem.param
+    return status, {"error": error}
+
+
+def vtrix_refusal(problem: Problem, request_id: str) -> tuple[int, dict[str, Any]]:
+    """Vtrix: a bare ``{"message": ...}`` for refusals, ``{"error": ...}`` for server
+    failures, its balance body for an empty account."""
+    kind = problem.kind
     status = problem.status or _VTRIX_STATUS.get(kind, 400)
     if kind == "quota":
         return status, vtrix_balance_body(request_id)

@@ -17,12 +17,15 @@ from typing import Any, ClassVar
 
 from ..providers import DashScope, Evolink, ModelStream, OneToken, Vtrix
 from ._dialects import (
+    dashscope_refusal,
     dashscope_success,
     evolink_created,
+    evolink_refusal,
     evolink_task,
+    gateway_refusal,
     openai_success,
-    render_error,
     vtrix_created,
+    vtrix_refusal,
     vtrix_task,
 )
 from ._faults import Faults
@@ -114,7 +117,7 @@ class FakeDialect(abc.ABC):
 
 
 class _Native(FakeDialect):
-    """DashScope's nested body; DashScope's error codes (relayed by the gateways)."""
+    """DashScope's nested body, answered synchronously."""
 
     sync = True
     allow_oss: ClassVar[bool] = True
@@ -122,14 +125,14 @@ class _Native(FakeDialect):
     def parse(self, body: Any, lookup: ImageLookup) -> EditSpec:
         return parse_nested(body, models=HYPHEN_MODELS, lookup=lookup, allow_oss=self.allow_oss)
 
-    def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
-        return render_error(self.name, problem, request_id, faults)
-
 
 class DashScopeFake(_Native):
     name = "dashscope"
     providers = ("dashscope", "dashscope-intl")
     create_path = DashScope.create_path
+
+    def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
+        return dashscope_refusal(problem, request_id)
 
     def check_headers(self, headers: Mapping[str, str]) -> None:
         if headers.get("X-DashScope-Async") == "enable":
@@ -142,6 +145,11 @@ class DashScopeFake(_Native):
 
 
 class _GatewayFake(_Native):
+    """OpenAI's answer and error shapes around DashScope's (which they relay)."""
+
+    def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
+        return gateway_refusal(problem, faults)
+
     def success(
         self, job: Job, urls: list[str], request_id: str, faults: Faults, b64: list[str] | None
     ) -> Any:
@@ -183,7 +191,7 @@ class EvolinkFake(FakeDialect):
         return parse_flat(body, lookup=lookup)
 
     def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
-        return render_error(self.name, problem, request_id, faults)
+        return evolink_refusal(problem, faults)
 
     def job_id(self, serial: int, rng: random.Random, request_id: str) -> str:
         suffix = _b36(serial, 4) + _b36(rng.getrandbits(20), 4)
@@ -212,7 +220,7 @@ class VtrixFake(FakeDialect):
         return parse_nested(body, models=UNDERSCORE_MODELS, lookup=lookup, allow_oss=False)
 
     def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
-        return render_error(self.name, problem, request_id, faults)
+        return vtrix_refusal(problem, request_id)
 
     def job_id(self, serial: int, rng: random.Random, request_id: str) -> str:
         return f"task-{serial:06d}{rng.getrandbits(40):010x}"
