@@ -78,3 +78,14 @@ async def test_a_bug_in_the_status_call_reaches_the_waiter() -> None:
     async with running(status) as poller:
         with anyio.fail_after(5), pytest.raises(ZeroDivisionError):
             await poller.wait("t-3")
+
+
+async def test_a_status_retry_after_beyond_retry_after_max_is_waited_out_not_fatal() -> None:
+    """A create asked to wait longer than ``retry_after_max`` gives up; a task that exists
+    is not given up on: its next check waits at most the poller's longest interval."""
+    done = TaskStatus("t-4", TaskState.SUCCEEDED, result=qe.EditResult(images=[], provider="x"))
+    asked, status = answers(qe.RateLimitError("slow down", retry_after=3600.0), done)
+    async with running(status) as poller:
+        with anyio.fail_after(5):
+            assert await poller.wait("t-4") is done
+    assert asked == ["t-4", "t-4"]
