@@ -19,10 +19,10 @@ API_KEY = "sk-test-0123456789abcdef"
 
 @pytest.fixture(autouse=True)
 def _no_retry_waits() -> Iterator[None]:
-    """Retries happen, but without waiting, so the suite stays fast."""
-    qe.set_testing(True)
-    yield
-    qe.set_testing(False)
+    """Retries happen, but without waiting, so the suite stays fast; a test that switches
+    waits back on (to measure them) leaves the next test as it found it."""
+    with qe.set_testing(True):
+        yield
 
 
 @pytest.fixture
