@@ -202,9 +202,8 @@ class Calls:
                 request, read_timeout=read_timeout, cap=self._create_cap(), stream=body
             )
         except NotSent as exc:
-            error = TransportError(str(exc), provider=provider.name)
-            if exc.final:
-                error.retryable = False  # the same URL again cannot help
+            # A final failure: the same URL again cannot help.
+            error = TransportError(str(exc), provider=provider.name, retryable=not exc.final)
             raise error from exc.__cause__
         except Lost as exc:
             raise _uncertain(str(exc), provider.name) from exc.__cause__
@@ -289,9 +288,11 @@ class Calls:
                 )
                 return parse(status, headers, body)
             except (NotSent, Lost) as exc:
-                error: QwenEditError = TransportError(str(exc), provider=self.provider.name)
+                # A final failure: the same answer again cannot help.
+                error: QwenEditError = TransportError(
+                    str(exc), provider=self.provider.name, retryable=not exc.final
+                )
                 if exc.final:
-                    error.retryable = False  # the same answer again cannot help
                     raise error from exc.__cause__
                 error.__cause__ = exc.__cause__
             except QwenEditError as exc:

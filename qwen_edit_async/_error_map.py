@@ -253,10 +253,9 @@ def api_error(
         "task_id": task_id,
         "body": body,
     }
-    error = cls(text, retry_after=retry_after, **context)
-    if isinstance(error, RateLimitError):
-        error.limit = limit_kind(message)
-    return error
+    if issubclass(cls, RateLimitError):
+        return cls(text, retry_after=retry_after, limit=limit_kind(message), **context)
+    return cls(text, retry_after=retry_after, **context)
 
 
 def task_error(
@@ -295,9 +294,7 @@ def task_error(
     if key in codes.content_filter:
         return ContentFilterError(text, **context)
     if key in codes.transient:
-        error = JobFailedError(text, **context)
-        error.retryable = True
-        return error
+        return JobFailedError(text, retryable=True, **context)
     if key in codes.quota:
         return InsufficientQuotaError(text, **context)
     if _is_generic(key) and _class_from_words(text) is ContentFilterError:

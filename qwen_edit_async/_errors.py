@@ -84,6 +84,7 @@ class QwenEditError(Exception):
         request_id: str | None = None,
         task_id: str | None = None,
         body: Any = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -94,6 +95,8 @@ class QwenEditError(Exception):
         self.task_id = task_id
         #: The decoded error body, when there was one (for what the fields do not model).
         self.body = body
+        if retryable is not None:  # else the class's own answer
+            self.retryable = retryable
 
     def _context(self) -> list[str]:
         parts = []
@@ -214,7 +217,10 @@ class RateLimitError(APIError):
     """
 
     retryable = True
-    limit: str | None = None
+
+    def __init__(self, message: str, *, limit: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.limit = limit
 
 
 class InsufficientQuotaError(APIError):

@@ -89,3 +89,21 @@ def test_a_relayed_message_that_merely_contains_rate_is_not_throttling() -> None
     assert isinstance(throttled, qe.RateLimitError)
     assert limit_kind("Request rate increased too quickly") == "rate"
     assert limit_kind("Too many concurrent tasks") == "concurrency"
+
+
+def test_retryable_and_limit_are_given_at_construction() -> None:
+    """``retryable=`` overrides the class's answer for one error, ``None`` keeps it; a rate
+    limit error carries the ``limit`` it was made with, through pickling too."""
+    import pickle
+
+    from qwen_edit_async import JobFailedError, RateLimitError, TransportError
+
+    assert TransportError("reset").retryable is True
+    assert TransportError("unusable URL", retryable=False).retryable is False
+    assert JobFailedError("service_error", retryable=True).retryable is True
+    assert JobFailedError("moderated").retryable is False
+    throttled = RateLimitError("slow down", limit="concurrency", retry_after=2.0)
+    assert (throttled.limit, throttled.retry_after) == ("concurrency", 2.0)
+    assert throttled.retryable is True
+    assert RateLimitError("slow down").limit is None
+    assert pickle.loads(pickle.dumps(throttled)).limit == "concurrency"
