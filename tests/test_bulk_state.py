@@ -1,5 +1,5 @@
-"""One vocabulary for a bulk job's life (``EntryState``), and re-attachment decided by the
-error tree's classes rather than by a list of class names."""
+"""One vocabulary for a bulk job's life (``EntryState``); re-attachment and ``--retry-failed``'s
+default decided by the error tree's classes rather than by lists of class names."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from qwen_edit_async import EditRequest, JobTimeoutError, ServerError, TransportError
+from qwen_edit_async import (
+    EditRequest,
+    JobTimeoutError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
 from qwen_edit_async.bulk._admit import journaled_error_is
 from qwen_edit_async.bulk._journal import Action, Journal
 from qwen_edit_async.bulk._manifest import Entry
+from qwen_edit_async.bulk._run_cli import retry_filter
 from qwen_edit_async.bulk._state import ENDED, PENDING, EntryState
 
 META = {"provider": "vtrix", "base_url": "http://127.0.0.1:1", "model": "m"}
@@ -102,3 +109,16 @@ def test_a_journaled_error_name_is_judged_by_its_class() -> None:
     assert not journaled_error_is("ServerError", (JobTimeoutError, TransportError))
     assert not journaled_error_is("NotRun", (TransportError,))
     assert not journaled_error_is(None, (TransportError,))
+
+
+class BadPromptError(ValidationError):
+    """A validation failure of a kind the command line never named: still not retried."""
+
+
+def test_retry_failed_by_default_leaves_every_validation_failure_alone() -> None:
+    """``--retry-failed`` without types skips validation and manifest failures by their
+    classes, subclasses included; other failures are retried."""
+    default = retry_filter("")
+    assert not default("ValidationError") and not default("ManifestError")
+    assert not default("BadPromptError")
+    assert default("ServerError") and default("NotRun") and default(None)

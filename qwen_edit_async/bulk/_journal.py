@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .._errors import SubmitUncertainError
 from ._admit import Action, Admission, admit_one, error_fields
 from ._manifest import Entry
 from ._results import count_jobs, write_results
@@ -399,8 +400,13 @@ def _update(
 
 def _sweep(conn: sqlite3.Connection) -> int:
     cursor = conn.execute(
-        "UPDATE jobs SET status=?, error_type='SubmitUncertainError', "
-        "error_message=?, updated_at=? WHERE status=?",
-        (EntryState.UNCERTAIN, _UNCERTAIN_MESSAGE, time.time(), EntryState.SUBMITTING),
+        "UPDATE jobs SET status=?, error_type=?, error_message=?, updated_at=? WHERE status=?",
+        (
+            EntryState.UNCERTAIN,
+            SubmitUncertainError.__name__,
+            _UNCERTAIN_MESSAGE,
+            time.time(),
+            EntryState.SUBMITTING,
+        ),
     )
     return cursor.rowcount

@@ -19,6 +19,7 @@ import msgspec
 
 from .._atomic import atomic_write, fsync_path
 from .._download import safe_stem
+from .._errors import SubmitUncertainError
 from ._state import EntryState, sql_states
 
 __all__ = [
@@ -37,7 +38,7 @@ _UNFINISHED = {
     EntryState.QUEUED: (EntryState.FAILED, "NotRun", "not submitted yet: resume the run"),
     EntryState.SUBMITTING: (
         EntryState.UNCERTAIN,
-        "SubmitUncertainError",
+        SubmitUncertainError.__name__,
         "its create was being sent: the provider may have created (and billed) it",
     ),
     EntryState.SUBMITTED: (

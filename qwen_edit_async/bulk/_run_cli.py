@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import IO
 
 from .._config import BASE_URL_ENV, resolve_provider
+from .._errors import ManifestError, QwenEditError, ValidationError
 from .._logs import setup_logging
 from .._loop import run_async
 from .._text import printable
-from ._admit import error_classes
+from ._admit import error_classes, journaled_error_is
 from ._journal import JOURNAL_NAME
 from ._progress import format_seconds
 from ._report import write_report
@@ -31,7 +32,7 @@ __all__ = ["cmd_run", "execute", "print_report", "resume_hint", "run_with_signal
 #: Flags that apply to one resume only, left out of the resume command printed.
 _ONE_OFF = ("--resume", "--retry-uncertain", "--retry-failed")
 #: Failed jobs ``--retry-failed`` leaves alone unless named: resending cannot help them.
-_NOT_RETRIED = ("ValidationError", "ManifestError")
+_NOT_RETRIED: tuple[type[QwenEditError], ...] = (ValidationError, ManifestError)
 
 
 def resume_hint(argv: Sequence[str]) -> str:
@@ -59,7 +60,7 @@ def retry_filter(text: str) -> Callable[[str | None], bool]:
     classes = error_classes()
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        return lambda error_type: error_type not in _NOT_RETRIED
+        return lambda error_type: not journaled_error_is(error_type, _NOT_RETRIED)
     unknown = [name for name in names if name not in classes]
     if unknown:
         raise ValueError(
