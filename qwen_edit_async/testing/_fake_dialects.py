@@ -71,6 +71,8 @@ class FakeDialect(abc.ABC):
     create_path: ClassVar[str]
     status_path: ClassVar[str | None] = None
     sync: ClassVar[bool] = False
+    #: Whether sync answers may carry the images inline (``FakeProvider(b64_json=True)``).
+    inline_images: ClassVar[bool] = False
     #: The header the API key comes in, and the scheme before it (as the client's dialect).
     auth_header: ClassVar[str] = "Authorization"
     auth_scheme: ClassVar[str | None] = "Bearer"
@@ -146,6 +148,8 @@ class DashScopeFake(_Native):
 
 class _GatewayFake(_Native):
     """OpenAI's answer and error shapes around DashScope's (which they relay)."""
+
+    inline_images = True
 
     def error(self, problem: Problem, request_id: str, faults: Faults) -> tuple[int, Any]:
         return gateway_refusal(problem, faults)

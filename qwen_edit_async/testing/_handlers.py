@@ -286,7 +286,7 @@ class _Routes:
             return self._refuse(dialect, task_failure_problem(job), request_id)
         urls = fake.files.result_urls(job, job.sync_finished_at, fake.url_lifetime)
         b64 = None
-        if fake.b64_json:
+        if fake.b64_json and dialect.inline_images:
             b64 = [
                 base64.b64encode(png_bytes(job.width, job.height, _colour(url))).decode()
                 for url in urls
