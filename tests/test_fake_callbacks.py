@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import aiohttp
-import anyio
 import msgspec
 import pytest
+from _wait import until
 from aiohttp import web
 
 from qwen_edit_async.testing import FakeProvider, Faults
@@ -59,12 +58,6 @@ async def create(fake: FakeProvider, callback_url: str, prompt: str = "Make it b
         assert resp.status == 200, await resp.text()
         task_id: str = (await resp.json())["id"]
         return task_id
-
-
-async def until(condition: Any, seconds: float = 5.0) -> None:
-    with anyio.fail_after(seconds):
-        while not condition():
-            await anyio.sleep(0.005)
 
 
 @pytest.fixture

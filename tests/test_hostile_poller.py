@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import pytest
+from _wait import until
 
 import qwen_edit_async as qe
 from qwen_edit_async.testing import HostileProvider
@@ -21,13 +21,6 @@ URL = "https://example.com/in.png"
 def client(server: HostileProvider, **options: Any) -> qe.QwenEditClient:
     options.setdefault("poll_initial", 0.05)
     return qe.QwenEditClient("evolink", api_key=KEY, base_url=server.url, **options)
-
-
-async def _until(condition: Any, seconds: float) -> None:
-    """Wait until ``condition()`` holds, at most ``seconds``."""
-    with anyio.fail_after(seconds):
-        while not condition():
-            await anyio.sleep(0.02)
 
 
 async def test_a_dripping_status_answer_ends_at_status_timeout_and_is_asked_again() -> None:
@@ -50,7 +43,7 @@ async def test_dripping_status_answers_do_not_starve_a_healthy_task() -> None:
         client(server, poll_concurrency=1, status_timeout=20) as c,
     ):
         slow = [await c.submit(qe.EditRequest(images=[URL], prompt=f"[drip] {i}")) for i in (1, 2)]
-        await _until(lambda: server.dripping == 2, 5)
+        await until(lambda: server.dripping == 2, 5)
         started = time.monotonic()
         result = await c.edit([URL], "healthy", job_timeout=6)
         assert result.images
@@ -70,7 +63,7 @@ async def test_a_watch_that_ends_cancels_its_status_request_in_flight(how: str) 
                 await c.edit([URL], "x", job_timeout=1.0)
         else:
             job = await c.submit(qe.EditRequest(images=[URL], prompt="x"))
-            await _until(lambda: server.dripping == 1, 5)
+            await until(lambda: server.dripping == 1, 5)
             job.cancel()
-        await _until(lambda: server.dripping == 0 and sum(server.polled.values()) == 1, 3)
+        await until(lambda: server.dripping == 0 and sum(server.polled.values()) == 1, 3)
         assert c.statistics().polling == 0
