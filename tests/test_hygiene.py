@@ -7,6 +7,7 @@ import base64
 import importlib.util
 import json
 import pathlib
+import re
 import zipfile
 
 import anyio
@@ -239,3 +240,27 @@ def test_the_wheel_check_refuses_stray_files_and_a_missing_license(
 ) -> None:
     """CI's wheel check: only the package's sources, py.typed and metadata, LICENSE included."""
     assert check_wheel.problems(_wheel(tmp_path, names)) == expected
+
+
+#: Sleeps that wait for time itself to pass (a Redis TTL runs on the server's clock).
+_TIMED_ON_PURPOSE = {("test_shared.py", "past one TTL")}
+_SLEEP = re.compile(r"^\s*(await\s+(asyncio|anyio)\.sleep|time\.sleep)\((?!0\)|0\.0\))")
+
+
+def test_no_test_sleeps_and_then_asserts() -> None:
+    """A fixed sleep followed by an assert passes or fails with the machine's load: tests
+    wait on the condition instead (``tests/_wait.py``, ``anyio.wait_all_tasks_blocked``, the
+    fake's clock)."""
+    found = []
+    for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines, 1):
+            if not _SLEEP.match(line):
+                continue
+            if any(path.name == name and mark in line for name, mark in _TIMED_ON_PURPOSE):
+                continue
+            after = next((x for x in lines[number:] if x.strip()), "")
+            indent = len(line) - len(line.lstrip())
+            if after.strip().startswith("assert") and len(after) - len(after.lstrip()) == indent:
+                found.append(f"{path.name}:{number}: {line.strip()}")
+    assert found == []
