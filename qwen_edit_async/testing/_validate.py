@@ -314,23 +314,8 @@ def _fake_loopback(url: str) -> bool:
         return False
 
 
-def parse_flat(body: Any, *, lookup: ImageLookup) -> EditSpec:
-    """Validate Evolink's flat body (``prompt``, ``image_urls``, ``size`` as ``WxH``)."""
-    if not isinstance(body, dict):
-        raise Problem("bad_json", "request body must be a JSON object")
-    model = body.get("model")
-    if model is None or model == "":
-        raise Problem("empty_model", "model is required", param="model")
-    if not isinstance(model, str) or model not in HYPHEN_MODELS:
-        raise Problem("unknown_model", f"model {str(model)[:80]!r} is not supported", param="model")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt:
-        raise Problem("invalid", "prompt is required", param="prompt")
-    if len(prompt) > EVOLINK_PROMPT_LIMIT:
-        raise Problem(
-            "invalid", f"prompt is longer than {EVOLINK_PROMPT_LIMIT} characters", param="prompt"
-        )
-    urls = body.get("image_urls")
+def _flat_image_dims(urls: Any, lookup: ImageLookup) -> list[tuple[int, int] | None]:
+    """The dimensions of Evolink's ``image_urls`` (1 to 3 http(s) URLs, no inline data)."""
     if not isinstance(urls, list) or not urls:
         raise Problem("invalid", "image_urls is required (1 to 3 URLs)", param="image_urls")
     if len(urls) > 3:
@@ -347,6 +332,26 @@ def parse_flat(body: Any, *, lookup: ImageLookup) -> EditSpec:
                 param="image_urls",
             )
         dims.append(lookup(url))
+    return dims
+
+
+def parse_flat(body: Any, *, lookup: ImageLookup) -> EditSpec:
+    """Validate Evolink's flat body (``prompt``, ``image_urls``, ``size`` as ``WxH``)."""
+    if not isinstance(body, dict):
+        raise Problem("bad_json", "request body must be a JSON object")
+    model = body.get("model")
+    if model is None or model == "":
+        raise Problem("empty_model", "model is required", param="model")
+    if not isinstance(model, str) or model not in HYPHEN_MODELS:
+        raise Problem("unknown_model", f"model {str(model)[:80]!r} is not supported", param="model")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise Problem("invalid", "prompt is required", param="prompt")
+    if len(prompt) > EVOLINK_PROMPT_LIMIT:
+        raise Problem(
+            "invalid", f"prompt is longer than {EVOLINK_PROMPT_LIMIT} characters", param="prompt"
+        )
+    dims = _flat_image_dims(body.get("image_urls"), lookup)
     n = _int_in(body.get("n", 1), "n", 1, 6)
     if n > 1 and model in _SINGLE_IMAGE_MODELS:
         raise Problem("invalid", f"{model} generates exactly one image: n must be 1", param="n")
