@@ -28,7 +28,8 @@ import asyncio
 import errno
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any, NamedTuple, Protocol
 
@@ -53,6 +54,11 @@ __all__ = [
 ]
 
 USER_AGENT = f"qwen-edit-async/{__version__}"
+
+_NO_PROXY: dict[str, Any] = {}
+# NO_PROXY matching against a snapshot of the variables (in the standard library, not in
+# its type stubs).
+_bypass: Callable[[str, Mapping[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
@@ -170,6 +176,57 @@ class _Opened:
             raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
 
 
+class EnvProxies:
+    """The proxies ``HTTP(S)_PROXY`` and ``NO_PROXY`` name, read once when the pipe opens.
+
+    aiohttp's ``trust_env=True`` looks them up, and ``~/.netrc``, in a worker thread on every
+    request: two thread hand-offs per request, the largest single cost of a busy client.
+    Here they are read once, the decision kept per scheme and host, and the proxy passed
+    per request. ``~/.netrc`` is not read for the provider's hosts (the key travels in the
+    headers; a netrc entry beside it would only make aiohttp refuse the request); a proxy's
+    own credentials come from its URL, or from ``~/.netrc`` as aiohttp reads them.
+
+    >>> EnvProxies({}, {}).for_url("https://example.com/x")
+    {}
+    """
+
+    _MAX_HOSTS = 1024
+
+    def __init__(self, proxies: Mapping[str, Any], environment: Mapping[str, str]) -> None:
+        self._proxies = dict(proxies)
+        self._environment = dict(environment)
+        self._by_host: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @classmethod
+    def from_environment(cls) -> EnvProxies:
+        """Read the variables (and a proxy's netrc credentials) now."""
+        return cls(aiohttp.helpers.proxies_from_env(), urllib.request.getproxies_environment())
+
+    def __bool__(self) -> bool:
+        return bool(self._proxies)
+
+    def for_url(self, url: str) -> dict[str, Any]:
+        """The keyword arguments (``proxy``, ``proxy_auth``) for a request to ``url``."""
+        parts = urllib.parse.urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        known = self._by_host.get(key)
+        if known is not None:
+            return known
+        info = self._proxies.get(key[0])
+        bypass = _bypass(key[1], self._environment)
+        chosen = (
+            _NO_PROXY
+            if info is None or bypass
+            else {
+                "proxy": info.proxy,
+                "proxy_auth": info.proxy_auth,
+            }
+        )
+        if len(self._by_host) < self._MAX_HOSTS:
+            self._by_host[key] = chosen
+        return chosen
+
+
 class HttpPipe:
     """One aiohttp session, sized for the client's concurrency.
 
@@ -195,9 +252,12 @@ class HttpPipe:
         self._connections = connections
         self._connect_timeout = connect_timeout
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        # A session the caller shares keeps its own proxy settings.
+        self._proxies = EnvProxies({}, {})
 
     async def open(self) -> None:
         if self._session is None:
+            self._proxies = await anyio.to_thread.run_sync(EnvProxies.from_environment)
             connector = aiohttp.TCPConnector(
                 limit=self._connections,
                 limit_per_host=0,
@@ -210,8 +270,9 @@ class HttpPipe:
                 headers={"User-Agent": USER_AGENT},
                 # Keys travel only in the headers added per request; no cookie jar needed.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # HTTP(S)_PROXY and NO_PROXY, as users of other HTTP clients expect.
-                trust_env=True,
+                # HTTP(S)_PROXY and NO_PROXY apply, as users of other HTTP clients expect,
+                # read once (EnvProxies) instead of by aiohttp in a thread per request.
+                trust_env=False,
             )
 
     async def aclose(self) -> None:
@@ -285,6 +346,7 @@ class HttpPipe:
                 headers=headers,
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
+                **(self._proxies.for_url(request.url) if self._proxies else _NO_PROXY),
             ) as response:
                 try:
                     body = await _read_capped(response, cap, truncate=response.status >= 300)
@@ -314,7 +376,10 @@ class HttpPipe:
             await _check_resolved(host)
         try:
             async with self.session.get(
-                url, timeout=self._timeout(read_timeout), allow_redirects=False
+                url,
+                timeout=self._timeout(read_timeout),
+                allow_redirects=False,
+                **(self._proxies.for_url(url) if self._proxies else _NO_PROXY),
             ) as response:
                 yield _Opened(response)
         except (NotSent, Lost, ForbiddenAddress):

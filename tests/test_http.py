@@ -8,11 +8,13 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from qwen_edit_async._addresses import ForbiddenAddress
-from qwen_edit_async._http import USER_AGENT, HttpPipe, Lost, NotSent
+from qwen_edit_async._http import USER_AGENT, EnvProxies, HttpPipe, Lost, NotSent
 from qwen_edit_async.providers._base import HttpRequest
 
 pytestmark = pytest.mark.timeout(20)
@@ -154,3 +156,51 @@ async def test_stream_reads_in_chunks_and_refuses_metadata_addresses(pipe: HttpP
     with pytest.raises(ForbiddenAddress):
         async with pipe.stream("http://169.254.169.254/latest/", read_timeout=5):
             pass
+
+
+async def test_requests_take_no_thread_hand_off(
+    pipe: HttpPipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy variables and netrc are read once when the pipe opens, not by aiohttp in a
+    worker thread for every request (two hand-offs per request with ``trust_env=True``)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=b"{}")
+
+    app = web.Application()
+    app.router.add_route("*", "/x", ok)
+    runner, base = await _serve(app)
+    loop = asyncio.get_running_loop()
+    handed_off: list[object] = []
+    original = loop.run_in_executor
+
+    def counting(executor: Any, func: Any, *args: Any) -> Any:
+        handed_off.append(func)
+        return original(executor, func, *args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counting)
+    try:
+        for _ in range(20):
+            await pipe.send(HttpRequest("POST", f"{base}/x", b"{}"), read_timeout=5, cap=1024)
+            async with pipe.stream(f"{base}/x", read_timeout=5) as opened:
+                assert opened.status == 200
+    finally:
+        await runner.cleanup()
+    assert handed_off == []
+
+
+def test_env_proxies_follow_no_proxy_per_host() -> None:
+    """HTTP_PROXY applies to http URLs, not to a host NO_PROXY names (nor its subdomains);
+    the answer is kept per scheme and host."""
+    proxies = EnvProxies(
+        {"http": aiohttp.helpers.ProxyInfo(URL("http://proxy.test:3128"), None)},
+        {"http": "http://proxy.test:3128", "no": "direct.test"},
+    )
+    assert proxies.for_url("http://api.test/v1")["proxy"] == URL("http://proxy.test:3128")
+    assert proxies.for_url("http://direct.test/v1") == {}
+    assert proxies.for_url("http://a.direct.test/v1") == {}
+    assert proxies.for_url("https://api.test/v1") == {}
+    assert not EnvProxies({}, {})
