@@ -62,11 +62,11 @@ SLOW_START_STEP = 2.0
 INITIAL_RATE = 4.0
 #: Creates per second added for each create accepted while the rate held submissions back,
 #: below :data:`RATE_KNEE`: the rate grows about 4.5 times each second until the provider
-#: first refuses one. Above the knee each step is that share of the rate: a provider that has
-#: accepted tens of creates a second without a refusal is not a small one, and reaching
-#: hundreds per second takes a fraction of a second instead of seconds.
+#: first refuses one. Above the knee each step is that share of the rate, so reaching
+#: hundreds per second takes a fraction of a second instead of seconds; a limit above the
+#: knee is then found by one overshoot and the cut to the measured rate.
 RATE_STEP = 1.5
-RATE_KNEE = 15.0
+RATE_KNEE = 8.0
 #: Seconds of the rate that may go at once (a token bucket): bursts of ready jobs at a high
 #: rate go out together instead of one wakeup each, a small rate is still spaced evenly.
 BURST_WINDOW = 0.05
