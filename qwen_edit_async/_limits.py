@@ -33,6 +33,7 @@ from ._learning import (
     note_slot_time,
     refused,
 )
+from ._pacing import Pace
 from ._retry import testing_enabled
 
 __all__ = [
@@ -147,7 +148,7 @@ class LocalLimits(Limits):
             self.state = Learned(in_flight=float(max_in_flight), rate=self.rate_cap)
         self._held: dict[object, float] = {}
         self._waiters: collections.deque[tuple[object, anyio.Event]] = collections.deque()
-        self._next_send = 0.0
+        self._pace_of_creates = Pace()
         self._rate_waited_at = 0.0
         self._accepts: collections.deque[float] = collections.deque()
         self._first_accept = 0.0
@@ -233,17 +234,13 @@ class LocalLimits(Limits):
                 rate = self.rate_cap  # learning the rate is a wait: off in tests; a cap stays
             if rate >= RATE_MAX:
                 return
-            # The schedule is a virtual clock (GCRA, a token bucket in one number): each
-            # create moves it on by 1/rate, and a create may go while the clock is less
-            # than BURST_WINDOW ahead of real time.
+            # Bursts of BURST_WINDOW seconds' worth of creates go at once.
             now = time.monotonic()
-            slot = max(now, self._next_send)
-            self._next_send = slot + 1.0 / rate
-            send_at = slot - burst_tolerance(rate)
-            if send_at <= now:
+            wait = self._pace_of_creates.take(now=now, rate=rate, tolerance=burst_tolerance(rate))
+            if wait <= 0.0:
                 return
             self._rate_waited_at = now
-            await anyio.sleep(send_at - now)
+            await anyio.sleep(wait)
             if epoch == self._epoch:
                 return
             # A refusal came while this create waited its turn at the old pace: queue
@@ -335,7 +332,7 @@ class LocalLimits(Limits):
             excess = len(self._accepts) - max(0, math.ceil(state.rate) - 1)
             if excess > 0:
                 resume = max(resume, self._accepts[excess - 1] + 1.0)
-            self._next_send = resume + burst_tolerance(state.rate)
+            self._pace_of_creates.resume_at(resume, tolerance=burst_tolerance(state.rate))
             self._epoch += 1
         if "concurrency" in kinds and retrying:
             # Back to the queue: the refused job retries when a running job ends.

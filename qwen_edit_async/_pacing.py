@@ -1,23 +1,28 @@
-"""A request rate paced by what the other side accepts: start generously, halve on 429, recover.
+"""The one rate limiter: requests spaced at a rate, and a rate that follows the answers.
 
-Self-contained (no I/O, no event loop): the caller asks :meth:`AdaptiveRate.delay` before each
-request and reports each answer with :meth:`AdaptiveRate.accepted` or
-:meth:`AdaptiveRate.limited`. It is a token bucket whose rate follows the answers
+:class:`Pace` spaces requests at a given rate (GCRA: a token bucket kept as one number, the
+virtual time of the next turn). It is what holds back creates (the adaptive limits, which
+learn their rate themselves) and status requests (through :class:`AdaptiveRate`).
+
+:class:`AdaptiveRate` is the pace of status requests. Self-contained (no I/O, no event loop):
+the caller asks :meth:`AdaptiveRate.delay` before each request and reports each answer with
+:meth:`AdaptiveRate.accepted` or :meth:`AdaptiveRate.limited`. Its rate follows the answers
 (additive increase, multiplicative decrease):
 
-- It starts at ``start`` requests per second (or ``ceiling``, if lower).
+- It starts at ``start`` requests per second (or ``ceiling``, if lower), with bursts of up to
+  one second's worth.
 - A 429 halves the rate, at most once per ``cooldown`` seconds (the 429s of one burst are one
   signal, not many), never below ``floor``; a ``Retry-After`` also pauses every request until
   it has passed.
-- While the bucket is the bottleneck, accepted requests raise the rate by ``growth`` (a
+- While the pace is the bottleneck, accepted requests raise the rate by ``growth`` (a
   fraction) per second, at least 1 request/s per second: a provider that stopped refusing
   gets its rate back within seconds, up to ``ceiling``.
 
->>> pace = AdaptiveRate(start=100.0)
->>> pace.delay()
+>>> rate = AdaptiveRate(start=100.0)
+>>> rate.delay()
 0.0
->>> pace.limited(retry_after=None, now=10.0)
->>> pace.rate
+>>> rate.limited(retry_after=None, now=10.0)
+>>> rate.rate
 50.0
 """
 
@@ -26,7 +31,42 @@ from __future__ import annotations
 import math
 import time
 
-__all__ = ["AdaptiveRate"]
+__all__ = ["AdaptiveRate", "Pace"]
+
+
+class Pace:
+    """Turns at ``rate`` per second, with a burst allowance (GCRA).
+
+    Each turn moves a virtual clock on by ``1 / rate``; a turn may go while that clock is
+    less than ``tolerance`` seconds ahead of real time (``tolerance = (b - 1) / rate`` lets
+    bursts of ``b`` requests go at once).
+
+    >>> pace = Pace()
+    >>> [pace.take(now=0.0, rate=10.0, tolerance=0.1) for _ in range(3)]
+    [0.0, 0.0, 0.1]
+    """
+
+    __slots__ = ("next_at",)
+
+    def __init__(self) -> None:
+        #: The virtual time of the next turn.
+        self.next_at = -math.inf
+
+    def take(self, *, now: float, rate: float, tolerance: float) -> float:
+        """Claim the next turn: the seconds from ``now`` until it may go (0: at once)."""
+        turn = max(now, self.next_at)
+        self.next_at = turn + 1.0 / rate
+        wait = turn - tolerance - now
+        # Sums of 1/rate carry rounding errors: a nanosecond is no wait.
+        return wait if wait > 1e-9 else 0.0
+
+    def binding(self, *, now: float, tolerance: float) -> bool:
+        """Whether the next turn would have to wait: the pace is what holds requests back."""
+        return self.next_at - tolerance > now
+
+    def resume_at(self, when: float, *, tolerance: float) -> None:
+        """Start the turns again at ``when`` (the next one goes then, not before)."""
+        self.next_at = when + tolerance
 
 
 class AdaptiveRate:
@@ -38,10 +78,9 @@ class AdaptiveRate:
         "cooldown",
         "floor",
         "growth",
+        "pace",
         "paused_until",
         "rate",
-        "stamp",
-        "tokens",
     )
 
     def __init__(
@@ -58,25 +97,25 @@ class AdaptiveRate:
         self.rate = min(start, self.ceiling)
         self.growth = growth
         self.cooldown = cooldown
-        self.tokens = max(1.0, self.rate)
-        self.stamp = time.monotonic()
+        self.pace = Pace()
         self.paused_until = 0.0
         self._last_cut = -math.inf
 
+    def _tolerance(self) -> float:
+        # Bursts of up to one second's worth (at least one request).
+        return (max(1.0, self.rate) - 1.0) / self.rate
+
     def delay(self, now: float | None = None) -> float:
-        """Take a token; the seconds to wait before using it."""
+        """Take a turn; the seconds to wait before using it."""
         now = time.monotonic() if now is None else now
-        capacity = max(1.0, self.rate)  # bursts of up to one second's worth
-        self.tokens = min(capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1.0
-        wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        wait = self.pace.take(now=now, rate=self.rate, tolerance=self._tolerance())
         return max(wait, self.paused_until - now)
 
-    def accepted(self) -> None:
+    def accepted(self, now: float | None = None) -> None:
         """A request was answered (not refused for its rate)."""
-        if self.tokens < 1.0 and self.rate < self.ceiling:
-            # The bucket is what holds requests back: ask for a little more.
+        now = time.monotonic() if now is None else now
+        if self.rate < self.ceiling and self.pace.binding(now=now, tolerance=self._tolerance()):
+            # The pace is what holds requests back: ask for a little more.
             # One second's worth of answers adds ``growth`` of the rate (at least 1/s).
             step = max(1.0, self.growth * self.rate) / self.rate
             self.rate = min(self.ceiling, self.rate + step)
@@ -87,6 +126,9 @@ class AdaptiveRate:
         if now - self._last_cut >= self.cooldown:
             self._last_cut = now
             self.rate = max(self.floor, self.rate / 2)
-            self.tokens = min(self.tokens, 0.0)
+            # No burst after a refusal: the next request waits one turn at the new rate.
+            tolerance = self._tolerance()
+            if not self.pace.binding(now=now, tolerance=tolerance):
+                self.pace.resume_at(now + 1.0 / self.rate, tolerance=tolerance)
         if retry_after is not None and retry_after > 0:
             self.paused_until = max(self.paused_until, now + retry_after)

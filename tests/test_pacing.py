@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from aiohttp import web
 from conftest import API_KEY
 
 import qwen_edit_async as qe
-from qwen_edit_async._pacing import AdaptiveRate
+from qwen_edit_async._pacing import AdaptiveRate, Pace
 
 URL = "https://example.com/a.png"
 
@@ -23,16 +24,17 @@ def test_the_defaults_put_no_constant_cap_on_status_requests() -> None:
     client = qe.QwenEditClient("evolink", api_key=API_KEY, max_in_flight=5000)
     assert client._poller.rate.rate == 1000.0
     assert client._poller._concurrency == 5000
-    # A second's burst goes out without waiting.
+    # A second's burst goes out without waiting, and the next request waits its turn.
     pace = client._poller.rate
-    assert max(pace.delay(now=pace.stamp) for _ in range(1000)) == 0.0
+    assert max(pace.delay(now=5.0) for _ in range(1000)) == 0.0
+    assert pace.delay(now=5.0) == pytest.approx(0.001)
 
 
 def test_a_user_cap_and_a_documented_limit_are_ceilings() -> None:
     pace = AdaptiveRate(ceiling=20.0)
     assert pace.rate == 20.0
     for _ in range(1000):
-        pace.tokens = 0.0  # the bucket is the bottleneck
+        pace.pace.next_at = math.inf  # the pace is the bottleneck
         pace.accepted()
     assert pace.rate == 20.0
     client = qe.QwenEditClient("evolink", api_key=API_KEY, poll_rate=50.0)
@@ -53,7 +55,7 @@ def test_429_halves_the_rate_once_per_burst_and_never_below_the_floor() -> None:
 
 def test_retry_after_pauses_every_status_request() -> None:
     pace = AdaptiveRate(start=1000.0)
-    t = pace.stamp
+    t = 100.0
     pace.limited(3.0, now=t)
     assert pace.delay(now=t) == pytest.approx(3.0)
     assert pace.delay(now=t + 2.0) == pytest.approx(1.0)
@@ -69,12 +71,12 @@ def test_the_rate_recovers_while_the_provider_accepts() -> None:
     seconds = 0
     while pace.rate < 100.0:
         for _ in range(int(pace.rate)):  # one second's worth of answers
-            pace.tokens = 0.0
+            pace.pace.next_at = math.inf  # the pace is the bottleneck
             pace.accepted()
         seconds += 1
     assert 5 <= seconds <= 10
-    # Not binding (tokens to spare): no growth past what is used.
-    pace.tokens = 50.0
+    # Not binding (turns to spare): no growth past what is used.
+    pace.pace.next_at = -math.inf
     rate = pace.rate
     pace.accepted()
     assert pace.rate == rate
@@ -132,3 +134,18 @@ async def test_status_429s_slow_the_poller_and_jobs_still_finish() -> None:
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
     assert limited == 6
     assert rate < 1000.0  # cut by the 429s (at most once per half second)
+
+
+def test_one_pace_spaces_creates_and_status_requests() -> None:
+    """Creates (the adaptive limits) and status requests (the poller) are held back by the
+    same rate limiter, Pace: a burst allowance, then one turn every 1/rate."""
+    client = qe.QwenEditClient("evolink", api_key=API_KEY)
+    assert type(client._poller.rate.pace) is Pace
+    assert type(client._limits._pace_of_creates) is Pace  # type: ignore[attr-defined]
+    pace = Pace()
+    waits = [pace.take(now=0.0, rate=4.0, tolerance=0.5) for _ in range(5)]
+    assert waits == [0.0, 0.0, 0.0, 0.25, 0.5]
+    assert pace.binding(now=0.0, tolerance=0.5)
+    assert not pace.binding(now=2.0, tolerance=0.5)
+    pace.resume_at(10.0, tolerance=0.5)
+    assert pace.take(now=2.0, rate=4.0, tolerance=0.5) == 8.0
