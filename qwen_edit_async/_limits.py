@@ -34,7 +34,7 @@ from ._learning import (
     refused,
 )
 from ._pacing import Pace
-from ._retry import testing_enabled
+from ._retry import pause, testing_enabled
 
 __all__ = [
     "INITIAL_IN_FLIGHT",
@@ -226,9 +226,11 @@ class LocalLimits(Limits):
         while True:
             epoch = self._epoch
             remaining = state.cooldown_until - time.time()
-            if remaining > 0 and not testing_enabled():
+            if remaining > 0:
                 # Spread the restart a little so the paused submissions do not land at once.
-                await anyio.sleep(remaining + random.uniform(0, min(1.0, remaining * 0.1)))
+                cooldown = pause(remaining + random.uniform(0, min(1.0, remaining * 0.1)))
+                if cooldown > 0:
+                    await anyio.sleep(cooldown)
             rate = state.rate
             if self.adaptive and testing_enabled():
                 rate = self.rate_cap  # learning the rate is a wait: off in tests; a cap stays
@@ -302,9 +304,9 @@ class LocalLimits(Limits):
         now = time.time()
         state = self.state
         if not self.adaptive:
-            pause = retry_after if retry_after is not None else backoff
-            state.cooldown_until = max(state.cooldown_until, now + pause)
-            logger.info("rate limited: pausing submissions for %.2f s", pause)
+            cooldown = retry_after if retry_after is not None else backoff
+            state.cooldown_until = max(state.cooldown_until, now + cooldown)
+            logger.info("rate limited: pausing submissions for %.2f s", cooldown)
             return
         kinds = self._kind(kind)
         for each in kinds:
@@ -338,10 +340,12 @@ class LocalLimits(Limits):
             # Back to the queue: the refused job retries when a running job ends.
             self.release(holder)
             await self.acquire(holder)
-            if self._active <= 1 and retry_after is None and not testing_enabled():
+            if self._active <= 1 and retry_after is None:
                 # None of ours is running, so no end of ours will pace the retry: another
                 # process or client holds the quota. Do not spin.
-                await anyio.sleep(min(backoff, max(HOLD, state.slot_time)))
+                hold = pause(min(backoff, max(HOLD, state.slot_time)))
+                if hold > 0:
+                    await anyio.sleep(hold)
 
     def snapshot(self) -> LimitsSnapshot:
         rate = self.state.rate

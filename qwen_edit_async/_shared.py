@@ -48,7 +48,7 @@ from ._learning import (
     refused,
 )
 from ._limits import Limits, LimitsSnapshot, LocalLimits
-from ._retry import testing_enabled
+from ._retry import pause, testing_enabled
 
 try:
     import redis.asyncio as aioredis
@@ -377,7 +377,8 @@ class RedisLimits(Limits):
             self._fall_back(exc)
             await self.local.pace()
             return
-        if wait > 0 and not testing_enabled():
+        wait = pause(wait)
+        if wait > 0:
             self._rate_waited_at = time.monotonic()
             await anyio.sleep(wait)
 
@@ -437,7 +438,7 @@ class RedisLimits(Limits):
             # holds the quota) would it spin: then wait a little first, without a lease
             # (waiting while holding one kept a slot from every process sharing it).
             self.release(holder)
-            if running <= 1 and retry_after is None and backoff > 0 and not testing_enabled():
+            if running <= 1 and retry_after is None and pause(backoff) > 0:
                 await anyio.sleep(min(backoff, 2.0))
             await self.acquire(holder)
 

@@ -151,3 +151,21 @@ async def test_a_download_asked_to_wait_longer_than_retry_after_max_gives_up_at_
     finally:
         await runner.cleanup()
     assert len(hits) == 1
+
+
+def test_every_wait_skipped_in_tests_goes_through_the_policy() -> None:
+    """No module decides on its own to skip a wait while testing: each wait goes through
+    ``_retry.pause`` or the policy's delays, so ``set_testing`` is one switch."""
+    import pathlib
+
+    import qwen_edit_async
+
+    package = pathlib.Path(qwen_edit_async.__file__).parent
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "_retry.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "not testing_enabled()" in line
+    ]
+    assert offenders == []
