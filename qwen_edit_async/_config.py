@@ -115,9 +115,7 @@ def check_base_url(value: str, source: str = "base_url") -> str:
     return value
 
 
-def resolve_base_url(
-    explicit: str | None, environ: Mapping[str, str] | None = None
-) -> str | None:
+def resolve_base_url(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The root URL: the argument, else ``QWEN_EDIT_BASE_URL``, else ``None`` (the
     provider's own), checked the same way whichever gave it."""
     if explicit is not None:
@@ -158,9 +156,7 @@ def log_from_env(environ: Mapping[str, str] | None = None) -> None:
     logger.setLevel(level)
     if not any(isinstance(h, _EnvLogHandler) for h in logger.handlers):
         handler = _EnvLogHandler(sys.stderr)
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
 
 

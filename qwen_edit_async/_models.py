@@ -122,9 +122,7 @@ def _check_negative_prompt(text: object) -> None:
 
 def _check_callback_url(url: object) -> None:
     if not isinstance(url, str) or not url.startswith("https://"):
-        raise ValidationError(
-            f"callback_url: {url!r} is not an https:// URL", field="callback_url"
-        )
+        raise ValidationError(f"callback_url: {url!r} is not an https:// URL", field="callback_url")
     _check_unicode("callback_url", url)
     if len(url) > 2048:
         raise ValidationError(

@@ -232,8 +232,6 @@ async def test_memory_per_job_does_not_follow_the_input_size(tmp_path: Path) -> 
     assert large_peak < small_peak + 1 * 2**20, (small_peak, large_peak)
 
 
-
-
 async def test_a_read_stuck_while_streaming_does_not_hold_the_deadline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -117,9 +117,7 @@ def test_a_changed_line_or_another_manifest_is_refused_naming_the_first_differen
 
 
 @pytest.mark.slow
-def test_a_bad_line_fixed_before_resuming_is_not_a_change(
-    fake: FakeServer, tmp_path: Path
-) -> None:
+def test_a_bad_line_fixed_before_resuming_is_not_a_change(fake: FakeServer, tmp_path: Path) -> None:
     """A line the run refused may be fixed and resumed: it is sent, nothing is refused."""
     write_images(tmp_path)
     good = edits(3)

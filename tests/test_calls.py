@@ -116,4 +116,3 @@ async def test_the_key_a_provider_echoes_is_masked_before_anyone_reads_it() -> N
     assert KEY not in str(info.value) and KEY not in repr(info.value.body)
     (sent,) = pipe.sent
     assert sent.headers["Authorization"] == f"Bearer {KEY}"  # it went out, it did not come back
-

@@ -147,8 +147,7 @@ def admit_one(
     if folder is None:  # a journal from before folders were recorded
         folder = folder_name(entry.id)
     conn.execute(
-        "UPDATE jobs SET seen_run=?, line=?, folder=?, line_hash=coalesce(line_hash, ?) "
-        "WHERE id=?",
+        "UPDATE jobs SET seen_run=?, line=?, folder=?, line_hash=coalesce(line_hash, ?) WHERE id=?",
         (run, entry.line, folder, entry.digest, entry.id),
     )
     known = Admission(

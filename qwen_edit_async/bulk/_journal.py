@@ -106,6 +106,8 @@ class ProviderMismatch(SettingMismatch):
 
 
 _encode = msgspec.json.Encoder().encode
+
+
 def _dump(value: Any) -> str | None:
     return None if value is None else _encode(value).decode()
 
@@ -284,9 +286,7 @@ class Journal:
         """
 
         def operation(conn: sqlite3.Connection) -> list[Admission]:
-            return [
-                admit_one(conn, entry, run, retry_uncertain, retry_failed) for entry in entries
-            ]
+            return [admit_one(conn, entry, run, retry_uncertain, retry_failed) for entry in entries]
 
         return await self.call(operation)
 

@@ -51,7 +51,6 @@ _decode = msgspec.json.Decoder().decode
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
-
 @dataclasses.dataclass(slots=True)
 class Entry:
     """One manifest line: its ``request``, or the ``error`` that made it unusable.

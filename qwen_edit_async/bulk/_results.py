@@ -105,9 +105,7 @@ def result_lines(conn: sqlite3.Connection) -> Iterable[ResultLine]:
         "FROM rejects ORDER BY line",
         (EntryState.FAILED,),
     )
-    for line, job_id, text, task_id, request_id, files, error_type, message, urls, usage in (
-        cursor
-    ):
+    for line, job_id, text, task_id, request_id, files, error_type, message, urls, usage in cursor:
         status = EntryState(text)
         if status is EntryState.QUEUED and error_type is not None:  # requeued: run-wide error
             status, message = EntryState.FAILED, f"{message} (not sent: resume the run)"

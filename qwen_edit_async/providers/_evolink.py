@@ -27,20 +27,24 @@ __all__ = ["EVOLINK_CODES", "Evolink"]
 #: Evolink's own codes, beside OpenAI's (its HTTP errors are OpenAI's object) and DashScope's
 #: (the model's owner, whose codes relays pass on). Its task errors list ``quota_exceeded``,
 #: ``service_error``... as "retry later"; HTTP 402 ``quota_exceeded`` is the balance error.
-EVOLINK_CODES = DASHSCOPE_CODES | OPENAI_CODES | ErrorCodes(
-    content_filter=frozenset({"content_policy_violation"}),
-    quota=frozenset({"quota_exceeded", "insufficient_balance"}),
-    not_found=frozenset({"invalid_task_id", "task_not_found", "not_found"}),
-    transient=frozenset(
-        {
-            "quota_exceeded",
-            "service_error",
-            "generation_timeout",
-            "resource_exhausted",
-            "service_unavailable",
-            "internal_error",
-        }
-    ),
+EVOLINK_CODES = (
+    DASHSCOPE_CODES
+    | OPENAI_CODES
+    | ErrorCodes(
+        content_filter=frozenset({"content_policy_violation"}),
+        quota=frozenset({"quota_exceeded", "insufficient_balance"}),
+        not_found=frozenset({"invalid_task_id", "task_not_found", "not_found"}),
+        transient=frozenset(
+            {
+                "quota_exceeded",
+                "service_error",
+                "generation_timeout",
+                "resource_exhausted",
+                "service_unavailable",
+                "internal_error",
+            }
+        ),
+    )
 )
 
 

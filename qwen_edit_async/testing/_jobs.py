@@ -130,4 +130,3 @@ class Job:
         if self.latency <= 0:
             return 0.0
         return min(0.99, elapsed / self.latency)
-

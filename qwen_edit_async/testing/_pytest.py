@@ -23,8 +23,7 @@ try:
     import pytest
 except ModuleNotFoundError as exc:  # pragma: no cover - pytest loads this module itself
     raise ImportError(
-        "qwen_edit_async.testing's fixtures need pytest: "
-        "pip install 'qwen-edit-async[testing]'"
+        "qwen_edit_async.testing's fixtures need pytest: pip install 'qwen-edit-async[testing]'"
     ) from exc
 
 from ._server import FakeProvider
@@ -67,6 +66,7 @@ def qwen_fake() -> Iterator[FakeProvider]:
 
     with fake_in_thread() as fake:
         yield fake
+
 
 if pytest_asyncio is None:
 
