@@ -249,7 +249,9 @@ def _png_padded(width: int, height: int, size: int, seed: int) -> bytes:
 
 def run_memory(scenario: Memory, peers: Sequence[str], workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "library" in peers:
+    # The library and the hand-written pattern on the same files, one count after the other.
+    file_peers = [p for p in scenario.peers if p in peers and p != "cli"]
+    if file_peers:
         images = workdir / "images"
         images.mkdir(exist_ok=True)
         source = images / "img-0.png"
@@ -259,11 +261,12 @@ def run_memory(scenario: Memory, peers: Sequence[str], workdir: Path) -> dict[st
         # photos, without 100 GB of test files.
         for i in range(1, max(scenario.counts)):
             os.symlink(source, images / f"img-{i}.png")
-        runs = [(f"library@{n}", n, n) for n in scenario.counts]
+        runs = [(peer, f"{peer}@{n}", n, n) for n in scenario.counts for peer in file_peers]
         # The same image in every request: encoded once, then served from the cache.
-        runs += [(f"library-shared@{n}", n, 1) for n in scenario.shared_counts]
-        for name, count, distinct in runs:
-            out[name] = _memory_run(scenario, images, count, distinct, workdir)
+        if "library" in file_peers:
+            runs += [("library", f"library-shared@{n}", n, 1) for n in scenario.shared_counts]
+        for peer, name, count, distinct in runs:
+            out[name] = _memory_run(scenario, peer, images, count, distinct, workdir)
             log(f"  {name:20} {_brief_memory(out[name])}")
     script = ROOT / "benchmarks" / "bulk_memory.py"
     if "cli" in peers and script.exists():
@@ -284,7 +287,7 @@ def run_memory(scenario: Memory, peers: Sequence[str], workdir: Path) -> dict[st
 
 
 def _memory_run(
-    scenario: Memory, images: Path, count: int, distinct: int, workdir: Path
+    scenario: Memory, peer: str, images: Path, count: int, distinct: int, workdir: Path
 ) -> dict[str, Any]:
     spec = {
         "url": "",
@@ -301,11 +304,12 @@ def _memory_run(
         cpu0 = fake.cpu_s()
         # Bounded: at least 40 jobs/s (measured: about 100-150 on 2 busy cores) plus slack.
         result = run_peer(
-            "library", spec, timeout=60 + count / 40 + count * scenario.image_bytes / 2**24
+            peer, spec, timeout=60 + count / 40 + count * scenario.image_bytes / 2**24
         )
         fake_cpu = fake.cpu_s() - cpu0
         stats = fake.stats(jobs=False)
     metrics = {
+        "peer": peer,
         "jobs": count,
         "distinct_images": distinct,
         "in_flight": scenario.in_flight,
@@ -328,6 +332,7 @@ def _memory_run(
                 "rss_idle_mb": result["rss_idle_mb"],
                 "rss_samples": result.get("rss_samples", []),
                 "library_file": result.get("library_file"),
+                "load_after": os.getloadavg()[0],
             }
         )
     return metrics

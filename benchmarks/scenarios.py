@@ -237,6 +237,27 @@ def _flat_rss(results: Results) -> tuple[bool, str] | None:
     )
 
 
+def _rss_at_most_peer(other: str) -> Callable[[Results], Any]:
+    """Library peak RSS <= ``other``'s at the largest count both ran with distinct inputs."""
+
+    def check(results: Results) -> tuple[bool, str] | None:
+        def counts(peer: str) -> set[int]:
+            prefix = f"{peer}@"
+            return {int(k[len(prefix) :]) for k in results if k.startswith(prefix)}
+
+        common = counts("library") & counts(other)
+        for count in sorted(common, reverse=True):
+            mine = _get(results, f"library@{count}", "peak_rss_mb")
+            theirs = _get(results, f"{other}@{count}", "peak_rss_mb")
+            if mine is not None and theirs is not None:
+                return mine <= theirs, (
+                    f"{mine:.0f} MiB vs {theirs:.0f} MiB at {count:,} jobs ({mine - theirs:+.0f})"
+                )
+        return None
+
+    return check
+
+
 # -- the scenarios -----------------------------------------------------------------------
 
 _SYNC_PEERS = ("library", "baseline", "dashscope_sdk")
@@ -413,8 +434,11 @@ SCENARIOS: dict[str, Scenario] = {
             in_flight=64,
             image_bytes=2**20,
             latency=0.05,
-            peers=("library",),
-            targets=(Target("peak RSS flat as the count grows", _flat_rss),),
+            peers=("library", "baseline"),
+            targets=(
+                Target("peak RSS flat as the count grows", _flat_rss),
+                Target("peak RSS <= hand-written (distinct inputs)", _rss_at_most_peer("baseline")),
+            ),
             quick={"counts": (200, 1000, 3000), "shared_counts": (1000,)},
         ),
         Memory(
@@ -463,7 +487,8 @@ def select(
 ) -> list[Scenario]:
     """The scenarios named (all when ``names`` is empty), scaled for ``--quick`` and for
     explicit ``jobs``/``in_flight``/``latency`` overrides (throughput and bulk scenarios;
-    ``latency`` replaces a fixed latency, or the median of a lognormal one)."""
+    ``latency`` replaces a fixed latency, or the median of a lognormal one; a memory
+    scenario takes ``jobs`` as its one count and ``in_flight``)."""
     chosen = []
     for name in names or list(SCENARIOS):
         if name not in SCENARIOS:
@@ -472,6 +497,12 @@ def select(
         scenario = SCENARIOS[name]
         if quick and scenario.quick:
             scenario = dataclasses.replace(scenario, **scenario.quick)
+        if isinstance(scenario, Memory):
+            # --jobs N: one count of distinct inputs (no shared-input run).
+            if jobs is not None:
+                scenario = dataclasses.replace(scenario, counts=(jobs,), shared_counts=())
+            if in_flight is not None:
+                scenario = dataclasses.replace(scenario, in_flight=in_flight)
         if isinstance(scenario, Bulk):
             overrides = {"jobs": jobs, "in_flight": in_flight, "latency": latency}
             given = {key: value for key, value in overrides.items() if value is not None}

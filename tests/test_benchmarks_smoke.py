@@ -137,3 +137,29 @@ def test_the_bulk_scenario_runs_the_cli_with_and_without_downloads(tmp_path: Pat
     share = 100 * with_["jobs_per_s"] / without["jobs_per_s"]
     assert with_["pct_of_no_download"] == pytest.approx(share)
     assert section["targets"][0]["met"] in (True, False)
+
+
+def test_the_memory_scenario_runs_the_library_beside_the_hand_written_pattern(
+    tmp_path: Path,
+) -> None:
+    """``memory``, tiny: the library and the hand-written pattern each send every job's own
+    local file, report peak and sampled RSS, and the RSS target compares the two."""
+    out = tmp_path / "memory.json"
+    command = [sys.executable, "-m", "benchmarks", "--scenario", "memory"]
+    command += ["--peer", "library", "--peer", "baseline", "--jobs", "24", "--in-flight", "8"]
+    command += ["--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    section = json.loads(out.read_text())["scenarios"]["memory"]
+    assert set(section["peers"]) == {"library@24", "baseline@24"}
+    for name, m in section["peers"].items():
+        assert m["failed"] is None, f"{name}: {m['failed']}"
+        assert m["ok"] == m["jobs"] == m["jobs_created"] == 24, name
+        assert m["errors"] == 0, f"{name}: {m['first_error']}"
+        assert m["distinct_images"] == 24
+        assert m["peak_rss_mb"] >= m["rss_idle_mb"] > 10, name
+        assert m["jobs_per_s"] == pytest.approx(m["ok"] / m["wall_s"])
+    targets = {t["target"]: t for t in section["targets"]}
+    rss = targets["peak RSS <= hand-written (distinct inputs)"]
+    assert rss["met"] in (True, False)
+    assert "at 24 jobs" in rss["measured"]
