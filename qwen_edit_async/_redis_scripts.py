@@ -1,16 +1,20 @@
 """The Lua scripts behind the shared limits (``_shared``), each one atomic step in Redis.
 
 Times in the leases set are the Redis server's clock, in milliseconds, so that processes on
-machines with skewed clocks agree on when a lease expires.
+machines with skewed clocks agree on when a lease expires. The accepted set holds the leases
+whose create the provider accepted (jobs at the provider), with the same expiry: a subset of
+the leases, which every script that drops leases drops from both.
 """
 
-__all__ = ["ACQUIRE", "PACE", "RELEASE", "RENEW", "UPDATE"]
+__all__ = ["ACCEPT", "ACCEPTED", "ACQUIRE", "PACE", "RELEASE", "RENEW", "UPDATE"]
 
-# KEYS: leases, state. ARGV: lease id, ttl ms, limit when no state yet. -> 1 taken, 0 full.
+# KEYS: leases, state, accepted. ARGV: lease id, ttl ms, limit when no state yet.
+# -> 1 taken, 0 full.
 ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local limit = tonumber(ARGV[3])
 local s = redis.call('HGET', KEYS[2], 's')
 if s then limit = math.max(1, math.floor(cjson.decode(s)['in_flight'])) end
@@ -22,22 +26,50 @@ end
 return 0
 """
 
-# KEYS: leases, channel. ARGV: lease ids... -> leases removed (announced on the channel).
+# KEYS: leases, accepted. ARGV: ttl ms, lease ids... -> how many were still leases (now
+# accepted: a lease that expired meanwhile is not marked).
+ACCEPT = """
+local n = 0
+for i = 2, #ARGV do
+  local expiry = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if expiry then
+    redis.call('ZADD', KEYS[2], expiry, ARGV[i])
+    n = n + 1
+  end
+end
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) * 4)
+return n
+"""
+
+# KEYS: accepted. -> leases whose create was accepted and whose job has not ended.
+ACCEPTED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: leases, channel, accepted. ARGV: lease ids... -> leases removed (announced on the
+# channel).
 RELEASE = """
+redis.call('ZREM', KEYS[3], unpack(ARGV))
 local n = redis.call('ZREM', KEYS[1], unpack(ARGV))
 if n > 0 then redis.call('PUBLISH', KEYS[2], n) end
 return n
 """
 
-# KEYS: leases. ARGV: ttl ms, lease ids... -> leases in the set now.
+# KEYS: leases, accepted. ARGV: ttl ms, lease ids... -> leases in the set now.
 RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for i = 2, #ARGV do
   redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+  redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[1]), ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 4)
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[1]) * 4)
 return redis.call('ZCARD', KEYS[1])
 """
 

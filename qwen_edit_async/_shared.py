@@ -8,6 +8,9 @@ asyncio client, the ``redis`` extra):
   process renews its leases while it holds them, so one killed with ``-9`` gives its
   slots back within ``lease_ttl`` seconds; leases given back are announced on a channel,
   which wakes the processes waiting for one;
+- the leases whose create the provider accepted (a second sorted set): on a concurrency
+  refusal the quota is no larger than those jobs, wherever they run, while the other
+  leases wait for the pace or for their create's answer and say nothing about it;
 - one submission schedule and one 429 cooldown (a hash: the next send time, the end of
   the cooldown), so N processes together send at the learned rate, not N times it;
 - the learned limits (:class:`~qwen_edit_async._learning.Learned` as JSON), updated by
@@ -122,6 +125,7 @@ class RedisLimits(Limits):
         self._ttl_ms = int(lease_ttl * 1000)
         prefix = namespace(provider, base_url, api_key)
         self._leases_key = f"{prefix}:leases"
+        self._accepted_key = f"{prefix}:accepted"
         self._state_key = f"{prefix}:state"
         self._schedule_key = f"{prefix}:schedule"
         self._freed_channel = f"{prefix}:freed"
@@ -131,6 +135,7 @@ class RedisLimits(Limits):
         self._scripts: dict[str, Any] = {}
         self._leases: dict[object, tuple[str, float]] = {}
         self._to_release: list[str] = []
+        self._to_accept: list[str] = []
         self._learned = Learned(in_flight=local.state.in_flight, rate=local.state.rate)
         self._version = -1
         self._events: list[tuple[str, float]] = []
@@ -140,6 +145,7 @@ class RedisLimits(Limits):
         self._down_until = 0.0
         self._rate_waited_at = 0.0
         self._waiters = 0
+        self._pacing = 0  # this process's creates waiting for the shared pace
         self.rate_limited = 0
 
     # -- Redis calls, each bounded in time ---------------------------------------------
@@ -169,6 +175,8 @@ class RedisLimits(Limits):
         )
         for name, text in (
             ("acquire", scripts.ACQUIRE),
+            ("accept", scripts.ACCEPT),
+            ("accepted", scripts.ACCEPTED),
             ("renew", scripts.RENEW),
             ("pace", scripts.PACE),
             ("update", scripts.UPDATE),
@@ -213,12 +221,14 @@ class RedisLimits(Limits):
                 ids = [lease for lease, _ in self._leases.values()] + self._to_release
                 if ids:
                     with anyio.move_on_after(CALL_TIMEOUT):
+                        await self._redis.zrem(self._accepted_key, *ids)
                         await self._redis.zrem(self._leases_key, *ids)
         except (RedisError, OSError):
             pass  # the leases expire on their own within the TTL
         finally:
             self._leases.clear()
             self._to_release.clear()
+            self._to_accept.clear()
             if self._redis is not None:
                 with anyio.move_on_after(CALL_TIMEOUT):
                     await self._redis.aclose()
@@ -259,13 +269,16 @@ class RedisLimits(Limits):
             if not self._up:
                 continue
             try:
+                await self._mark_accepted()
                 if self._to_release:
                     ids, self._to_release = self._to_release, []
-                    await self._call("release", [self._leases_key, self._freed_channel], ids)
+                    keys = [self._leases_key, self._freed_channel, self._accepted_key]
+                    await self._call("release", keys, ids)
                 if time.monotonic() - last_renew >= renew_every:
                     last_renew = time.monotonic()
                     held = [lease for lease, _ in self._leases.values()]
-                    await self._call("renew", [self._leases_key], [self._ttl_ms, *held])
+                    keys = [self._leases_key, self._accepted_key]
+                    await self._call("renew", keys, [self._ttl_ms, *held])
                 if time.monotonic() - last_read >= 1.0:
                     last_read = time.monotonic()
                     self._version = -1  # pick up what other processes learned
@@ -275,6 +288,14 @@ class RedisLimits(Limits):
                     await self._sync(functools.partial(self._apply, events=events))
             except (RedisError, OSError, TimeoutError) as exc:
                 self._fall_back(exc)
+
+    async def _mark_accepted(self) -> None:
+        """Put the leases whose create was accepted since the last call in the accepted set
+        (before any release of them: a release removes them from both sets)."""
+        if self._to_accept:
+            ids, self._to_accept = self._to_accept, []
+            keys = [self._leases_key, self._accepted_key]
+            await self._call("accept", keys, [self._ttl_ms, *ids])
 
     def _apply(self, state: Learned, *, events: list[tuple[str, float]]) -> bool:
         changed = False
@@ -328,7 +349,7 @@ class RedisLimits(Limits):
                     try:
                         ok = await self._call(
                             "acquire",
-                            [self._leases_key, self._state_key],
+                            [self._leases_key, self._state_key, self._accepted_key],
                             [lease, self._ttl_ms, max(1, int(self._learned.in_flight))],
                         )
                     except (RedisError, OSError, TimeoutError) as exc:
@@ -365,6 +386,14 @@ class RedisLimits(Limits):
         rate = self._learned.rate
         if self.local.adaptive and testing_enabled():
             rate = self.local.rate_cap
+        self._pacing += 1
+        try:
+            await self._take_turn(rate)
+        finally:
+            self._pacing -= 1
+
+    async def _take_turn(self, rate: float) -> None:
+        """Wait for this create's place in the shared schedule at ``rate``."""
         try:
             wait = float(
                 await self._call(
@@ -386,8 +415,13 @@ class RedisLimits(Limits):
         if holder not in self._leases:
             self.local.accepted(holder)
             return
+        self._to_accept.append(self._leases[holder][0])
+        self._wake.set()
         if self.local.adaptive:
-            bound = 1.0 if self._waiters else 0.0
+            # The concurrency held this process back only if jobs wait for a lease while
+            # none of its leases waits for the pace (leases piled up behind the rate say
+            # nothing about the provider's quota: growing on them overshot it by 3x).
+            bound = 1.0 if self._waiters and not self._pacing else 0.0
             paced = time.monotonic() - self._rate_waited_at < 1.0
             self._events.append(("accepted+rate" if paced else "accepted", bound))
             self._wake.set()
@@ -406,15 +440,19 @@ class RedisLimits(Limits):
             return
         self.rate_limited += 1
         try:
-            with anyio.fail_after(CALL_TIMEOUT):
-                running = int(await self._redis.zcard(self._leases_key))
+            # The jobs at the provider: leases whose create was accepted, in every process
+            # (this one's last accepts marked first). Not all leases: those waiting for the
+            # pace or for their create's answer are not running there, and counting them
+            # cut the limit by one per refusal while a burst of refusals came back.
+            await self._mark_accepted()
+            running = int(await self._call("accepted", [self._accepted_key], []))
             kinds: list[Kind] = [kind] if kind is not None else ["concurrency", "rate"]
             if self.local.adaptive:
 
                 def change(state: Learned) -> bool:
                     now = time.time()
                     for each in kinds:
-                        refused(state, now, each, others=running - 1, retry_after=None)
+                        refused(state, now, each, others=running, retry_after=None)
                     return True
 
                 await self._sync(change)
@@ -438,7 +476,7 @@ class RedisLimits(Limits):
             # holds the quota) would it spin: then wait a little first, without a lease
             # (waiting while holding one kept a slot from every process sharing it).
             self.release(holder)
-            if running <= 1 and retry_after is None and pause(backoff) > 0:
+            if running == 0 and retry_after is None and pause(backoff) > 0:
                 await anyio.sleep(min(backoff, 2.0))
             await self.acquire(holder)
 

@@ -59,15 +59,18 @@ def client(fake: FakeProvider, redis_url: str | None, **options: object) -> qe.Q
     )
 
 
-async def leases(redis_url: str, fake: FakeProvider, key: str = API_KEY) -> int:
-    """Slots held now (leases not yet expired) for ``key`` on ``fake``."""
+async def leases(
+    redis_url: str, fake: FakeProvider, key: str = API_KEY, *, which: str = "leases"
+) -> int:
+    """Slots held now (leases not yet expired) for ``key`` on ``fake``; ``which="accepted"``:
+    those whose create the provider accepted."""
     import redis.asyncio as aioredis
 
     from qwen_edit_async._shared import namespace
 
     conn = aioredis.Redis.from_url(redis_url)
     try:
-        name = namespace("vtrix", fake.url, Secret(key)) + ":leases"
+        name = namespace("vtrix", fake.url, Secret(key)) + ":" + which
         seconds, micros = await conn.time()  # leases are scored on the server's clock
         return int(await conn.zcount(name, seconds * 1000 + micros // 1000, "+inf"))
     finally:
@@ -237,12 +240,14 @@ async def test_a_process_killed_with_sigkill_gives_its_slots_back_within_the_ttl
             assert line.strip() == "held"
             await anyio.sleep(1.5)  # past one TTL: the leases live on because they are renewed
             assert await leases(redis_url, fake, "sk-holder") == 3
+            assert await leases(redis_url, fake, "sk-holder", which="accepted") == 3
             killed = time.monotonic()
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             with anyio.fail_after(5):
                 while await leases(redis_url, fake, "sk-holder") > 0:
                     await anyio.sleep(0.05)
+            assert await leases(redis_url, fake, "sk-holder", which="accepted") == 0
             assert time.monotonic() - killed <= 1.0 + 0.5
         finally:
             if proc.poll() is None:
@@ -335,13 +340,15 @@ async def test_a_refused_job_waits_for_a_lease_without_holding_one(redis_url: st
         await b.open(group)
         for holder in others:
             await a.acquire(holder)
+            a.accepted(holder)  # running at the provider
         await b.acquire(refused_job)
         group.start_soon(refuse)
-        while b._waiters == 0:  # the limit dropped to the three others: it queues
-            await anyio.sleep(0.01)
-        a.release(others[0])
-        while refused_job not in b._leases:
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while b._waiters == 0:  # the limit dropped to the three others: it queues
+                await anyio.sleep(0.01)
+            a.release(others[0])
+            while refused_job not in b._leases:
+                await anyio.sleep(0.01)
         await anyio.wait_all_tasks_blocked()
         assert returned.is_set()
         await a.aclose()
@@ -381,3 +388,64 @@ async def test_a_lease_freed_by_another_process_wakes_the_waiter(
         await a.aclose()
         await b.aclose()
         group.cancel_scope.cancel()
+
+
+async def test_a_concurrency_refusal_cuts_to_the_accepted_jobs_of_every_process(
+    redis_url: str,
+) -> None:
+    """Five leases held in another process, three of them with their create accepted (the
+    other two wait for the pace or for their create's answer): a concurrency refusal cuts
+    the shared limit to 3, the jobs running at the provider. It used to cut to every other
+    lease (5), one less per refusal, while a burst of refusals came back."""
+    key = uuid.uuid4().hex
+    a, b = shared_limits(redis_url, key), shared_limits(redis_url, key)
+    a._learned.in_flight = 10.0  # published by the first to open
+    held, refused_job = [object() for _ in range(5)], object()
+    async with anyio.create_task_group() as group:
+        await a.open(group)
+        await b.open(group)
+        for holder in held:
+            await a.acquire(holder)
+        for holder in held[:3]:
+            a.accepted(holder)
+        await b.acquire(refused_job)
+        with anyio.fail_after(10):
+            await b.refused(refused_job, "concurrency", None, 0.0, retrying=False)
+        assert b.snapshot().in_flight == 3
+        await a.aclose()
+        await b.aclose()
+        group.cancel_scope.cancel()
+
+
+async def test_accepts_while_leases_wait_for_the_pace_do_not_grow_the_limit(
+    redis_url: str,
+) -> None:
+    """Jobs wait for a lease while one of this process's leases waits for the shared pace:
+    the rate holds it back, not the concurrency, so an accept then is not a reason to grow
+    the in-flight limit (growing on it took four processes to 26 slots against a quota of
+    8 while the rate let 4 creates/s out, and 19 creates were refused when the rate caught
+    up)."""
+    from qwen_edit_async._learning import Learned
+
+    qe.set_testing(False)
+    limits = shared_limits(redis_url, uuid.uuid4().hex)
+    limits._learned = Learned(in_flight=2.0, rate=1.0)  # one create a second
+    first, paced, queued = object(), object(), object()
+    async with anyio.create_task_group() as group:
+        await limits.open(group)
+        await limits.acquire(first)
+        await limits.acquire(paced)
+        await limits.pace()  # the first create goes at once
+        group.start_soon(limits.pace)  # the second waits its turn
+        group.start_soon(limits.acquire, queued)  # a third job waits for a lease
+        with anyio.fail_after(10):
+            while not (limits._pacing and limits._waiters):
+                await anyio.sleep(0.01)
+        limits.accepted(first)
+        (event,) = limits._events
+        state = Learned(in_flight=2.0, rate=1.0)
+        limits._apply(state, events=[event])
+        assert state.in_flight == 2.0
+        group.cancel_scope.cancel()
+    with anyio.CancelScope(shield=True):
+        await limits.aclose()
