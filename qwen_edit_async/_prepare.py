@@ -16,6 +16,7 @@ import base64
 import binascii
 import io
 import os
+from array import array
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -88,8 +89,42 @@ def _probe_file(path: Path, field: str) -> tuple[FileSource, tuple[Any, ...]]:
     return source, _file_key(path, st)
 
 
-#: Distinct inputs remembered as seen (keys only), to tell shared inputs from single ones.
-_SEEN_KEYS = 65536
+#: Slots of the table of inputs seen (8 bytes each: 128 KiB).
+_SEEN_SLOTS = 2**14
+
+
+class _SeenTable:
+    """The inputs seen lately, to tell an input several jobs share from one used once.
+
+    A direct-mapped table of key hashes: it costs 128 KiB however many distinct files a
+    batch names (a dict of the keys themselves grew to 22 MiB at 65,536 files). A key whose
+    slot another key took meanwhile is forgotten: that input, seen again, is streamed again
+    instead of cached, and its next use is recognized. Either way the same bytes are sent;
+    the table only picks how.
+
+    >>> seen = _SeenTable()
+    >>> seen.add(("a.png", 1)), seen.add(("a.png", 1))
+    (False, True)
+    """
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots = array("q", bytes(8 * _SEEN_SLOTS))
+
+    @staticmethod
+    def slot(key: Hashable) -> tuple[int, int]:
+        """``key``'s slot and the hash stored there (never 0, the mark of an empty slot)."""
+        digest = hash(key) or 1
+        return digest & (_SEEN_SLOTS - 1), digest
+
+    def add(self, key: Hashable) -> bool:
+        """Remember ``key``; return whether it was remembered already."""
+        index, digest = self.slot(key)
+        if self._slots[index] == digest:
+            return True
+        self._slots[index] = digest
+        return False
 
 
 @dataclass
@@ -150,8 +185,8 @@ class ImagePreparer:
         self._misses = 0
         self._shared = 0
         self._streamed = 0
-        #: Keys of inputs streamed once: seen again, an input is shared and worth caching.
-        self._seen: OrderedDict[Hashable, None] = OrderedDict()
+        #: Inputs streamed once: seen again, an input is shared and worth caching.
+        self._seen = _SeenTable() if accepts_data_uri else None
 
     def stats(self) -> dict[str, int]:
         """Counters: ``hits`` (served from the cache), ``shared`` (joined work in flight),
@@ -235,12 +270,8 @@ class ImagePreparer:
     def _first_use(self, key: Hashable) -> bool:
         if key in self._cache or key in self._pending:
             return False
-        if key in self._seen:
-            return False  # shared: encode once and keep it
-        self._seen[key] = None
-        if len(self._seen) > _SEEN_KEYS:
-            self._seen.popitem(last=False)
-        return True
+        # Seen before: shared, so encoded once and kept.
+        return self._seen is None or not self._seen.add(key)
 
     async def _prepare_one(self, image: ImageInput) -> str:
         kind = image_kind(image)
