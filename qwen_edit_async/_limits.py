@@ -265,7 +265,10 @@ class LocalLimits(Limits):
         now = time.monotonic()
         if not self._first_accept:
             self._first_accept = now
-        self._accepts.append(now)
+        accepts = self._accepts
+        accepts.append(now)
+        while accepts[0] < now - 1.0:  # only the last second is read: memory stays flat
+            accepts.popleft()
         # Accepted with this many of ours active: the limit is what held us back only if
         # they filled it (not when the pace kept slots waiting).
         bound = self._active >= int(self.state.in_flight)
