@@ -240,11 +240,9 @@ class QwenEditClient:
     def _model_for(self, model: str | None) -> str | None:
         return model if model is not None else self._default_model
 
-    async def _run(
-        self, job: Job, model: str | None, limit: float | None, *, handle: bool = True
-    ) -> None:
+    async def _run(self, job: Job, model: str | None, limit: float | None) -> None:
         """Run ``job`` to its end in the current task (see :meth:`JobRunner.run`)."""
-        await self._jobs.run(job, model, limit, self.config, handle=handle)
+        await self._jobs.run(job, model, limit, self.config)
 
     def _new_job(
         self,
@@ -427,7 +425,7 @@ class QwenEditClient:
             open_group=self._require_open,
             width=self.max_in_flight,
             new_job=lambda request: self._new_job(request, model),
-            run_job=lambda job: runner.run(job, model, limit, config, handle=False),
+            run_job=lambda job, scope: runner.run(job, model, limit, config, scope=scope),
         )
 
     async def download(

@@ -4,12 +4,20 @@ its resubmission after a transient task failure.
 The client builds one :class:`JobRunner` and hands it every job; the job changes its own
 fields through its transition methods (``job._submitting()``, ``job._accept(...)``,
 ``job._finish(...)``), the runner only says when.
+
+A job's deadline (``job_timeout``) costs no timer and no cancel scope of its own: the
+:class:`Deadlines` of the client keep every running job's deadline in the order they
+started, one event-loop timer waits for the earliest, and an expired deadline cancels the
+scope the job runs in (its own when it has a handle, else the ``edit_many`` worker's).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
+import math
+from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -35,6 +43,107 @@ __all__ = ["JobRunner"]
 logger = logging.getLogger("qwen_edit_async")
 
 _Outcome = tuple[EditResult | None, BaseException | None]
+
+
+class _Line:
+    """The deadlines of the jobs started with one limit: in the order they end."""
+
+    __slots__ = ("entries", "live")
+
+    def __init__(self) -> None:
+        self.entries: deque[Deadline] = deque()
+        self.live = 0
+
+
+class Deadline:
+    """One job's deadline, ``limit`` seconds from :meth:`Deadlines.start`; ``expired``
+    once it passed with the job still running (its scope was cancelled then)."""
+
+    __slots__ = ("at", "expired", "limit", "line", "live", "scope")
+
+    def __init__(self, limit: float, scope: anyio.CancelScope) -> None:
+        self.limit = limit
+        self.scope = scope
+        self.at = math.inf
+        self.line: _Line | None = None
+        self.live = False
+        self.expired = False
+
+
+class Deadlines:
+    """The deadlines of a client's running jobs, with one timer for all of them.
+
+    Jobs started with the same limit reach it in the order they started, so each limit
+    keeps a FIFO and the timer waits for the earliest head. A job that ends takes its entry
+    out in O(1); ended entries behind a long-running job are dropped once they outnumber
+    the running ones, so memory follows the jobs running, not the jobs started.
+
+    >>> deadlines = Deadlines()
+    >>> deadline = Deadline(600.0, scope)   # doctest: +SKIP
+    >>> deadlines.start(deadline)            # doctest: +SKIP
+    >>> deadlines.end(deadline)              # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[float, _Line] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        #: Timers armed so far (the test of "no timer per job" counts them).
+        self.timers = 0
+
+    def start(self, deadline: Deadline) -> None:
+        """The job's time starts now: at ``now + limit`` its scope is cancelled."""
+        loop = asyncio.get_running_loop()
+        at = deadline.at = loop.time() + deadline.limit
+        line = self._lines.get(deadline.limit)
+        if line is None:
+            line = self._lines[deadline.limit] = _Line()
+        deadline.line = line
+        deadline.live = True
+        line.entries.append(deadline)
+        line.live += 1
+        if at < self._timer_at:
+            self._arm(loop, at)
+
+    def end(self, deadline: Deadline) -> None:
+        """The job ended (or left the part its deadline covers) before its deadline."""
+        line = deadline.line
+        if not deadline.live or line is None:
+            return
+        deadline.live = False
+        line.live -= 1
+        entries = line.entries
+        while entries and not entries[0].live:
+            entries.popleft()
+        if len(entries) > 2 * line.live + 64:
+            line.entries = deque(entry for entry in entries if entry.live)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._fire, loop)
+        self.timers += 1
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = loop.time()
+        earliest = math.inf
+        for limit, line in list(self._lines.items()):
+            entries = line.entries
+            while entries and (not entries[0].live or entries[0].at <= now):
+                entry = entries.popleft()
+                if entry.live:
+                    entry.live = False
+                    line.live -= 1
+                    entry.expired = True
+                    entry.scope.cancel()
+            if entries:
+                earliest = min(earliest, entries[0].at)
+            elif not line.live:
+                del self._lines[limit]
+        if earliest < math.inf:
+            self._arm(loop, earliest)
 
 
 class JobRunner:
@@ -63,6 +172,7 @@ class JobRunner:
         self.waiting = 0
         self.completed = 0
         self.failed = 0
+        self.deadlines = Deadlines()
 
     async def run(
         self,
@@ -71,29 +181,50 @@ class JobRunner:
         limit: float | None,
         config: ClientConfig,
         *,
-        handle: bool = True,
+        scope: anyio.CancelScope | None = None,
     ) -> None:
         """Run ``job`` to its end in the current task; never raises (but cancellation).
 
-        ``limit``: the job's deadline in seconds (``None``: none). ``handle``: the job has a
-        handle (``job.cancel()``) and needs its own cancel scope; ``edit_many``'s jobs are
-        cancelled with their worker, and go without one.
+        ``limit``: the job's deadline in seconds (``None``: none), counted from when it has
+        a slot. ``scope``: the cancel scope the job runs in, cancelled at its deadline
+        (``edit_many``'s worker's: its jobs have no handle and are cancelled with their
+        worker); ``None``: the job has a handle (``job.cancel()``) and gets a scope of its own.
+        A job whose deadline passed ends with :class:`JobTimeoutError`; if it ran in the
+        given ``scope``, the cancellation is raised on to that scope's owner.
         """
         outcome: _Outcome = (None, None)
+        deadline: Deadline | None = None
         try:
-            if not handle:
-                outcome = await self._in_slot(job, model, limit, config)
+            if scope is not None:
+                if limit is not None:
+                    deadline = Deadline(limit, scope)
+                outcome = await self._in_slot(job, model, deadline, config)
             else:
-                with job._open_scope() as scope:
-                    outcome = await self._in_slot(job, model, limit, config)
-                if scope.cancelled_caught:
-                    outcome = (None, self._cancelled(job))
+                with job._open_scope() as own:
+                    if limit is not None:
+                        deadline = Deadline(limit, own)
+                    outcome = await self._in_slot(job, model, deadline, config)
+                if own.cancelled_caught:
+                    outcome = (None, self._interrupted(job, deadline))
         except anyio.get_cancelled_exc_class():
-            job._finish(None, self._cancelled(job))
+            job._finish(None, self._interrupted(job, deadline))
             self.failed += 1
+            if deadline is not None and deadline.expired:
+                self._progress()  # it ended (timed out), as much as any other job
             raise
         self._end(job, *outcome)
         self._progress()
+
+    def _interrupted(self, job: Job, deadline: Deadline | None) -> QwenEditError:
+        """The error of a job whose scope was cancelled: its deadline, or a cancel."""
+        if deadline is not None and deadline.expired:
+            return JobTimeoutError(
+                f"no result within the job timeout of {deadline.limit:g} s; the task may "
+                "still finish: collect it later with client.attach(task_id)",
+                provider=self._provider.name,
+                task_id=job.task_id,
+            )
+        return self._cancelled(job)
 
     def end_attached(self, job: Job, status: TaskStatus) -> None:
         """End ``job``, attached to a task that had already ended, as ``status`` says."""
@@ -125,9 +256,9 @@ class JobRunner:
         )
 
     async def _in_slot(
-        self, job: Job, model: str | None, limit: float | None, config: ClientConfig
+        self, job: Job, model: str | None, deadline: Deadline | None, config: ClientConfig
     ) -> _Outcome:
-        """Take a slot, run the job within its deadline, give the slot back."""
+        """Take a slot, run the job within its deadline (from now), give the slot back."""
         try:
             self.waiting += 1
             try:
@@ -136,29 +267,17 @@ class JobRunner:
                     await self._limits.acquire(job)
             finally:
                 self.waiting -= 1
+            if deadline is not None:
+                self.deadlines.start(deadline)
             try:
                 self._progress()
-                return await self._within_deadline(job, model, limit, config), None
+                return await self._execute(job, model, config), None
             finally:
+                if deadline is not None:
+                    self.deadlines.end(deadline)
                 self._limits.release(job)
         except Exception as exc:
             return None, exc
-
-    async def _within_deadline(
-        self, job: Job, model: str | None, limit: float | None, config: ClientConfig
-    ) -> EditResult:
-        if limit is None:
-            return await self._execute(job, model, config)
-        try:
-            with anyio.fail_after(limit):
-                return await self._execute(job, model, config)
-        except TimeoutError:
-            raise JobTimeoutError(
-                f"no result within the job timeout of {limit:g} s; the task may still "
-                "finish: collect it later with client.attach(task_id)",
-                provider=self._provider.name,
-                task_id=job.task_id,
-            ) from None
 
     async def _execute(self, job: Job, model: str | None, config: ClientConfig) -> EditResult:
         """Submit ``job`` and wait for its end, submitting it again after a task failure the

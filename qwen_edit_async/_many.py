@@ -10,7 +10,8 @@ The hot path of a bulk run, so it spends nothing per job that the work does not 
   a future only when no outcome is ready, and drains every ready outcome per wake-up.
 - The feeder (the only task reading ``requests``) is woken in batches, not once per job.
 - Each worker runs under its own cancel scope: leaving the loop cancels the workers and the
-  feeder, so jobs need no scope of their own (only a deadline when ``job_timeout`` is set).
+  feeder, so jobs need no scope of their own; a job's deadline (``job_timeout``) cancels its
+  worker's scope, and the worker goes on in a new one.
 
 Nothing here holds a resource that must be closed: a run that ends, or a consumer that leaves
 early, leaves no stream or task behind once the cancelled workers have unwound.
@@ -34,8 +35,9 @@ __all__ = ["run_many"]
 
 #: A new job for a request (raises :class:`QwenEditError` for one the provider refuses).
 NewJob = Callable[[EditRequest], Job]
-#: Runs a job to its end in the current task; never raises (but cancellation).
-RunJob = Callable[[Job], Awaitable[None]]
+#: Runs a job to its end in the current task, in the worker's cancel scope (cancelled at the
+#: job's deadline); never raises (but cancellation).
+RunJob = Callable[[Job, anyio.CancelScope], Awaitable[None]]
 
 
 class _Run:
@@ -148,19 +150,25 @@ class _Run:
     # -- a worker ------------------------------------------------------------------------
 
     async def work(self) -> None:
-        scope = anyio.CancelScope()
-        self.scopes.add(scope)
         queue = self.queue
         run = self.run
         try:
-            with scope:
-                while queue and not self.closing:
-                    index, request, job = queue.popleft()
-                    try:
-                        await run(job)
-                    finally:
-                        result, error = job._outcome
-                        self.offer(Outcome(index, request, result, error, job.submissions))
+            while queue and not self.closing:
+                # One scope per worker, not per job: a job's deadline cancels it (the job
+                # ends as timed out) and the worker goes on in a new one.
+                scope = anyio.CancelScope()
+                self.scopes.add(scope)
+                try:
+                    with scope:
+                        while queue and not self.closing:
+                            index, request, job = queue.popleft()
+                            try:
+                                await run(job, scope)
+                            finally:
+                                result, error = job._outcome
+                                self.offer(Outcome(index, request, result, error, job.submissions))
+                finally:
+                    self.scopes.discard(scope)
         except anyio.get_cancelled_exc_class():
             # The client is closing: the jobs no worker will start end as cancelled, so
             # a consumer still waiting for them gets every outcome.
@@ -172,7 +180,6 @@ class _Run:
             raise
         finally:
             self.workers -= 1
-            self.scopes.discard(scope)
 
     # -- the consumer --------------------------------------------------------------------
 

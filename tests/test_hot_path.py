@@ -1,0 +1,137 @@
+"""The create path spends nothing per job that the job does not need: what is asserted here is
+counted (objects made, timers armed), never timed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+from anyio._backends import _asyncio as anyio_asyncio
+from conftest import API_KEY
+
+import qwen_edit_async as qe
+from qwen_edit_async._jobs import Deadline, Deadlines
+from qwen_edit_async.testing import FakeProvider
+
+URL = "https://example.com/a.png"
+
+
+def client_for(fake: FakeProvider, **options: Any) -> qe.QwenEditClient:
+    return qe.QwenEditClient("dashscope", api_key=API_KEY, base_url=fake.url, **options)
+
+
+@pytest.fixture
+def scopes_by_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, tuple[Any, float]]]:
+    """The deadline of every cancel scope made while a job runs (a frame of the job runner,
+    ``_jobs.py``, on the stack): ``anyio.fail_after`` and ``CancelScope()`` both land here."""
+    made: dict[int, tuple[Any, float]] = {}  # the scope kept alive: its id is not reused
+    original = anyio_asyncio.CancelScope.__init__
+
+    def counted(self: Any, deadline: float = float("inf"), shield: bool = False) -> None:
+        # Python runs __init__ twice per scope (anyio's CancelScope.__new__ returns the
+        # backend's subclass): one entry per object.
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename.endswith("_jobs.py"):
+                made[id(self)] = (self, deadline)
+                break
+            frame = frame.f_back  # type: ignore[assignment]
+        original(self, deadline=deadline, shield=shield)
+
+    monkeypatch.setattr(anyio_asyncio.CancelScope, "__init__", counted)
+    yield made
+
+
+async def test_edit_many_makes_no_cancel_scope_or_timer_per_job(
+    fake: FakeProvider, scopes_by_jobs: dict[int, tuple[Any, float]]
+) -> None:
+    """40 jobs with the default deadline (job_timeout 600 s): no cancel scope made by the
+    job runner and one deadline timer for all of them (it was a ``fail_after`` per job: a
+    scope and a timer each)."""
+    async with client_for(fake, max_in_flight=8, adaptive_limits=False) as client:
+        assert client.config.job_timeout == 600.0
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(40)]
+        outcomes = [o async for o in client.edit_many(requests)]
+        timers = client._jobs.deadlines.timers
+    assert all(o.ok for o in outcomes) and len(outcomes) == 40
+    assert list(scopes_by_jobs.values()) == []
+    assert timers == 1
+
+
+async def test_edit_makes_one_scope_per_job_and_no_timer(
+    fake: FakeProvider, scopes_by_jobs: dict[int, tuple[Any, float]]
+) -> None:
+    """A job with a handle (edit, submit) has the one scope ``job.cancel()`` needs, without
+    a deadline of its own: the shared timer cancels that same scope."""
+    async with client_for(fake, adaptive_limits=False) as client:
+        for i in range(5):
+            await client.edit([URL], f"e{i}")
+        timers = client._jobs.deadlines.timers
+    assert [deadline for _, deadline in scopes_by_jobs.values()] == [float("inf")] * 5
+    assert timers == 1
+
+
+async def test_a_deadline_in_edit_many_ends_its_job_and_the_worker_goes_on(
+    fake: FakeProvider,
+) -> None:
+    """One worker (max_in_flight=1): the stuck job ends as timed out at its deadline, and
+    the jobs after it run on that worker (its scope was cancelled, not its loop)."""
+    async with client_for(fake, max_in_flight=1, job_timeout=0.3) as client:
+        requests = [
+            qe.EditRequest(images=[URL], prompt="first"),
+            qe.EditRequest(images=[URL], prompt="[stuck] held until the deadline"),
+            qe.EditRequest(images=[URL], prompt="third"),
+            qe.EditRequest(images=[URL], prompt="fourth"),
+        ]
+        with anyio.fail_after(10):
+            outcomes = sorted([o async for o in client.edit_many(requests)], key=lambda o: o.index)
+        stats = client.statistics()
+    assert [o.ok for o in outcomes] == [True, False, True, True]
+    error = outcomes[1].error
+    assert isinstance(error, qe.JobTimeoutError)
+    assert "job timeout of 0.3 s" in str(error)
+    assert (stats.completed, stats.failed, stats.in_flight) == (3, 1, 0)
+
+
+async def test_a_deadline_cancels_only_jobs_past_it() -> None:
+    """Deadlines of two limits: the timer cancels each scope at its own deadline, never
+    one whose job ended, and re-arms for the next."""
+    deadlines = Deadlines()
+    # Scopes not entered: cancel() only marks them, which is what is checked.
+    ended = Deadline(0.01, anyio.CancelScope())
+    short = Deadline(0.05, anyio.CancelScope())
+    long = Deadline(30.0, anyio.CancelScope())
+    deadlines.start(ended)
+    deadlines.start(long)
+    deadlines.start(short)
+    deadlines.end(ended)
+    with anyio.fail_after(5):
+        while not short.expired:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)  # past the ended job's deadline too: the timer re-armed
+    assert short.scope.cancel_called
+    assert not ended.expired and not ended.scope.cancel_called
+    assert not long.expired and not long.scope.cancel_called
+    assert deadlines.timers == 3  # the first start, the earlier short one, then long's
+    deadlines.end(long)
+
+
+async def test_ended_deadlines_behind_a_long_job_do_not_pile_up() -> None:
+    """A job that runs long holds the head of its line; the 10,000 jobs that started and
+    ended behind it are dropped, not kept until its deadline."""
+    deadlines = Deadlines()
+    long = Deadline(600.0, anyio.CancelScope())
+    deadlines.start(long)
+    for _ in range(10_000):
+        entry = Deadline(600.0, anyio.CancelScope())
+        deadlines.start(entry)
+        deadlines.end(entry)
+    line = long.line
+    assert line is not None and line.live == 1
+    assert len(line.entries) <= 2 * line.live + 64 + 1
+    deadlines.end(long)
+    assert not line.entries
