@@ -261,7 +261,12 @@ def run_memory(scenario: Memory, peers: Sequence[str], workdir: Path) -> dict[st
         # photos, without 100 GB of test files.
         for i in range(1, max(scenario.counts)):
             os.symlink(source, images / f"img-{i}.png")
-        runs = [(peer, f"{peer}@{n}", n, n) for n in scenario.counts for peer in file_peers]
+        runs = [
+            (peer, f"{peer}@{n}", n, n)
+            for n in scenario.counts
+            for peer in file_peers
+            if peer == "library" or scenario.peer_counts is None or n in scenario.peer_counts
+        ]
         # The same image in every request: encoded once, then served from the cache.
         if "library" in file_peers:
             runs += [("library", f"library-shared@{n}", n, 1) for n in scenario.shared_counts]
