@@ -4,13 +4,17 @@ A heap of due times feeds status workers, so status requests are bounded in conc
 most ``concurrency`` workers, started only as the due checks need them, each handed its next
 check directly, without a stream) and in rate (an :class:`~._pacing.AdaptiveRate` in the
 dispatcher: generous at first, halved when the provider answers a status request with 429,
-recovering when it stops). A request still unanswered after ``slow_after`` seconds (a
+recovering when it stops). The dispatcher is no task of its own but one event-loop timer, set
+for the earliest due check: when it fires, every check due by then (or within
+:data:`_EARLY`) goes to a worker in the same pass, and a worker that finishes while every
+worker was busy takes the next due check itself. A status request thus costs no event-loop
+pass beyond its own, and no cancellation. A request still unanswered after ``slow_after`` seconds (a
 provider dripping its answer) stops counting against ``concurrency``: a due check then gets a
 worker of its own instead of waiting, so slow answers for some tasks never starve the checks
 of others; each request is bounded by ``status_timeout`` and each task has at most one in
 flight, so those extra workers are bounded too, and they end with their check. A waiter that
 leaves (its job's deadline, a cancel) cancels its task's request in flight. A job waiting for
-its task sleeps on an :class:`anyio.Event`; nothing loops on ``sleep``. A poll error that
+its task sleeps on a future; nothing loops on ``sleep``. A poll error that
 retries could not cure ends that job; an unexpected error in the poller itself is handed to
 every waiting job and to every later one: never swallowed.
 """
@@ -21,6 +25,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -41,6 +46,9 @@ logger = logging.getLogger("qwen_edit_async")
 
 #: Status checks after a "completed" answer without results, before the job fails.
 _LATE_RESULT_CHECKS = 5
+#: A check due this soon (seconds) goes with the ones due now: one timer and one event-loop
+#: pass for a few checks rather than one each. Small beside any interval (>= 50 ms).
+_EARLY = 0.002
 
 
 class Plan(Protocol):
@@ -64,8 +72,8 @@ class _Watch:
         "accepted_at",
         "attempt",
         "cancelled",
+        "ended",
         "error",
-        "event",
         "failures",
         "late",
         "plan",
@@ -74,7 +82,9 @@ class _Watch:
         "task_id",
     )
 
-    def __init__(self, task_id: str, plan: Plan, accepted_at: float) -> None:
+    def __init__(
+        self, task_id: str, plan: Plan, accepted_at: float, ended: asyncio.Future[None]
+    ) -> None:
         self.task_id = task_id
         self.plan = plan
         self.accepted_at = accepted_at
@@ -86,9 +96,14 @@ class _Watch:
         self.cancelled = False
         #: The cancel scope of this task's status request in flight, if any.
         self.scope: anyio.CancelScope | None = None
-        self.event = anyio.Event()
+        #: Done once the wait is over (``status`` or ``error`` set), or its waiter left.
+        self.ended = ended
         self.status: TaskStatus | None = None
         self.error: BaseException | None = None
+
+    def end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
 
 class Poller:
@@ -123,9 +138,17 @@ class Poller:
         self._task_group: TaskGroup | None = None
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
-        self._wakeup = anyio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The dispatcher's timer and when it fires (``inf``: none set).
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        #: A check that took its turn of the rate and waits for it: (when, watch).
+        self._held: tuple[float, _Watch] | None = None
+        #: Every worker is busy with a due check waiting: the next to finish dispatches.
+        self._blocked = False
+        #: Failed with the poller's own error (``run`` raises it).
+        self._stopped: asyncio.Future[None] | None = None
         self._broken: BaseException | None = None
-        self._free: asyncio.Future[None] | None = None
         self.pending = 0
         #: Tasks whose end came by callback, and by a status request.
         self.completed_by_callback = 0
@@ -146,13 +169,14 @@ class Poller:
         """
         if self._broken is not None:
             raise self._broken
-        watch = _Watch(task_id, plan or self._schedule.plan(hint), time.monotonic())
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watch = _Watch(task_id, plan or self._schedule.plan(hint), time.monotonic(), ended)
         self.pending += 1
         try:
             self._push(watch)
             if pushed is not None:
                 pushed.connect(lambda status: self._pushed(watch, status))
-            await watch.event.wait()
+            await ended
         finally:
             self.pending -= 1
             watch.cancelled = True  # a cancelled waiter's task is not polled again
@@ -164,78 +188,110 @@ class Poller:
         return watch.status
 
     def _pushed(self, watch: _Watch, status: TaskStatus) -> bool:
-        if watch.cancelled or watch.event.is_set():
+        if watch.cancelled or watch.ended.done():
             return False
         watch.status = status
         watch.cancelled = True  # no more polls
         self.completed_by_callback += 1
-        watch.event.set()
+        watch.end()
         return True
 
     def _push(self, watch: _Watch, not_before: float = 0.0, keep_plan: bool = False) -> None:
         planned = watch.accepted_at + watch.plan.at(watch.attempt)
         due = not_before if keep_plan else max(not_before, planned)
         heapq.heappush(self._heap, (due, next(self._seq), watch))
-        if self._heap[0][2] is watch:
-            self._wakeup.set()
+        if due < self._timer_at:
+            self._arm(due)
+
+    def _arm(self, when: float) -> None:
+        """Have the dispatcher run at ``when`` (monotonic), unless it runs earlier anyway."""
+        loop = self._loop
+        if loop is None or when >= self._timer_at:
+            return  # not running yet (``run`` dispatches), or a timer comes first
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_later(max(0.0, when - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._dispatch_safely()
 
     async def run(self, task_group: TaskGroup) -> None:
         """Dispatch due status requests to workers until cancelled."""
         self._task_group = task_group
+        loop = self._loop = asyncio.get_running_loop()
+        stopped = self._stopped = loop.create_future()
         try:
-            await self._dispatch()
+            self._dispatch()
+            await stopped  # only a failure of the dispatcher sets it
         except BaseException as exc:
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 logger.exception("the poller failed; failing the tasks it watched")
                 self._fail_all(exc)
             raise
         finally:
+            self._loop = None
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
             for idle in self._idle:
                 idle.cancel()
             self._idle.clear()
 
-    async def _dispatch(self) -> None:
+    def _dispatch_safely(self) -> None:
+        try:
+            self._dispatch()
+        except Exception as exc:  # a bug: every waiter hears of it (run raises it)
+            stopped = self._stopped
+            if stopped is not None and not stopped.done():
+                stopped.set_exception(exc)
+
+    def _dispatch(self) -> None:
+        """Hand every due check to a worker; set the timer for the next one."""
         heap = self._heap
-        loop = asyncio.get_running_loop()
-        while True:
-            if not heap:
-                await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                continue
+        now = time.monotonic()
+        soon = now + _EARLY
+        if self._held is not None:
+            at, watch = self._held
+            if at > soon:
+                self._arm(at)
+                return
+            self._held = None
+            if not watch.cancelled:
+                self._hand_over(watch)
+        while heap:
             due, _, watch = heap[0]
             if watch.cancelled:
                 heapq.heappop(heap)
                 continue
-            delay = due - time.monotonic()
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._wakeup.wait()
-                if self._wakeup.is_set():
-                    self._wakeup = anyio.Event()
-                continue
+            if due > soon:
+                self._arm(due)
+                return
             if not self._idle and self._workers >= self._concurrency:
-                now = time.monotonic()
                 slow = now - self._slow_after
                 stalled = sum(1 for started in self._started.values() if started <= slow)
                 if self._workers - stalled >= self._concurrency:
                     # Every worker is busy, none on a slow answer: the next one to finish
-                    # asks for work, or the oldest request turns slow.
+                    # dispatches, or the oldest request turning slow does.
+                    self._blocked = True
                     oldest = min(self._started.values(), default=now)
-                    self._free = loop.create_future()
-                    with anyio.move_on_after(max(0.0, oldest - slow)):
-                        await self._free
-                    continue
+                    self._arm(oldest + self._slow_after)
+                    return
             heapq.heappop(heap)
             if not watch.failures:
                 # The schedule may have learned since this time was planned: ask again.
-                elapsed = time.monotonic() - watch.accepted_at
+                elapsed = now - watch.accepted_at
                 later = watch.plan.recheck(watch.attempt, elapsed)
-                if later > elapsed + 1e-3:
+                if later > elapsed + _EARLY:  # (else it would be due again at once)
                     heapq.heappush(heap, (watch.accepted_at + later, next(self._seq), watch))
                     continue
-            wait = self.rate.delay()
+            wait = self.rate.delay(now)
             if wait > 0:
-                await anyio.sleep(wait)
+                self._held = (now + wait, watch)
+                self._arm(now + wait)
+                return
             self._hand_over(watch)
 
     def _hand_over(self, watch: _Watch) -> None:
@@ -250,20 +306,30 @@ class Poller:
 
     async def _worker(self, watch: _Watch) -> None:
         loop = asyncio.get_running_loop()
+        working = True
         try:
             while True:
                 if not watch.cancelled:
                     await self._poll(watch)
-                free = self._free
-                if free is not None and not free.done():
-                    free.set_result(None)
                 if self._workers > self._concurrency:
-                    return  # an extra worker, started beside slow answers: done
+                    # An extra worker, started beside slow answers: done.
+                    working = False
+                    self._workers -= 1
+                    if self._blocked:
+                        self._blocked = False
+                        self._dispatch_safely()
+                    return
                 idle: asyncio.Future[_Watch] = loop.create_future()
                 self._idle.append(idle)
+                if self._blocked:
+                    # Due checks wait for a worker: take one now (no event-loop pass when
+                    # it is this worker's).
+                    self._blocked = False
+                    self._dispatch_safely()
                 watch = await idle
         finally:
-            self._workers -= 1
+            if working:
+                self._workers -= 1
 
     async def _poll(self, watch: _Watch) -> None:
         started = time.monotonic()
@@ -284,7 +350,7 @@ class Poller:
             retry_after: float | None = getattr(exc, "retry_after", None)
             if isinstance(exc, RateLimitError):
                 self.rate.limited(None if retry_after is None else pause(retry_after))
-            if watch.event.is_set():
+            if watch.ended.done():
                 return  # a callback ended it meanwhile
             if self._policy.should_retry(exc, idempotent=True) and not watch.cancelled:
                 # The task exists; an outage of the status endpoint is waited out (the
@@ -297,16 +363,16 @@ class Poller:
                 self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
                 return
             watch.error = with_context(exc, task_id=watch.task_id)
-            watch.event.set()
+            watch.end()
             return
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # a bug must reach the job, not vanish in the poller
             logger.exception("status request for task %s failed", watch.task_id)
             watch.error = exc
-            watch.event.set()
+            watch.end()
             return
-        if watch.event.is_set():
+        if watch.ended.done():
             return  # a callback ended it meanwhile
         watch.failures = 0
         self.rate.accepted()
@@ -324,7 +390,7 @@ class Poller:
         if done:
             self.completed_by_poll += 1
             watch.status = status
-            watch.event.set()
+            watch.end()
             return
         if watch.cancelled:
             return
@@ -334,8 +400,13 @@ class Poller:
 
     def _fail_all(self, exc: BaseException) -> None:
         self._broken = exc
-        for _, _, watch in self._heap:
+        watches = [watch for _, _, watch in self._heap]
+        watches.extend(self._started)  # their workers end with the task group
+        if self._held is not None:
+            watches.append(self._held[1])
+        for watch in watches:
             if not watch.cancelled:
                 watch.error = exc
-                watch.event.set()
+                watch.end()
         self._heap.clear()
+        self._held = None

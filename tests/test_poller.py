@@ -89,3 +89,87 @@ async def test_a_status_retry_after_beyond_retry_after_max_is_waited_out_not_fat
         with anyio.fail_after(5):
             assert await poller.wait("t-4") is done
     assert asked == ["t-4", "t-4"]
+
+
+class _At:
+    """A plan with one check, ``first`` s after acceptance (and ``step`` s apart after)."""
+
+    def __init__(self, first: float, step: float = 0.05) -> None:
+        self.first, self.step = first, step
+
+    def at(self, attempt: int) -> float:
+        return self.first + attempt * self.step
+
+    def recheck(self, attempt: int, elapsed: float) -> float:
+        return elapsed
+
+
+class _Passes:
+    """Counts the passes of the running asyncio loop (``_run_once`` calls) in the block."""
+
+    def __enter__(self) -> _Passes:
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        self.count = 0
+        self._original = self.loop._run_once  # type: ignore[attr-defined]
+
+        def counted() -> None:
+            self.count += 1
+            self._original()
+
+        self.loop._run_once = counted  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.loop._run_once  # type: ignore[attr-defined]
+
+
+async def test_a_check_costs_four_event_loop_passes_at_most() -> None:
+    """Checks due at distinct times: the timer that says one is due hands it to a worker in
+    the same pass (no dispatcher task to wake, no cancellation delivered): its timer, the
+    worker's pass, the waiter's pass and its task's end. (The dispatcher as a task took a
+    pass to deliver its wake-up as a cancellation and one to run: 103 for these 20.)"""
+    done = TaskStatus("t", TaskState.SUCCEEDED, result=qe.EditResult(images=[], provider="x"))
+    _, status = answers(done)
+    count = 20
+    async with running(status) as poller:
+        await anyio.sleep(0)  # the poller is up
+
+        async def one(i: int) -> None:
+            assert await poller.wait(f"t-{i}", plan=_At(0.02 + 0.01 * i)) is done
+
+        with _Passes() as passes, anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                for i in range(count):
+                    group.start_soon(one, i)
+    assert poller.completed_by_poll == count
+    # Starting the waiters and the worker, and ending the task group, cost a few more.
+    assert passes.count <= 4 * count + 6, passes.count
+
+
+async def test_checks_due_together_go_out_in_one_pass() -> None:
+    """Checks due within a couple of milliseconds of each other leave on one timer: their
+    workers all start their requests in the same event-loop pass."""
+    passes_at_start: list[int] = []
+    done = TaskStatus("t", TaskState.SUCCEEDED, result=qe.EditResult(images=[], provider="x"))
+    gate = anyio.Event()
+
+    async def status(task_id: str) -> TaskStatus:
+        passes_at_start.append(passes.count)
+        await gate.wait()
+        return done
+
+    async with running(status) as poller:
+        poller._concurrency = 10
+        await anyio.sleep(0)
+        with _Passes() as passes, anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                for i in range(5):
+                    # 0.4 ms apart: due together, as far as the dispatcher is concerned.
+                    plan = _At(0.03 + 4e-4 * i)
+                    group.start_soon(lambda i=i, plan=plan: poller.wait(f"t-{i}", plan=plan))
+                while len(passes_at_start) < 5:
+                    await anyio.sleep(0.005)
+                gate.set()
+    assert len(set(passes_at_start)) == 1, passes_at_start
