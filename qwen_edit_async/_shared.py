@@ -11,6 +11,9 @@ asyncio client, the ``redis`` extra):
 - the leases whose create the provider accepted (a second sorted set): on a concurrency
   refusal the quota is no larger than those jobs, wherever they run, while the other
   leases wait for the pace or for their create's answer and say nothing about it;
+- a probe token: above the limit's last cut, one lease at a time until the provider accepts
+  its create, so the processes probing a learned quota together cost one refused create
+  per probe, not one each;
 - one submission schedule and one 429 cooldown (a hash: the next send time, the end of
   the cooldown), so N processes together send at the learned rate, not N times it;
 - the learned limits (:class:`~qwen_edit_async._learning.Learned` as JSON), updated by
@@ -126,9 +129,16 @@ class RedisLimits(Limits):
         prefix = namespace(provider, base_url, api_key)
         self._leases_key = f"{prefix}:leases"
         self._accepted_key = f"{prefix}:accepted"
+        self._probe_key = f"{prefix}:probe"
+        self._freed_channel = f"{prefix}:freed"
+        self._release_keys = [
+            self._leases_key,
+            self._freed_channel,
+            self._accepted_key,
+            self._probe_key,
+        ]
         self._state_key = f"{prefix}:state"
         self._schedule_key = f"{prefix}:schedule"
-        self._freed_channel = f"{prefix}:freed"
         self._heard = False  # subscribed to the channel where freed leases are announced
         self._listening: anyio.CancelScope | None = None
         self._redis: Any = None
@@ -219,11 +229,9 @@ class RedisLimits(Limits):
         try:
             if self._redis is not None and self._up:
                 ids = [lease for lease, _ in self._leases.values()] + self._to_release
-                if ids:
-                    with anyio.move_on_after(CALL_TIMEOUT):
-                        await self._redis.zrem(self._accepted_key, *ids)
-                        await self._redis.zrem(self._leases_key, *ids)
-        except (RedisError, OSError):
+                if ids:  # the script gives the probe token back too, if one was held
+                    await self._call("release", self._release_keys, ids)
+        except (RedisError, OSError, TimeoutError):
             pass  # the leases expire on their own within the TTL
         finally:
             self._leases.clear()
@@ -272,8 +280,7 @@ class RedisLimits(Limits):
                 await self._mark_accepted()
                 if self._to_release:
                     ids, self._to_release = self._to_release, []
-                    keys = [self._leases_key, self._freed_channel, self._accepted_key]
-                    await self._call("release", keys, ids)
+                    await self._call("release", self._release_keys, ids)
                 if time.monotonic() - last_renew >= renew_every:
                     last_renew = time.monotonic()
                     held = [lease for lease, _ in self._leases.values()]
@@ -294,7 +301,7 @@ class RedisLimits(Limits):
         (before any release of them: a release removes them from both sets)."""
         if self._to_accept:
             ids, self._to_accept = self._to_accept, []
-            keys = [self._leases_key, self._accepted_key]
+            keys = [self._leases_key, self._accepted_key, self._probe_key, self._freed_channel]
             await self._call("accept", keys, [self._ttl_ms, *ids])
 
     def _apply(self, state: Learned, *, events: list[tuple[str, float]]) -> bool:
@@ -349,7 +356,12 @@ class RedisLimits(Limits):
                     try:
                         ok = await self._call(
                             "acquire",
-                            [self._leases_key, self._state_key, self._accepted_key],
+                            [
+                                self._leases_key,
+                                self._state_key,
+                                self._accepted_key,
+                                self._probe_key,
+                            ],
                             [lease, self._ttl_ms, max(1, int(self._learned.in_flight))],
                         )
                     except (RedisError, OSError, TimeoutError) as exc:

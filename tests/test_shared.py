@@ -449,3 +449,40 @@ async def test_accepts_while_leases_wait_for_the_pace_do_not_grow_the_limit(
         group.cancel_scope.cancel()
     with anyio.CancelScope(shield=True):
         await limits.aclose()
+
+
+async def test_above_the_last_cut_one_probe_at_a_time(redis_url: str) -> None:
+    """After a cut to 3, the learned limit has grown to 6: the first lease above 3 is a
+    probe, and no other lease above the cut is given (in any process) until the provider
+    accepts that probe's create or its lease is given back. Each process used to take its
+    own lease up to 6 at once, and every one of them was refused against a quota of 3."""
+    import time
+
+    key = uuid.uuid4().hex
+    a, b = shared_limits(redis_url, key), shared_limits(redis_url, key)
+    cut_at = time.time()
+    a._learned.in_flight, a._learned.in_flight_base = 6.0, 3.0
+    a._learned.in_flight_cut_at = cut_at  # published by the first to open
+
+    async def take(limits: RedisLimits) -> bool:
+        """One try at a lease, as acquire makes it."""
+        keys = [limits._leases_key, limits._state_key, limits._accepted_key, limits._probe_key]
+        lease = uuid.uuid4().hex
+        return bool(await limits._call("acquire", keys, [lease, limits._ttl_ms, 1]))
+
+    held, probe = [object() for _ in range(3)], object()
+    async with anyio.create_task_group() as group:
+        await a.open(group)
+        await b.open(group)
+        for holder in held:
+            await a.acquire(holder)
+            a.accepted(holder)
+        await a.acquire(probe)  # the fourth: a probe above the cut
+        assert not await take(b)  # a fifth waits for the probe's answer
+        a.accepted(probe)
+        await a._mark_accepted()
+        assert await take(b)  # accepted: the next probe may go
+        assert not await take(a)  # and it is the only one again
+        await a.aclose()
+        await b.aclose()
+        group.cancel_scope.cancel()
