@@ -7,7 +7,8 @@ are kept in an LRU bounded in bytes, so memory follows concurrency, not batch si
 For providers that take data URIs, :meth:`ImagePreparer.prepare_parts` goes further: a file
 or bytes input used once is not encoded at all here, but streamed into the request body
 while it is sent (:mod:`._body`), so memory per job does not follow image size. Only an
-input seen again (shared by several jobs) is encoded once and kept in the cache.
+input seen again (shared by several jobs) is encoded once and kept in the cache, and each
+job's body sends that one encoding in slices rather than a copy of it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._body import BytesSource, FileSource, Source, placeholder
+from ._body import BytesSource, EncodedSource, FileSource, Source, placeholder
 from ._config import ClientConfig
 from ._errors import ConfigurationError, ValidationError
 from ._images import (
@@ -87,6 +88,17 @@ def _probe_file(path: Path, field: str) -> tuple[FileSource, tuple[Any, ...]]:
         raise _Invalid(f"{subject} cannot be read ({_reason(exc)}); {_FORMS}") from exc
     source = FileSource(path, info.mime, st.st_size, (st.st_dev, st.st_ino), st.st_mtime_ns, field)
     return source, _file_key(path, st)
+
+
+def _encoded(value: str) -> EncodedSource | None:
+    """A data URI made by :func:`_to_data_uri` as a source to stream (``None`` for any
+    other string: its placeholder must rebuild the header ``data:<mime>;base64,``)."""
+    if value[:5] != "data:":
+        return None
+    comma = value.find(",", 0, 256)
+    if comma < 0 or value[comma - 7 : comma] != ";base64":
+        return None
+    return EncodedSource(value, value[5 : comma - 7])
 
 
 #: Slots of the table of inputs seen (8 bytes each: 128 KiB).
@@ -222,8 +234,11 @@ class ImagePreparer:
     async def prepare_parts(
         self, images: Sequence[str | bytes | Path], *, field: str = "images"
     ) -> tuple[list[str], list[Source]]:
-        """Like :meth:`prepare`, but a local input used once becomes a placeholder data URI
-        (:func:`~._body.placeholder`) and a source to stream into the body; returns both.
+        """Like :meth:`prepare`, but files and bytes become placeholder data URIs
+        (:func:`~._body.placeholder`) and sources to stream into the body; returns both. A
+        file used once is read while it is sent; a file several jobs share is encoded once,
+        cached, and sent in slices of that one encoding, so no job's body holds a copy of
+        an image.
 
         Only for providers that take data URIs (else this is :meth:`prepare`).
         """
@@ -236,10 +251,15 @@ class ImagePreparer:
             try:
                 source = await self._source(image, name)
                 if source is None:
-                    out.append(await self._prepare_one(image))
-                else:
-                    out.append(placeholder(len(sources), source.mime))
-                    sources.append(source)
+                    value = await self._prepare_one(image)
+                    # A shared file: its cached data URI (base64 made here, nothing to
+                    # escape in JSON). Data URIs given stay whole: their text is unchecked.
+                    source = _encoded(value) if isinstance(image, Path) else None
+                    if source is None:
+                        out.append(value)
+                        continue
+                out.append(placeholder(len(sources), source.mime))
+                sources.append(source)
             except _Invalid as exc:
                 raise ValidationError(f"{name}: {exc}", field=name) from exc.__cause__
         return out, sources

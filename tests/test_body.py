@@ -92,7 +92,8 @@ async def test_a_shared_file_is_encoded_once_and_a_single_one_never_cached(
         assert len(sources) == 1
     assert preparer.stats()["entries"] == 0
     uses = [await preparer.prepare_parts([shared]) for _ in range(4)]
-    assert [len(sources) for _, sources in uses] == [1, 0, 0, 0]
+    kinds = [type(source).__name__ for _, sources in uses for source in sources]
+    assert kinds == ["FileSource"] + 3 * ["EncodedSource"]  # then sent from the cache
     stats = preparer.stats()
     assert (stats["entries"], stats["misses"], stats["hits"]) == (1, 1, 2)
 
