@@ -236,11 +236,14 @@ class Calls:
         retry_after = error.retry_after if isinstance(error, APIError) else None
         return self.policy.delay(attempt, retry_after)
 
-    async def status(self, task_id: str, *, attempts: int | None = None) -> TaskStatus:
+    async def status(
+        self, task_id: str, *, attempts: int | None = None, timed: bool = True
+    ) -> TaskStatus:
         """A status request for ``task_id``; ``attempts`` caps the tries (default: config).
 
         The poller asks for one attempt and reschedules transient failures itself, so no
-        worker sleeps through a backoff.
+        worker sleeps through a backoff; it also ends each request at ``status_timeout``
+        itself (``timed=False``: no deadline here), without a timer per request.
         """
         provider = self.provider
         request = provider.build_status(task_id)
@@ -251,7 +254,8 @@ class Calls:
                 return _read(provider.parse_status, task_id, status, headers, body)
             raise _read(provider.parse_error, status, headers, body, task_id=task_id)
 
-        return await self.get(request, parse, attempts=attempts, total=self._config.status_timeout)
+        total = self._config.status_timeout if timed else None
+        return await self.get(request, parse, attempts=attempts, total=total)
 
     async def fetch(self, url: str, index: int, *, attempts: int | None = None) -> bytes:
         """The bytes at result URL ``url`` (no key sent), retried by the policy.

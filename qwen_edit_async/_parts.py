@@ -174,10 +174,11 @@ def make_poller(config: ClientConfig, provider: Provider, calls: Calls, concurre
     if provider.poll_rate_limit is not None:
         ceiling = min(ceiling or math.inf, provider.poll_rate_limit)
     return Poller(
-        functools.partial(calls.status, attempts=1),
+        functools.partial(calls.status, attempts=1, timed=False),
         schedule,
         concurrency=concurrency,
         rate=AdaptiveRate(ceiling=ceiling),
         policy=calls.policy,
         retry_max=config.poll_max_interval,
+        status_timeout=config.status_timeout,
     )

@@ -34,7 +34,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from ._errors import QwenEditError, RateLimitError, with_context
+from ._errors import QwenEditError, RateLimitError, TransportError, with_context
 from ._pacing import AdaptiveRate
 from ._retry import RetryPolicy, pause
 from ._schedule import PollPlan, PollSchedule
@@ -74,6 +74,7 @@ class _Watch:
         "cancelled",
         "ended",
         "error",
+        "expired",
         "failures",
         "late",
         "plan",
@@ -94,6 +95,8 @@ class _Watch:
         #: "Completed" answers without results so far (see _LATE_RESULT_CHECKS).
         self.late = 0
         self.cancelled = False
+        #: Its status request in flight was ended at ``status_timeout``.
+        self.expired = False
         #: The cancel scope of this task's status request in flight, if any.
         self.scope: anyio.CancelScope | None = None
         #: Done once the wait is over (``status`` or ``error`` set), or its waiter left.
@@ -119,12 +122,17 @@ class Poller:
         policy: RetryPolicy | None = None,
         retry_max: float = 10.0,
         slow_after: float = 1.0,
+        status_timeout: float | None = None,
     ) -> None:
         #: One status request for a task id, without retries: the poller reschedules
         #: a transient failure itself, so no worker sleeps through a backoff.
         self._status = status
         self._policy = policy or RetryPolicy(backoff_base=0.5, backoff_max=retry_max)
         self._slow_after = slow_after
+        #: Seconds each status request may take, answer included (``None``: ``status``
+        #: bounds its requests itself). Kept here, by the timer that dispatches, rather than
+        #: by a timer and a cancel scope per request.
+        self._status_timeout = status_timeout
         #: Start times of the status requests in flight, by task.
         self._started: dict[_Watch, float] = {}
         self._retry_max = retry_max
@@ -249,9 +257,25 @@ class Poller:
                 stopped.set_exception(exc)
 
     def _dispatch(self) -> None:
-        """Hand every due check to a worker; set the timer for the next one."""
-        heap = self._heap
+        """Hand every due check to a worker, end the requests past ``status_timeout``; set
+        the timer for what comes next."""
         now = time.monotonic()
+        self._dispatch_due(now)
+        if self._status_timeout is not None:
+            self._expire(now, self._status_timeout)
+
+    def _expire(self, now: float, timeout: float) -> None:
+        # ``_started`` is in start order: only its head can be overdue first.
+        for watch, started in self._started.items():
+            if started + timeout > now:
+                self._arm(started + timeout)
+                return
+            if watch.scope is not None:
+                watch.expired = True
+                watch.scope.cancel()
+
+    def _dispatch_due(self, now: float) -> None:
+        heap = self._heap
         soon = now + _EARLY
         if self._held is not None:
             at, watch = self._held
@@ -334,6 +358,9 @@ class Poller:
     async def _poll(self, watch: _Watch) -> None:
         started = time.monotonic()
         self._started[watch] = started
+        timeout = self._status_timeout
+        if timeout is not None:
+            self._arm(started + timeout)
         try:
             with anyio.CancelScope() as scope:
                 watch.scope = scope
@@ -341,29 +368,23 @@ class Poller:
         finally:
             watch.scope = None
             del self._started[watch]
+        if watch.expired:
+            watch.expired = False
+            if not watch.cancelled and not watch.ended.done():
+                assert timeout is not None
+                self._failed(watch, TransportError(f"no complete answer within {timeout:g} s"))
 
     async def _check(self, watch: _Watch, sent: float) -> None:
         """One status request for ``watch`` and what its answer means."""
         try:
             status = await self._status(watch.task_id)
         except QwenEditError as exc:
-            retry_after: float | None = getattr(exc, "retry_after", None)
             if isinstance(exc, RateLimitError):
+                retry_after = exc.retry_after
                 self.rate.limited(None if retry_after is None else pause(retry_after))
             if watch.ended.done():
                 return  # a callback ended it meanwhile
-            if self._policy.should_retry(exc, idempotent=True) and not watch.cancelled:
-                # The task exists; an outage of the status endpoint is waited out (the
-                # job's deadline bounds it), without holding a worker through the wait,
-                # and never longer than the schedule's longest interval between checks.
-                watch.failures += 1
-                delay = self._policy.delay(watch.failures, retry_after)
-                delay = pause(self._retry_max) if delay is None else min(delay, self._retry_max)
-                logger.debug("status of %s failed (%s); again in %.2f s", watch.task_id, exc, delay)
-                self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
-                return
-            watch.error = with_context(exc, task_id=watch.task_id)
-            watch.end()
+            self._failed(watch, exc)
             return
         except anyio.get_cancelled_exc_class():
             raise
@@ -397,6 +418,22 @@ class Poller:
         watch.attempt += 1
         # A late poll (rate limit, slow answer) must not be followed at once by another.
         self._push(watch, not_before=time.monotonic() + 0.05)
+
+    def _failed(self, watch: _Watch, exc: QwenEditError) -> None:
+        """A status request for ``watch`` failed with ``exc``: ask again later, or end it."""
+        if self._policy.should_retry(exc, idempotent=True) and not watch.cancelled:
+            # The task exists; an outage of the status endpoint is waited out (the job's
+            # deadline bounds it), without holding a worker through the wait, and never
+            # longer than the schedule's longest interval between checks.
+            watch.failures += 1
+            retry_after: float | None = getattr(exc, "retry_after", None)
+            delay = self._policy.delay(watch.failures, retry_after)
+            delay = pause(self._retry_max) if delay is None else min(delay, self._retry_max)
+            logger.debug("status of %s failed (%s); again in %.2f s", watch.task_id, exc, delay)
+            self._push(watch, not_before=time.monotonic() + delay, keep_plan=True)
+            return
+        watch.error = with_context(exc, task_id=watch.task_id)
+        watch.end()
 
     def _fail_all(self, exc: BaseException) -> None:
         self._broken = exc

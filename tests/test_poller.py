@@ -173,3 +173,37 @@ async def test_checks_due_together_go_out_in_one_pass() -> None:
                     await anyio.sleep(0.005)
                 gate.set()
     assert len(set(passes_at_start)) == 1, passes_at_start
+
+
+async def test_a_status_request_past_status_timeout_is_ended_and_asked_again() -> None:
+    """The poller bounds each request itself (``status_timeout``): one that never answers
+    is ended then and the task asked again."""
+    done = TaskStatus("t", TaskState.SUCCEEDED, result=qe.EditResult(images=[], provider="x"))
+    asked: list[str] = []
+    hung: list[str] = []
+
+    async def status(task_id: str) -> TaskStatus:
+        asked.append(task_id)
+        if task_id == "slow" and not hung:
+            hung.append(task_id)
+            await anyio.sleep_forever()
+        return done
+
+    poller = Poller(
+        status,
+        PollSchedule(initial=0.001, max_interval=0.01, jitter=0.0),
+        concurrency=4,
+        policy=RetryPolicy(backoff_base=0.01, backoff_max=0.05),
+        status_timeout=0.2,
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(poller.run, group)
+        with anyio.fail_after(5):
+            started = anyio.current_time()
+            assert await poller.wait("slow", plan=_At(0.01)) is done
+            took = anyio.current_time() - started
+            assert await poller.wait("quick", plan=_At(0.01)) is done
+        group.cancel_scope.cancel()
+    assert asked == ["slow", "slow", "quick"]
+    assert took >= 0.2
+    assert poller.pending == 0 and not poller._started
