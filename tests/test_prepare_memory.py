@@ -10,13 +10,14 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import API_KEY
 
 import qwen_edit_async as qe
 from qwen_edit_async._body import CHUNK, EncodedSource, FileSource, StreamedBody, split_body
 from qwen_edit_async._images import _file_key
 from qwen_edit_async._prepare import ImagePreparer, _SeenTable
 from qwen_edit_async.providers import get_provider
-from qwen_edit_async.testing import png_bytes
+from qwen_edit_async.testing import FakeProvider, png_bytes
 
 DATA_URI_PROVIDERS = ["dashscope", "dashscope-intl", "modelstream", "onetoken", "vtrix"]
 
@@ -149,3 +150,22 @@ async def test_a_job_with_a_shared_file_holds_no_copy_of_it(tmp_path: Path) -> N
     finally:
         tracemalloc.stop()
     assert peak < 2 * 2**20, peak
+
+
+async def test_jobs_sharing_a_file_succeed_against_the_fake(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Eight jobs naming one file (sent from the cache after its first use) and one its own:
+    the fake decodes every image it is sent and every job succeeds."""
+    shared = tmp_path / "shared.png"
+    shared.write_bytes(padded(CHUNK + 5, colour=4))
+    single = tmp_path / "single.png"
+    single.write_bytes(png_bytes(640, 480, colour=5))
+    requests = [qe.EditRequest(images=[shared], prompt=f"job {i}") for i in range(8)]
+    requests.append(qe.EditRequest(images=[single, shared], prompt="both"))
+    async with qe.QwenEditClient(
+        "dashscope", api_key=API_KEY, base_url=fake.url, max_in_flight=4
+    ) as client:
+        outcomes = [outcome async for outcome in client.edit_many(requests)]
+    assert [o.error for o in outcomes] == [None] * 9
+    assert fake.stats.jobs_created == 9
