@@ -97,6 +97,12 @@ class Calls:
         #: Slots, pacing and the 429 cooldown of creates (fixed ones when not given).
         self.limits = limits or LocalLimits(max_in_flight=100, submit_rate=None, adaptive=False)
         self.status_requests = 0
+        # Fixed for the client's life: made once, not per request.
+        self._auth = provider.authorization(api_key.get())
+        self._create_timeout = (
+            config.sync_read_timeout if provider.mode == "sync" else config.read_timeout
+        )
+        self._create_cap_bytes = self._create_cap()
 
     def mask(self, body: bytes) -> bytes:
         """``body`` with this client's key and any bearer token masked (provider text that
@@ -113,11 +119,12 @@ class Calls:
         stream: StreamedBody | None = None,
     ) -> Answer:
         """One exchange with the key added; its answer masked, its failure's text too."""
-        start = time.perf_counter()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        start = time.perf_counter() if debug else 0.0
         try:
             status, headers, body = await self.pipe.send(
                 request,
-                headers=self.provider.authorization(self._key.get()),
+                headers=self._auth,
                 read_timeout=read_timeout,
                 cap=cap,
                 total=total,
@@ -127,7 +134,7 @@ class Calls:
             raise NotSent(self._redact.text(str(exc)), final=exc.final) from exc.__cause__
         except Lost as exc:
             raise Lost(self._redact.text(str(exc)), final=exc.final) from exc.__cause__
-        if logger.isEnabledFor(logging.DEBUG):
+        if debug:
             logger.debug(
                 "%s %s -> %d in %.3f s request_id=%s",
                 request.method,
@@ -194,12 +201,9 @@ class Calls:
     ) -> EditResult | TaskAccepted:
         """One create; a failure as the error it means for the job."""
         provider = self.provider
-        read_timeout = (
-            self._config.sync_read_timeout if provider.mode == "sync" else self._config.read_timeout
-        )
         try:
             status, headers, answer = await self._send(
-                request, read_timeout=read_timeout, cap=self._create_cap(), stream=body
+                request, read_timeout=self._create_timeout, cap=self._create_cap_bytes, stream=body
             )
         except NotSent as exc:
             # A final failure: the same URL again cannot help.

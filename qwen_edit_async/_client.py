@@ -94,9 +94,9 @@ class QwenEditClient:
         _parts.check_callbacks(callbacks, self.provider)
         self._callbacks = callbacks
         self.max_in_flight = max_in_flight
+        self._on_progress = on_progress
         self._build_parts(session, uploader, shared)
         self._downloads = anyio.CapacityLimiter(self.config.download_concurrency)
-        self._on_progress = on_progress
         #: The model of calls that name none (``None``: the provider's); views change it.
         self._default_model: str | None = None
         self._state: Literal["new", "open", "closed"] = "new"
@@ -139,7 +139,8 @@ class QwenEditClient:
             self._preparer,
             self._safety,
             callbacks,
-            progress=self._progress,
+            # No hook, no call per job.
+            progress=self._progress if self._on_progress is not None else None,
         )
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ import socket
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
@@ -254,10 +254,12 @@ class HttpPipe:
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         # A session the caller shares keeps its own proxy settings.
         self._proxies = EnvProxies({}, {})
+        self._proxied = False
 
     async def open(self) -> None:
         if self._session is None:
             self._proxies = await anyio.to_thread.run_sync(EnvProxies.from_environment)
+            self._proxied = bool(self._proxies)
             connector = aiohttp.TCPConnector(
                 limit=self._connections,
                 limit_per_host=0,
@@ -313,7 +315,9 @@ class HttpPipe:
         raises its :class:`~._body.SourceChanged` (the provider got an incomplete request).
         """
         try:
-            with anyio.fail_after(total) if total is not None else nullcontext():
+            if total is None:
+                return await self._send(request, read_timeout, cap, headers, stream)
+            with anyio.fail_after(total):
                 return await self._send(request, read_timeout, cap, headers, stream)
         except TimeoutError as exc:
             # Only the deadline lands here: a read timeout inside is already classified.
@@ -330,8 +334,9 @@ class HttpPipe:
         extra: Mapping[str, str] | None,
         stream: StreamedBody | None,
     ) -> Answer:
-        headers = {**request.headers, **(extra or {})}
-        headers.setdefault("User-Agent", USER_AGENT)  # also on a session the user shares
+        headers = {**request.headers, **extra} if extra else dict(request.headers)
+        if not self._owns_session:
+            headers.setdefault("User-Agent", USER_AGENT)  # the own session sends it already
         data: bytes | AsyncIterator[bytes] | None = request.body
         if stream is not None:
             data = stream.chunks()
@@ -346,7 +351,7 @@ class HttpPipe:
                 headers=headers,
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
-                **(self._proxies.for_url(request.url) if self._proxies else _NO_PROXY),
+                **(self._proxies.for_url(request.url) if self._proxied else _NO_PROXY),
             ) as response:
                 try:
                     body = await _read_capped(response, cap, truncate=response.status >= 300)
@@ -379,7 +384,7 @@ class HttpPipe:
                 url,
                 timeout=self._timeout(read_timeout),
                 allow_redirects=False,
-                **(self._proxies.for_url(url) if self._proxies else _NO_PROXY),
+                **(self._proxies.for_url(url) if self._proxied else _NO_PROXY),
             ) as response:
                 yield _Opened(response)
         except (NotSent, Lost, ForbiddenAddress):

@@ -50,6 +50,28 @@ class Job:
     >>> result = await job.result()                    # doctest: +SKIP
     """
 
+    # Where a new job starts: class-level values, read until the job sets its own, so
+    # making a job (thousands per second in a bulk run) sets only what differs.
+    status: JobStatus = JobStatus.WAITING
+    request_id: str | None = None
+    #: How many creates this job took: 1 normally, more when a task that failed
+    #: transiently was submitted again (``max_resubmits``), 0 for ``attach``.
+    submissions: int = 0
+    #: True once the create's request has started to go out on the wire (after any
+    #: rate limit, 429 cooldown or slot wait). A job that ended before that was never
+    #: sent, so it cannot exist (or be billed) at the provider.
+    request_sent: bool = False
+    _result: EditResult | None = None
+    _error: BaseException | None = None
+    # Events are made only when someone waits: most jobs (edit, edit_many) never need
+    # them, and at thousands of jobs per second their cost shows.
+    _accepted: anyio.Event | None = None
+    _done_event: anyio.Event | None = None
+    _is_accepted: bool = False
+    _is_done: bool = False
+    _scope: anyio.CancelScope | None = None
+    _cancel_requested: bool = False
+
     def __init__(
         self,
         request: EditRequest | None,
@@ -60,32 +82,18 @@ class Job:
     ) -> None:
         self.request = request
         self.task_id = task_id
-        self.local_id = f"job-{next(_ids)}"
-        self.status = JobStatus.WAITING
-        self.request_id: str | None = None
-        #: How many creates this job took: 1 normally, more when a task that failed
-        #: transiently was submitted again (``max_resubmits``), 0 for ``attach``.
-        self.submissions = 0
-        #: True once the create's request has started to go out on the wire (after any
-        #: rate limit, 429 cooldown or slot wait). A job that ended before that was never
-        #: sent, so it cannot exist (or be billed) at the provider.
-        self.request_sent = False
+        self._number = next(_ids)  # its local id, formatted only when asked for
         #: Awaited just before the create is written (the bulk runner journals it there).
         self._on_send = on_send
         #: Awaited with (task_id, request_id) each time the provider accepts a create, the
         #: resubmissions of a transiently failed task included (the bulk runner journals
         #: the newest task, so a resumed run attaches to it, not to the failed one).
         self._on_accepted = on_accepted
-        self._result: EditResult | None = None
-        self._error: BaseException | None = None
-        # Events are made only when someone waits: most jobs (edit, edit_many) never need
-        # them, and at thousands of jobs per second their cost shows.
-        self._accepted: anyio.Event | None = None
-        self._done_event: anyio.Event | None = None
-        self._is_accepted = False
-        self._is_done = False
-        self._scope: anyio.CancelScope | None = None
-        self._cancel_requested = False
+
+    @property
+    def local_id(self) -> str:
+        """The job's id in this process, ``job-<n>``."""
+        return f"job-{self._number}"
 
     @property
     def id(self) -> str:

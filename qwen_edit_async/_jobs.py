@@ -6,18 +6,18 @@ fields through its transition methods (``job._submitting()``, ``job._accept(...)
 ``job._finish(...)``), the runner only says when.
 
 A job's deadline (``job_timeout``) costs no timer and no cancel scope of its own: the
-:class:`Deadlines` of the client keep every running job's deadline in the order they
-started, one event-loop timer waits for the earliest, and an expired deadline cancels the
-scope the job runs in (its own when it has a handle, else the ``edit_many`` worker's).
+:class:`Deadlines` of the client keep the running jobs' deadlines in a set, one event-loop
+timer waits for the earliest, and an expired deadline cancels the scope the job runs in
+(its own when it has a handle, else the ``edit_many`` worker's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 
 import anyio
@@ -45,38 +45,27 @@ logger = logging.getLogger("qwen_edit_async")
 _Outcome = tuple[EditResult | None, BaseException | None]
 
 
-class _Line:
-    """The deadlines of the jobs started with one limit: in the order they end."""
-
-    __slots__ = ("entries", "live")
-
-    def __init__(self) -> None:
-        self.entries: deque[Deadline] = deque()
-        self.live = 0
-
-
 class Deadline:
     """One job's deadline, ``limit`` seconds from :meth:`Deadlines.start`; ``expired``
     once it passed with the job still running (its scope was cancelled then)."""
 
-    __slots__ = ("at", "expired", "limit", "line", "live", "scope")
+    __slots__ = ("at", "expired", "limit", "scope")
 
     def __init__(self, limit: float, scope: anyio.CancelScope) -> None:
         self.limit = limit
         self.scope = scope
         self.at = math.inf
-        self.line: _Line | None = None
-        self.live = False
         self.expired = False
 
 
 class Deadlines:
     """The deadlines of a client's running jobs, with one timer for all of them.
 
-    Jobs started with the same limit reach it in the order they started, so each limit
-    keeps a FIFO and the timer waits for the earliest head. A job that ends takes its entry
-    out in O(1); ended entries behind a long-running job are dropped once they outnumber
-    the running ones, so memory follows the jobs running, not the jobs started.
+    A job adds its deadline to the running set when it starts and takes it out when it
+    ends: no timer of its own. The one timer waits for the earliest deadline; when it fires
+    it cancels the scopes of the jobs past theirs and waits for the earliest left. Jobs end
+    long before a deadline of minutes, so it fires about once per ``limit``, whatever the
+    number of jobs.
 
     >>> deadlines = Deadlines()
     >>> deadline = Deadline(600.0, scope)   # doctest: +SKIP
@@ -85,38 +74,28 @@ class Deadlines:
     """
 
     def __init__(self) -> None:
-        self._lines: dict[float, _Line] = {}
+        self._running: set[Deadline] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         #: Timers armed so far (the test of "no timer per job" counts them).
         self.timers = 0
 
+    @property
+    def running(self) -> int:
+        """Deadlines of jobs still running."""
+        return len(self._running)
+
     def start(self, deadline: Deadline) -> None:
         """The job's time starts now: at ``now + limit`` its scope is cancelled."""
         loop = asyncio.get_running_loop()
         at = deadline.at = loop.time() + deadline.limit
-        line = self._lines.get(deadline.limit)
-        if line is None:
-            line = self._lines[deadline.limit] = _Line()
-        deadline.line = line
-        deadline.live = True
-        line.entries.append(deadline)
-        line.live += 1
+        self._running.add(deadline)
         if at < self._timer_at:
             self._arm(loop, at)
 
     def end(self, deadline: Deadline) -> None:
         """The job ended (or left the part its deadline covers) before its deadline."""
-        line = deadline.line
-        if not deadline.live or line is None:
-            return
-        deadline.live = False
-        line.live -= 1
-        entries = line.entries
-        while entries and not entries[0].live:
-            entries.popleft()
-        if len(entries) > 2 * line.live + 64:
-            line.entries = deque(entry for entry in entries if entry.live)
+        self._running.discard(deadline)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
@@ -129,19 +108,13 @@ class Deadlines:
         self._timer, self._timer_at = None, math.inf
         now = loop.time()
         earliest = math.inf
-        for limit, line in list(self._lines.items()):
-            entries = line.entries
-            while entries and (not entries[0].live or entries[0].at <= now):
-                entry = entries.popleft()
-                if entry.live:
-                    entry.live = False
-                    line.live -= 1
-                    entry.expired = True
-                    entry.scope.cancel()
-            if entries:
-                earliest = min(earliest, entries[0].at)
-            elif not line.live:
-                del self._lines[limit]
+        for deadline in list(self._running):
+            if deadline.at <= now:
+                self._running.discard(deadline)
+                deadline.expired = True
+                deadline.scope.cancel()
+            elif deadline.at < earliest:
+                earliest = deadline.at
         if earliest < math.inf:
             self._arm(loop, earliest)
 
@@ -158,7 +131,7 @@ class JobRunner:
         preparer: ImagePreparer,
         safety: SafetyNet,
         callbacks: CallbackReceiver | None,
-        progress: Callable[[], None],
+        progress: Callable[[], None] | None,
     ) -> None:
         self._provider = provider
         self._calls = calls
@@ -210,10 +183,15 @@ class JobRunner:
             job._finish(None, self._interrupted(job, deadline))
             self.failed += 1
             if deadline is not None and deadline.expired:
-                self._progress()  # it ended (timed out), as much as any other job
+                self._report()  # it ended (timed out), as much as any other job
             raise
         self._end(job, *outcome)
-        self._progress()
+        self._report()
+
+    def _report(self) -> None:
+        """Call the progress hook, if the client has one."""
+        if self._progress is not None:
+            self._progress()
 
     def _interrupted(self, job: Job, deadline: Deadline | None) -> QwenEditError:
         """The error of a job whose scope was cancelled: its deadline, or a cancel."""
@@ -270,7 +248,8 @@ class JobRunner:
             if deadline is not None:
                 self.deadlines.start(deadline)
             try:
-                self._progress()
+                if self._progress is not None:
+                    self._progress()
                 return await self._execute(job, model, config), None
             finally:
                 if deadline is not None:
@@ -360,12 +339,12 @@ class JobRunner:
         if ticket is not None:
             request = _with_callback(request, ticket.url)
         job._submitting()
-        http, body = await self._build_create(request, model)
-        sync = self._provider.mode == "sync"
-
-        async def sending() -> None:
-            await job._sending(accepted=sync)
-
+        urls = _urls_only(request.images)
+        if urls is not None:  # nothing to read or upload
+            http, body = self._provider.build_create(request, urls, model=model), None
+        else:
+            http, body = await self._build_create(request, model)
+        sending = functools.partial(job._sending, accepted=self._provider.mode == "sync")
         job._count_submission()
         answer = await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
         if isinstance(answer, EditResult) and answer.model is None:
@@ -398,9 +377,6 @@ class JobRunner:
         """The create request; local images as a body streamed while it is sent."""
         provider = self._provider
         images = request.images
-        urls = [i for i in images if is_http_url(i)]
-        if len(urls) == len(images):
-            return provider.build_create(request, urls, model=model), None
         prepared, sources = await self._preparer.prepare_parts(images)
         http = provider.build_create(request, prepared, model=model)
         if not sources:
@@ -412,6 +388,14 @@ class JobRunner:
         # A dialect that does not carry the data URI verbatim: build the body whole.
         prepared = await self._preparer.prepare(images)
         return provider.build_create(request, prepared, model=model), None
+
+
+def _urls_only(images: tuple[object, ...]) -> list[str] | None:
+    """``images`` as a list when every one is an http(s) URL (sent as given), else None."""
+    for image in images:
+        if not is_http_url(image):
+            return None
+    return list(images)  # type: ignore[arg-type]
 
 
 def _with_callback(request: EditRequest, url: str) -> EditRequest:

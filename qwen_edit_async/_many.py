@@ -112,11 +112,19 @@ class _Run:
         loop = asyncio.get_running_loop()
         try:
             with scope:
-                async with contextlib.aclosing(_aiter(requests)) as items:
-                    async for request in items:
-                        while self.outstanding >= self.window:
-                            self.feeder_wake = loop.create_future()
-                            await self.feeder_wake
+                if isinstance(requests, AsyncIterable):
+                    async with contextlib.aclosing(_aiter(requests)) as items:
+                        async for request in items:
+                            if self.outstanding >= self.window:
+                                await self._room(loop)
+                            if self.closing:
+                                return
+                            self.admit(request)
+                else:
+                    # A plain iterable is read directly: no async generator step per item.
+                    for request in requests:
+                        if self.outstanding >= self.window:
+                            await self._room(loop)
                         if self.closing:
                             return
                         self.admit(request)
@@ -130,6 +138,12 @@ class _Run:
             self.scopes.discard(scope)
             self.feed_done = True
             self._wake_consumer()
+
+    async def _room(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for room in the window (the consumer takes outcomes, or leaves)."""
+        while self.outstanding >= self.window:
+            self.feeder_wake = loop.create_future()
+            await self.feeder_wake
 
     def admit(self, given: RequestLike) -> None:
         index = self.count
@@ -234,12 +248,6 @@ def _cancelled() -> JobCancelledError:
     return JobCancelledError("the job was cancelled: the client was closed")
 
 
-async def _aiter(
-    items: Iterable[RequestLike] | AsyncIterable[RequestLike],
-) -> AsyncGenerator[RequestLike, None]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
+async def _aiter(items: AsyncIterable[RequestLike]) -> AsyncGenerator[RequestLike, None]:
+    async for item in items:
+        yield item

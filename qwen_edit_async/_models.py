@@ -78,6 +78,10 @@ def _int_in(name: str, value: object, low: int, high: int) -> None:
         )
 
 
+#: The field names of the images, made once (every request used to format them anew).
+_IMAGE_FIELDS = tuple(f"images[{i}]" for i in range(MAX_IMAGES))
+
+
 def _normalized_images(images: object) -> tuple[ImageValue, ...]:
     if isinstance(images, (str, bytes, os.PathLike)):
         images = [images]
@@ -92,7 +96,7 @@ def _normalized_images(images: object) -> tuple[ImageValue, ...]:
             f"images: {len(images)} given; an edit takes 1 to {MAX_IMAGES} images",
             field="images",
         )
-    return tuple(check_image(image, f"images[{i}]") for i, image in enumerate(images))
+    return tuple([check_image(image, _IMAGE_FIELDS[i]) for i, image in enumerate(images)])
 
 
 def _check_prompt(prompt: object) -> None:
@@ -195,8 +199,10 @@ class EditRequest(
             _int_in("seed", self.seed, 0, MAX_SEED)
         if self.size is not None:
             msgspec.structs.force_setattr(self, "size", Size.parse(self.size))
-        _optional_bool("prompt_extend", self.prompt_extend)
-        _optional_bool("watermark", self.watermark)
+        if self.prompt_extend is not None:
+            _optional_bool("prompt_extend", self.prompt_extend)
+        if self.watermark is not None:
+            _optional_bool("watermark", self.watermark)
         if self.callback_url is not None:
             _check_callback_url(self.callback_url)
 
@@ -282,9 +288,12 @@ class GeneratedImage(msgspec.Struct, kw_only=True, omit_defaults=True):
     revised_prompt: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("url", "b64_json", "revised_prompt"):
-            if getattr(self, name) == "":
-                setattr(self, name, None)
+        if self.url == "":
+            self.url = None
+        if self.b64_json == "":
+            self.b64_json = None
+        if self.revised_prompt == "":
+            self.revised_prompt = None
         if self.url is None and self.b64_json is None:
             raise ValidationError(
                 "GeneratedImage: it has neither url nor b64_json; an image needs one of them",
@@ -333,10 +342,12 @@ class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
         """
         if not isinstance(raw, dict):
             return None
-        count = raw.get("image_count", raw.get("quantity"))
+        count = raw.get("image_count")
+        if count is None:
+            count = raw.get("quantity")
         return cls(
-            image_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
-            cost=_number(raw.get("cost")),
+            image_count=count if type(count) is int else None,  # not a bool, nor a float
+            cost=_number(raw["cost"]) if "cost" in raw else None,
             raw=raw,
         )
 

@@ -215,8 +215,8 @@ class Provider(abc.ABC):
                 field="callback_url",
                 provider=self.name,
             )
-        for i, image in enumerate(request.images):
-            if isinstance(image, str) and image.startswith("oss://") and not self.accepts_oss:
+        for i, image in enumerate(() if self.accepts_oss else request.images):
+            if isinstance(image, str) and image.startswith("oss://"):
                 raise ValidationError(
                     f"images[{i}]: oss:// URLs are understood by DashScope only, not {self.name}",
                     field=f"images[{i}]",

@@ -55,26 +55,28 @@ class NativeBody(WireRequest, kw_only=True):
     parameters: Parameters | None = None
 
 
-_NO_PARAMETERS = Parameters()
-
-
 def native_body(request: EditRequest, images: list[str], model: str) -> NativeBody:
     """The body for ``request`` with ``images`` ready to send, for the wire id ``model``."""
     content: list[ImageItem | TextItem] = [ImageItem(image) for image in images]
     content.append(TextItem(request.prompt))
-    parameters = Parameters(
-        n=request.n,
-        negative_prompt=request.negative_prompt,
-        prompt_extend=request.prompt_extend,
-        watermark=request.watermark,
-        size=size_text(request, "*"),
-        seed=request.seed,
-    )
-    return NativeBody(
-        model=model,
-        input=Input([Message("user", content)]),
-        parameters=None if parameters == _NO_PARAMETERS else parameters,
-    )
+    parameters = None
+    if (
+        request.n is not None
+        or request.negative_prompt is not None
+        or request.prompt_extend is not None
+        or request.watermark is not None
+        or request.size is not None
+        or request.seed is not None
+    ):
+        parameters = Parameters(
+            n=request.n,
+            negative_prompt=request.negative_prompt,
+            prompt_extend=request.prompt_extend,
+            watermark=request.watermark,
+            size=size_text(request, "*"),
+            seed=request.seed,
+        )
+    return NativeBody(model=model, input=Input([Message("user", content)]), parameters=parameters)
 
 
 def native_request(url: str, request: EditRequest, images: list[str], model: str) -> HttpRequest:
