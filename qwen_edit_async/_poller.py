@@ -1,22 +1,23 @@
-"""One coroutine per client that watches every pending task.
+"""One poller per client: it watches every pending task.
 
 A heap of due times feeds status workers, so status requests are bounded in concurrency (at
 most ``concurrency`` workers, started only as the due checks need them, each handed its next
 check directly, without a stream) and in rate (an :class:`~._pacing.AdaptiveRate` in the
 dispatcher: generous at first, halved when the provider answers a status request with 429,
-recovering when it stops). The dispatcher is no task of its own but one event-loop timer, set
-for the earliest due check: when it fires, every check due by then (or within
-:data:`_EARLY`) goes to a worker in the same pass, and a worker that finishes while every
-worker was busy takes the next due check itself. A status request thus costs no event-loop
-pass beyond its own, and no cancellation. A request still unanswered after ``slow_after`` seconds (a
-provider dripping its answer) stops counting against ``concurrency``: a due check then gets a
-worker of its own instead of waiting, so slow answers for some tasks never starve the checks
-of others; each request is bounded by ``status_timeout`` and each task has at most one in
-flight, so those extra workers are bounded too, and they end with their check. A waiter that
-leaves (its job's deadline, a cancel) cancels its task's request in flight. A job waiting for
-its task sleeps on a future; nothing loops on ``sleep``. A poll error that
-retries could not cure ends that job; an unexpected error in the poller itself is handed to
-every waiting job and to every later one: never swallowed.
+recovering when it stops). The dispatcher is no task of its own but one event-loop timer,
+set for the earliest due check: when it fires, every check due by then (or a little later,
+1% of its time and at most 10 ms: :func:`_early`) goes to a worker in the same pass, and a
+worker that finishes while every worker was busy takes the next due check itself. A status
+request thus costs no event-loop pass beyond its own, and no cancellation. A request still
+unanswered after ``slow_after`` seconds (a provider dripping its answer) stops counting
+against ``concurrency``: a due check then gets a worker of its own instead of waiting, so
+slow answers for some tasks never starve the checks of others; each request is bounded by
+``status_timeout`` and each task has at most one in flight, so those extra workers are
+bounded too, and they end with their check. A waiter that leaves (its job's deadline, a
+cancel) cancels its task's request in flight. A job waiting for its task sleeps on a future;
+nothing loops on ``sleep``. A poll error that retries could not cure ends that job; an
+unexpected error in the poller itself is handed to every waiting job and to every later one:
+never swallowed.
 """
 
 from __future__ import annotations
@@ -46,9 +47,15 @@ logger = logging.getLogger("qwen_edit_async")
 
 #: Status checks after a "completed" answer without results, before the job fails.
 _LATE_RESULT_CHECKS = 5
-#: A check due this soon (seconds) goes with the ones due now: one timer and one event-loop
-#: pass for a few checks rather than one each. Small beside any interval (>= 50 ms).
-_EARLY = 0.002
+#: A check due this soon goes with the ones due now: one timer and one event-loop pass for
+#: several checks rather than one each. At most this share of the check's own time after
+#: acceptance (a task found running 1% early is a rare miss) and this many seconds.
+_EARLY_SHARE, _EARLY_MAX = 0.01, 0.01
+
+
+def _early(after: float) -> float:
+    """How early (s) a check planned ``after`` s after acceptance may go."""
+    return min(_EARLY_MAX, _EARLY_SHARE * after)
 
 
 class Plan(Protocol):
@@ -276,10 +283,9 @@ class Poller:
 
     def _dispatch_due(self, now: float) -> None:
         heap = self._heap
-        soon = now + _EARLY
         if self._held is not None:
             at, watch = self._held
-            if at > soon:
+            if at > now + 1e-3:
                 self._arm(at)
                 return
             self._held = None
@@ -290,7 +296,7 @@ class Poller:
             if watch.cancelled:
                 heapq.heappop(heap)
                 continue
-            if due > soon:
+            if due > now + _early(due - watch.accepted_at):
                 self._arm(due)
                 return
             if not self._idle and self._workers >= self._concurrency:
@@ -308,7 +314,7 @@ class Poller:
                 # The schedule may have learned since this time was planned: ask again.
                 elapsed = now - watch.accepted_at
                 later = watch.plan.recheck(watch.attempt, elapsed)
-                if later > elapsed + _EARLY:  # (else it would be due again at once)
+                if later > elapsed + _early(later):  # (else it would be due again at once)
                     heapq.heappush(heap, (watch.accepted_at + later, next(self._seq), watch))
                     continue
             wait = self.rate.delay(now)
