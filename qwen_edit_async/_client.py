@@ -425,7 +425,7 @@ class QwenEditClient:
             requests,
             open_group=self._require_open,
             width=self.max_in_flight,
-            new_job=lambda request: self._new_job(request, model),
+            new_job=functools.partial(self._new_job, model=model),
             run_job=lambda job, scope: runner.run(job, model, limit, config, scope=scope),
         )
 

@@ -341,15 +341,16 @@ class HttpPipe:
         if stream is not None:
             data = stream.chunks()
             headers["Content-Length"] = str(stream.length)
-        if data is not None:
-            headers.setdefault("Content-Type", "application/json")
+        if data is not None and "Content-Type" not in headers:
+            headers["Content-Type"] = "application/json"
+        timeout = self._timeouts.get(read_timeout) or self._timeout(read_timeout)
         try:
             async with self.session.request(
                 request.method,
                 request.url,
                 data=data,
                 headers=headers,
-                timeout=self._timeout(read_timeout),
+                timeout=timeout,
                 allow_redirects=False,
                 **(self._proxies.for_url(request.url) if self._proxied else _NO_PROXY),
             ) as response:

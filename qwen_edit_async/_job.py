@@ -182,11 +182,6 @@ class Job:
         self.status = JobStatus.PENDING
         self._mark_accepted()
 
-    @property
-    def _outcome(self) -> tuple[EditResult | None, BaseException | None]:
-        """Its result and error as they stand (both ``None`` until it ends)."""
-        return self._result, self._error
-
     # -- used by the client -------------------------------------------------------------
 
     def _mark_accepted(self) -> None:

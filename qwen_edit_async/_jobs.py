@@ -141,6 +141,8 @@ class JobRunner:
         self._safety = safety
         self._callbacks = callbacks
         self._progress = progress
+        #: A synchronous provider: the create's answer is the result (no task, no callback).
+        self._sync = provider.mode == "sync"
         #: Jobs waiting for a slot; jobs ended with a result, and with an error.
         self.waiting = 0
         self.completed = 0
@@ -264,7 +266,13 @@ class JobRunner:
         create = job.task_id is None  # else the job attaches to a task created earlier
         while True:
             try:
-                result = await self._submission(job, model, create, config.max_attempts)
+                if self._sync:
+                    answer = await self._create(job, model, None, config.max_attempts)
+                    if not isinstance(answer, EditResult):  # a dialect that broke its contract
+                        raise TypeError(f"{self._provider.name} answered a create with a task")
+                    result = answer
+                else:
+                    result = await self._submission(job, model, create, config.max_attempts)
             except JobFailedError as exc:
                 if not (
                     exc.retryable
@@ -344,7 +352,7 @@ class JobRunner:
             http, body = self._provider.build_create(request, urls, model=model), None
         else:
             http, body = await self._build_create(request, model)
-        sending = functools.partial(job._sending, accepted=self._provider.mode == "sync")
+        sending = functools.partial(job._sending, accepted=self._sync)
         job._count_submission()
         answer = await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
         if isinstance(answer, EditResult) and answer.model is None:

@@ -150,7 +150,8 @@ class _Run:
         self.count += 1
         self.outstanding += 1
         try:
-            request = request_from(given)  # a request, or a dict of its fields
+            # A request, or a dict of its fields.
+            request = given if isinstance(given, EditRequest) else request_from(given)
             job = self.new_job(request)
         except QwenEditError as exc:
             # Handed back as given: it may be a dict that is no request.
@@ -179,8 +180,10 @@ class _Run:
                             try:
                                 await run(job, scope)
                             finally:
-                                result, error = job._outcome
-                                self.offer(Outcome(index, request, result, error, job.submissions))
+                                outcome = Outcome(
+                                    index, request, job._result, job._error, job.submissions
+                                )
+                                self.offer(outcome)
                 finally:
                     self.scopes.discard(scope)
         except anyio.get_cancelled_exc_class():
