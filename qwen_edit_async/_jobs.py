@@ -240,13 +240,13 @@ class JobRunner:
     ) -> _Outcome:
         """Take a slot, run the job within its deadline (from now), give the slot back."""
         try:
-            self.waiting += 1
-            try:
-                # A free slot needs no trip through the event loop.
-                if not self._limits.try_acquire(job):
+            # A free slot needs no trip through the event loop, nor counting as waiting.
+            if not self._limits.try_acquire(job):
+                self.waiting += 1
+                try:
                     await self._limits.acquire(job)
-            finally:
-                self.waiting -= 1
+                finally:
+                    self.waiting -= 1
             if deadline is not None:
                 self.deadlines.start(deadline)
             try:

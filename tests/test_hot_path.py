@@ -134,3 +134,27 @@ async def test_ended_deadlines_behind_a_long_job_do_not_pile_up() -> None:
     assert deadlines.timers == 1
     deadlines.end(long)
     assert deadlines.running == 0
+
+
+async def test_the_progress_hook_sees_every_job_start_and_end(fake: FakeProvider) -> None:
+    """With a hook, each job reports when it takes its slot and when it ends, a timed-out
+    one included (edit_many's deadline ends it through its worker's scope)."""
+    seen: list[qe.ClientStatistics] = []
+    async with client_for(
+        fake, max_in_flight=2, job_timeout=0.3, adaptive_limits=False, on_progress=seen.append
+    ) as client:
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(4)]
+        requests.append(qe.EditRequest(images=[URL], prompt="[stuck] never answered"))
+        with anyio.fail_after(10):
+            outcomes = [o async for o in client.edit_many(requests)]
+    assert sum(o.ok for o in outcomes) == 4
+    assert len(seen) == 2 * 5
+    assert (seen[-1].completed, seen[-1].failed) == (4, 1)
+
+
+def test_no_progress_hook_no_call_per_job(fake: FakeProvider) -> None:
+    """Without a hook the runner is given none to call."""
+    client = client_for(fake)
+    assert client._jobs._progress is None
+    hooked = client_for(fake, on_progress=lambda stats: None)
+    assert hooked._jobs._progress is not None
