@@ -338,8 +338,8 @@ def main() -> None:
             report[name] = rows
             print(_table(name, rows) + "\n", flush=True)
             for peer, row in rows.items():
-                extra = {k: row[k] for k in ("recovery_s", "returned_after_s", "others_ok")
-                         if k in row}  # fmt: skip
+                shown = ("recovery_s", "victim_leases", "returned_after_s", "others_ok")
+                extra = {k: row[k] for k in shown if k in row}
                 if extra:
                     print(f"- {peer}: {extra}", flush=True)
             print(flush=True)
