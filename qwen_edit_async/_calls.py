@@ -181,6 +181,7 @@ class Calls:
             if on_send is not None:
                 await on_send()
                 on_send = None
+            self.limits.sending(holder)
             try:
                 return await self._create_once(request, holder, body)
             except QwenEditError as exc:

@@ -14,13 +14,16 @@ increase and multiplicative decrease) and Netflix's concurrency-limits learn a s
   probes upward, slowly at first and faster the longer no refusal comes (the shape of TCP
   CUBIC): a steady quota costs one refused create every few seconds, a raised quota is
   found within seconds.
-- **Rate** (creates per second). It starts at :data:`INITIAL_RATE` so that a big batch does
-  not burst ``max_in_flight`` creates in its first second, and grows while the pacing is
-  what holds submissions back, gently while it is small and by a share of itself above
-  :data:`RATE_KNEE` (hundreds per second within about two seconds, when nothing refuses);
-  ready creates within :data:`BURST_WINDOW` of the rate go together; a 429 the provider
-  calls a rate refusal cuts it by :data:`RATE_CUT`, then it probes like the concurrency.
-  ``submit_rate``, when set, caps it.
+- **Rate** (creates per second). Before the provider first refuses one, creates are not
+  paced: the concurrency's slow start already keeps a burst from happening (4 creates in the
+  air at first, then at most two more per accepted one), and a rate limit answers within a
+  round trip. Holding the first second to a few creates cost a fifth of a short batch's
+  time at no gain. The first 429 the provider calls a rate refusal ends this: the rate
+  starts from the creates accepted in the last second (at least :data:`INITIAL_RATE`) and
+  grows while the pacing is what holds submissions back, gently while it is small and by a
+  share of itself above :data:`RATE_KNEE`; ready creates within :data:`BURST_WINDOW` of the
+  rate go together; a later rate refusal cuts it by :data:`RATE_CUT`, then it probes like
+  the concurrency. ``submit_rate``, when set, caps it and paces from the first create.
 - A ``Retry-After`` starts a cooldown every submission waits out. A 429 whose kind the
   provider does not say is charged to whichever limit was holding submissions back.
 
@@ -39,12 +42,14 @@ __all__ = [
     "BURST_WINDOW",
     "INITIAL_IN_FLIGHT",
     "INITIAL_RATE",
+    "PROVISIONAL_AFTER",
     "RATE_CUT",
     "RATE_MAX",
     "Kind",
     "Learned",
     "accepted",
     "burst_tolerance",
+    "initial",
     "note_slot_time",
     "refused",
 ]
@@ -58,7 +63,12 @@ INITIAL_IN_FLIGHT = 4
 #: create that was answered (a constant number in the air, linear growth); two doubles
 #: the creates in the air each round trip, as TCP's slow start doubles its window.
 SLOW_START_STEP = 2.0
-#: Creates per second a client starts with; the first second sends about seven.
+#: Seconds a create sent during slow start may go unanswered before it counts as accepted:
+#: a refusal comes back within a round trip, an accepted synchronous create only with its
+#: image. Shorter than most round trips to a provider abroad, so slow start may double a few
+#: times per real round trip there; the first refusal still ends it.
+PROVISIONAL_AFTER = 0.1
+#: The least creates per second a client paces at once a rate refusal ended the unpaced start.
 INITIAL_RATE = 4.0
 #: Creates per second added for each create accepted while the rate held submissions back,
 #: below :data:`RATE_KNEE`: the rate grows about 4.5 times each second until the provider
@@ -88,8 +98,9 @@ RATE_PROBE = 0.02
 class Learned(msgspec.Struct, kw_only=True):
     """What a client has learned about the provider's limits (shared through Redis).
 
-    ``in_flight`` and ``rate`` are the limits in force. ``*_base`` and ``*_cut_at`` remember
-    the last refusal (``0`` before any: slow start). Times are wall-clock seconds, so that
+    ``in_flight`` and ``rate`` are the limits in force (``rate`` at :data:`RATE_MAX`: not
+    paced). ``*_base`` and ``*_cut_at`` remember the last refusal (``0`` before any: slow
+    start). Times are wall-clock seconds, so that
     processes on one machine or several can compare them.
     """
 
@@ -102,6 +113,8 @@ class Learned(msgspec.Struct, kw_only=True):
     #: Mean seconds a job holds its slot (an exponential average; 0: none seen yet).
     slot_time: float = 0.0
     cooldown_until: float = 0.0
+    #: When the first rate refusal ended the unpaced start (0: not yet).
+    rate_paced_at: float = 0.0
 
 
 def _probe(base: float, since: float, hold: float, doubling: float) -> float:
@@ -167,18 +180,28 @@ def refused(
     others: int,
     retry_after: float | None,
     measured: float | None = None,
+    recent: float | None = None,
 ) -> None:
     """Update ``state`` for a create refused with 429 of ``kind``.
 
     ``others``: the jobs holding a slot besides the refused one (for a concurrency
     refusal, the quota is no larger than that). ``measured``: creates accepted in the
     last second (for a rate refusal, the limit is no larger than that); unknown, the
-    first refusal halves the rate, as TCP leaves slow start.
+    first refusal halves the rate, as TCP leaves slow start. ``recent``: creates accepted
+    in the last second however short the run so far, the pace a rate refusal starts from
+    when creates were not paced yet.
     """
     if kind == "concurrency":
         state.in_flight = max(1.0, min(state.in_flight, float(others)))
         state.in_flight_base = state.in_flight
         state.in_flight_cut_at = now
+    elif state.rate >= RATE_MAX:
+        # The end of the unpaced start: pace from what the provider took, and grow from there
+        # as a slow start (no cut remembered yet).
+        state.rate = max(INITIAL_RATE, (recent or 0.0) * MEASURED_SHARE)
+        state.rate_paced_at = now
+    elif state.rate_paced_at and not state.rate_cut_at and now - state.rate_paced_at <= 1.0:
+        pass  # refusals of the burst that ended the unpaced start: it is paced already
     else:
         # Refusals within a second cut once: they describe the same excess.
         if state.rate_cut_at == 0.0 or now - state.rate_cut_at > 1.0:
@@ -193,6 +216,12 @@ def refused(
         state.rate_cut_at = now
     if retry_after is not None and retry_after > 0:
         state.cooldown_until = max(state.cooldown_until, now + retry_after)
+
+
+def initial(max_in_flight: int, rate_cap: float) -> Learned:
+    """What a client knows before its first create: :data:`INITIAL_IN_FLIGHT` slots (or
+    ``max_in_flight`` if smaller), creates not paced unless ``submit_rate`` caps them."""
+    return Learned(in_flight=float(min(INITIAL_IN_FLIGHT, max_in_flight)), rate=rate_cap)
 
 
 def burst_tolerance(rate: float) -> float:

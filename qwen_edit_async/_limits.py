@@ -10,6 +10,7 @@ keeps the same state in Redis for every process and machine using one key, behin
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
@@ -24,12 +25,14 @@ from ._learning import (
     HOLD,
     INITIAL_IN_FLIGHT,
     INITIAL_RATE,
+    PROVISIONAL_AFTER,
     RATE_CUT,
     RATE_MAX,
     Kind,
     Learned,
     accepted,
     burst_tolerance,
+    initial,
     note_slot_time,
     refused,
 )
@@ -92,6 +95,10 @@ class Limits:
         """Wait until a create may be sent: the cooldown, then the rate."""
         raise NotImplementedError
 
+    def sending(self, holder: object) -> None:
+        """``holder``'s create is being sent now (after :meth:`pace`); its answer follows
+        as :meth:`accepted` or :meth:`refused`."""
+
     def accepted(self, holder: object) -> None:
         """The provider accepted ``holder``'s create."""
         raise NotImplementedError
@@ -140,10 +147,7 @@ class LocalLimits(Limits):
         self.rate_cap = submit_rate if submit_rate else RATE_MAX
         self.adaptive = adaptive
         if adaptive:
-            self.state = Learned(
-                in_flight=float(min(INITIAL_IN_FLIGHT, max_in_flight)),
-                rate=min(INITIAL_RATE, self.rate_cap),
-            )
+            self.state = initial(max_in_flight, self.rate_cap)
         else:
             self.state = Learned(in_flight=float(max_in_flight), rate=self.rate_cap)
         self._held: dict[object, float] = {}
@@ -154,6 +158,10 @@ class LocalLimits(Limits):
         self._first_accept = 0.0
         self._pacing = 0
         self._epoch = 0  # bumped by a rate refusal: waits at the old pace start over
+        # Creates sent during slow start whose answer has not come yet: each counts as
+        # accepted if no refusal comes within PROVISIONAL_AFTER (see :meth:`sending`).
+        self._unanswered: dict[object, asyncio.TimerHandle] = {}
+        self._counted: set[object] = set()
         self.rate_limited = 0
 
     # -- slots ----------------------------------------------------------------------------
@@ -191,6 +199,8 @@ class LocalLimits(Limits):
             raise
 
     def release(self, holder: object) -> None:
+        if self._unanswered or self._counted:
+            self._answered(holder)
         taken = self._held.pop(holder, None)
         if taken is not None:
             if self.adaptive:
@@ -248,6 +258,13 @@ class LocalLimits(Limits):
             # A refusal came while this create waited its turn at the old pace: queue
             # again at the new one rather than send what the provider would refuse.
 
+    def _recent(self) -> float:
+        """Creates accepted in the last second."""
+        accepts, cutoff = self._accepts, time.monotonic() - 1.0
+        while accepts and accepts[0] < cutoff:
+            accepts.popleft()
+        return float(len(accepts))
+
     def _measured(self) -> float | None:
         """Creates accepted in the last second, once creates have been accepted for a
         second (before, or with none, it measures nothing)."""
@@ -259,16 +276,40 @@ class LocalLimits(Limits):
             return None
         return float(len(accepts))
 
-    def accepted(self, holder: object) -> None:
-        if not self.adaptive:
+    def sending(self, holder: object) -> None:
+        """During slow start, count ``holder``'s create as accepted once it has been out for
+        :data:`~._learning.PROVISIONAL_AFTER` without a refusal.
+
+        A 429 comes back within a round trip, but on the synchronous route an accepted
+        create is answered only when the image is made, seconds later: slow start that waited
+        for those answers doubled once per job, not once per round trip (200 in flight took
+        four seconds of a five-second batch). A refusal that comes later still cuts the limit.
+        """
+        state = self.state
+        if not self.adaptive or state.in_flight_cut_at or state.in_flight >= self.ceiling:
             return
-        now = time.monotonic()
-        if not self._first_accept:
-            self._first_accept = now
-        accepts = self._accepts
-        accepts.append(now)
-        while accepts[0] < now - 1.0:  # only the last second is read: memory stays flat
-            accepts.popleft()
+        if holder is None or holder in self._unanswered or holder in self._counted:
+            return  # a retry of the same create: one count per job is enough
+        loop = asyncio.get_running_loop()
+        self._unanswered[holder] = loop.call_later(PROVISIONAL_AFTER, self._unrefused, holder)
+
+    def _unrefused(self, holder: object) -> None:
+        if self._unanswered.pop(holder, None) is None or holder not in self._held:
+            return
+        self._counted.add(holder)
+        self._grow()
+
+    def _answered(self, holder: object) -> bool:
+        """Forget ``holder``'s unanswered create; whether slow start counted it already."""
+        timer = self._unanswered.pop(holder, None)
+        if timer is not None:
+            timer.cancel()
+        if holder in self._counted:
+            self._counted.discard(holder)
+            return True
+        return False
+
+    def _grow(self, *, rate_bound: bool = False) -> None:
         # Accepted with this many of ours active: the limit is what held us back only if
         # they filled it (not when the pace kept slots waiting).
         bound = self._active >= int(self.state.in_flight)
@@ -278,9 +319,26 @@ class LocalLimits(Limits):
             ceiling=self.ceiling,
             rate_cap=self.rate_cap,
             in_flight_bound=bound,
-            rate_bound=self._rate_bound(),
+            rate_bound=rate_bound,
         ):
             self._grant()
+
+    def accepted(self, holder: object) -> None:
+        if not self.adaptive:
+            return
+        counted = (self._unanswered or self._counted) and self._answered(holder)
+        now = time.monotonic()
+        if not self._first_accept:
+            self._first_accept = now
+        accepts = self._accepts
+        accepts.append(now)
+        while accepts[0] < now - 1.0:  # only the last second is read: memory stays flat
+            accepts.popleft()
+        if counted:
+            if self._rate_bound():
+                self._grow(rate_bound=True)  # the concurrency grew when it was counted
+            return
+        self._grow(rate_bound=self._rate_bound())
 
     def _kind(self, kind: Kind | None) -> list[Kind]:
         """Which limits a refusal is charged to."""
@@ -306,6 +364,8 @@ class LocalLimits(Limits):
         self.rate_limited += 1
         now = time.time()
         state = self.state
+        if self._unanswered or self._counted:
+            self._answered(holder)
         if not self.adaptive:
             cooldown = retry_after if retry_after is not None else backoff
             state.cooldown_until = max(state.cooldown_until, now + cooldown)
@@ -320,6 +380,7 @@ class LocalLimits(Limits):
                 others=self._active - 1,
                 retry_after=retry_after,
                 measured=self._measured(),
+                recent=self._recent(),
             )
         logger.info(
             "rate limited (%s): %d in flight, %.1f creates/s from now%s",
@@ -359,5 +420,9 @@ class LocalLimits(Limits):
         )
 
     async def aclose(self) -> None:
+        for timer in self._unanswered.values():
+            timer.cancel()
+        self._unanswered.clear()
+        self._counted.clear()
         self._held.clear()
         self._waiters.clear()

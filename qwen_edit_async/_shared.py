@@ -423,6 +423,10 @@ class RedisLimits(Limits):
             self._rate_waited_at = time.monotonic()
             await anyio.sleep(wait)
 
+    def sending(self, holder: object) -> None:
+        if holder not in self._leases:
+            self.local.sending(holder)  # a job on the local limits (Redis was down)
+
     def accepted(self, holder: object) -> None:
         if holder not in self._leases:
             self.local.accepted(holder)

@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from _wait import until
 
 import qwen_edit_async as qe
 from qwen_edit_async import _learning
 from qwen_edit_async._learning import Learned
 from qwen_edit_async._limits import LocalLimits
+from qwen_edit_async.testing import FakeProvider
+
+URL = "https://example.com/a.png"
 
 
-async def _slots_after_round_trips(rounds: int) -> int:
+async def _slots_after_round_trips(rounds: int, *, sent: list[int] | None = None) -> int:
     """Jobs take a slot, send their create (held "in the air" until the round ends) and are
-    accepted together at the end of each round; the slots held after ``rounds`` rounds."""
+    accepted together at the end of each round; the slots held after ``rounds`` rounds.
+    ``sent`` receives the number of creates past the pace at the end of each round."""
     limits = LocalLimits(max_in_flight=1000, submit_rate=None)
     answered = [anyio.Event()]
+    went = 0
 
     async def job(holder: object) -> None:
+        nonlocal went
         await limits.acquire(holder)
-        await limits.pace()  # unpaced while testing: the rate is not what this counts
+        await limits.pace()
+        went += 1
         await answered[-1].wait()
         limits.accepted(holder)  # keeps its slot: the task runs at the provider
 
@@ -32,6 +40,8 @@ async def _slots_after_round_trips(rounds: int) -> int:
             group.start_soon(job, object())
         for _ in range(rounds):
             await anyio.wait_all_tasks_blocked()
+            if sent is not None:
+                sent.append(went)
             event = answered[-1]
             answered.append(anyio.Event())
             event.set()
@@ -51,11 +61,23 @@ async def test_slow_start_doubles_the_creates_in_the_air_each_round_trip() -> No
     assert await _slots_after_round_trips(6) >= 200
 
 
+async def test_the_rate_does_not_hold_back_the_first_round_trips() -> None:
+    """With the real pace (not the tests' shortcut), creates go as fast as slow start lets
+    them until a provider refuses a rate: 4, then 12, then 28 past the pace after the first
+    three round trips (the creates in the air double: 4, 8, 16). The pace started at 4
+    creates/s held them to a dozen in the first second, a fifth of a 2,000-job batch's time
+    at 200 in flight."""
+    qe.set_testing(False)
+    sent: list[int] = []
+    await _slots_after_round_trips(3, sent=sent)
+    assert sent == [4, 12, 28]
+
+
 def test_the_rate_reaches_hundreds_per_second_after_few_accepted_creates() -> None:
-    """Slow start of the rate: below the knee it grows as before (so a small provider's rate
-    limit is met gently), above it by a share of itself, so 400 creates/s is reached after
-    30 accepted creates or fewer (it took 264 at 1.5 creates/s per create, 42 with the knee
-    at 15 creates/s)."""
+    """Once a rate refusal made the client pace: below the knee the rate grows gently (so a
+    small provider's rate limit is met gently), above it by a share of itself, so 400
+    creates/s is reached after 30 accepted creates or fewer (it took 264 at 1.5 creates/s per
+    create, 42 with the knee at 15 creates/s)."""
     state = Learned(in_flight=4.0, rate=_learning.INITIAL_RATE)
     accepted = 0
     while state.rate < 400.0:
@@ -108,6 +130,7 @@ async def test_a_small_rate_is_still_spaced_evenly() -> None:
     1 / BURST_WINDOW) two ready creates do not go together."""
     qe.set_testing(False)
     limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    limits.state.rate = 4.0  # paced since a rate refusal
     assert await _paced_at_once(limits, 2) == 1
 
 
@@ -115,3 +138,68 @@ async def test_a_small_rate_is_still_spaced_evenly() -> None:
 def test_no_burst_allowance_below_one_create_per_window(rate: float) -> None:
     assert _learning.burst_tolerance(rate) == 0.0
     assert _learning.burst_tolerance(1000.0) == pytest.approx(_learning.BURST_WINDOW - 0.001)
+
+
+# -- the synchronous route: creates answered only with their image ------------------------
+
+
+async def test_a_create_out_without_a_refusal_counts_for_slow_start() -> None:
+    """A create sent during slow start counts as accepted once it has been out for
+    PROVISIONAL_AFTER without a refusal, and only once: its real answer later does not
+    grow the limit again."""
+    limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    holders = [object() for _ in range(12)]
+    never = anyio.Event()
+
+    async def job(holder: object) -> None:
+        await limits.acquire(holder)
+        await limits.pace()
+        limits.sending(holder)
+        await never.wait()  # no answer: a synchronous create still making its image
+
+    async with anyio.create_task_group() as group:
+        for holder in holders:
+            group.start_soon(job, holder)
+        await anyio.wait_all_tasks_blocked()
+        assert limits.in_flight == _learning.INITIAL_IN_FLIGHT
+        await until(lambda: limits.in_flight == 12)  # the first four counted, unanswered
+        limit = limits.snapshot().in_flight
+        for holder in holders[:4]:
+            limits.accepted(holder)  # their answers come: counted already
+        assert limits.snapshot().in_flight == limit
+        group.cancel_scope.cancel()
+
+
+async def test_a_quick_refusal_is_not_counted_as_accepted() -> None:
+    """A create refused before PROVISIONAL_AFTER never counts: the concurrency refusal sets
+    the limit, and no timer grows it afterwards."""
+    limits = LocalLimits(max_in_flight=64, submit_rate=None)
+    holders = [object() for _ in range(4)]
+    for holder in holders:
+        assert limits.try_acquire(holder)
+        limits.sending(holder)
+    await limits.refused(holders[0], "concurrency", None, 0.0, retrying=False)
+    assert limits.snapshot().in_flight == 3
+    await anyio.sleep(3 * _learning.PROVISIONAL_AFTER)  # the timers would have fired by now
+    assert limits.snapshot().in_flight == 3  # cut: slow start is over, nothing counted
+    assert not limits._unanswered
+
+
+async def test_the_sync_route_opens_up_before_any_image_is_made() -> None:
+    """On DashScope (synchronous) an accepted create is answered only with its image. With
+    a 30 s job, the client reaches 36 jobs at the provider long before the first answer;
+    before, slow start waited for answers and held 4 jobs for the whole first job's time."""
+    async with FakeProvider(api_key="sk-test", latency=30.0) as fake:
+        client = qe.QwenEditClient(
+            "dashscope", api_key="sk-test", base_url=fake.url, max_in_flight=64
+        )
+        async with client, anyio.create_task_group() as group:
+
+            async def run() -> None:
+                requests = [qe.EditRequest(images=[URL], prompt=f"e {i}") for i in range(64)]
+                async for _ in client.edit_many(requests):
+                    pass
+
+            group.start_soon(run)
+            await until(lambda: fake.stats.running >= 36, seconds=8.0)
+            group.cancel_scope.cancel()

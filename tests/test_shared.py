@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import pytest
 from _redis_support import redis_server, require_redis
+from _wait import until
 from conftest import API_KEY
 
 import qwen_edit_async as qe
@@ -177,6 +178,29 @@ async def test_an_unreachable_redis_falls_back_to_local_limits(
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert "127.0.0.1" in warnings[0].getMessage()
+
+
+async def test_the_local_fallback_opens_up_the_sync_route_before_any_image_is_made() -> None:
+    """Redis down from the start, a synchronous provider: the fallback's slow start counts
+    creates left unanswered as accepted, as a client without ``shared=`` does, so 36 jobs
+    reach the provider long before the first 30 s image (it held 4 when the shared limits
+    did not pass the sent create on to the local ones)."""
+    from _redis_support import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    async with FakeProvider(api_key=API_KEY, latency=30.0) as fake:
+        c = qe.QwenEditClient(
+            "dashscope", api_key=API_KEY, base_url=fake.url, shared=nowhere, max_in_flight=64
+        )
+        async with c, anyio.create_task_group() as group:
+
+            async def run() -> None:
+                async for _ in c.edit_many(requests(64)):
+                    pass
+
+            group.start_soon(run)
+            await until(lambda: fake.stats.running >= 36, seconds=8.0)
+            group.cancel_scope.cancel()
 
 
 async def test_redis_lost_mid_run_loses_no_job(caplog: pytest.LogCaptureFixture) -> None:
