@@ -382,6 +382,11 @@ class LocalLimits(Limits):
                 measured=self._measured(),
                 recent=self._recent(),
             )
+        if state.in_flight_cut_at and self._unanswered:
+            # Slow start is over: the creates still out no longer count on their own.
+            for timer in self._unanswered.values():
+                timer.cancel()
+            self._unanswered.clear()
         logger.info(
             "rate limited (%s): %d in flight, %.1f creates/s from now%s",
             "/".join(kinds),
