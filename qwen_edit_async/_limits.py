@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 
 import anyio
 import msgspec
@@ -47,6 +48,7 @@ __all__ = [
     "Limits",
     "LimitsSnapshot",
     "LocalLimits",
+    "Unanswered",
     "accepted",
     "burst_tolerance",
     "refused",
@@ -61,6 +63,61 @@ class LimitsSnapshot(msgspec.Struct, frozen=True):
     in_flight: int
     rate: float | None
     rate_limited: int
+
+
+class Unanswered:
+    """Creates sent during slow start whose answer has not come yet.
+
+    Each counts as accepted once it has been out for :data:`~._learning.PROVISIONAL_AFTER`
+    without a refusal: ``count(holder)`` is called then, and returns whether it counted (the
+    job may have given its slot back meanwhile). :meth:`answered` tells the real answer's
+    handler whether slow start counted the create already, so it does not count twice.
+    """
+
+    __slots__ = ("_count", "_counted", "_timers")
+
+    def __init__(self, count: Callable[[object], bool]) -> None:
+        self._count = count
+        self._timers: dict[object, asyncio.TimerHandle] = {}
+        self._counted: set[object] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._timers or self._counted)
+
+    @property
+    def pending(self) -> int:
+        """Creates whose timer still runs."""
+        return len(self._timers)
+
+    def start(self, holder: object) -> None:
+        if holder is None or holder in self._timers or holder in self._counted:
+            return  # a retry of the same create: one count per job is enough
+        loop = asyncio.get_running_loop()
+        self._timers[holder] = loop.call_later(PROVISIONAL_AFTER, self._fire, holder)
+
+    def _fire(self, holder: object) -> None:
+        if self._timers.pop(holder, None) is not None and self._count(holder):
+            self._counted.add(holder)
+
+    def answered(self, holder: object) -> bool:
+        """Forget ``holder``'s create; whether slow start counted it already."""
+        timer = self._timers.pop(holder, None)
+        if timer is not None:
+            timer.cancel()
+        if holder in self._counted:
+            self._counted.discard(holder)
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Slow start is over: the creates still out no longer count on their own."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def clear(self) -> None:
+        self.stop()
+        self._counted.clear()
 
 
 class Limits:
@@ -158,10 +215,8 @@ class LocalLimits(Limits):
         self._first_accept = 0.0
         self._pacing = 0
         self._epoch = 0  # bumped by a rate refusal: waits at the old pace start over
-        # Creates sent during slow start whose answer has not come yet: each counts as
-        # accepted if no refusal comes within PROVISIONAL_AFTER (see :meth:`sending`).
-        self._unanswered: dict[object, asyncio.TimerHandle] = {}
-        self._counted: set[object] = set()
+        # Creates sent during slow start whose answer has not come yet (see :meth:`sending`).
+        self._unanswered = Unanswered(self._unrefused)
         self.rate_limited = 0
 
     # -- slots ----------------------------------------------------------------------------
@@ -199,8 +254,8 @@ class LocalLimits(Limits):
             raise
 
     def release(self, holder: object) -> None:
-        if self._unanswered or self._counted:
-            self._answered(holder)
+        if self._unanswered:
+            self._unanswered.answered(holder)
         taken = self._held.pop(holder, None)
         if taken is not None:
             if self.adaptive:
@@ -288,26 +343,13 @@ class LocalLimits(Limits):
         state = self.state
         if not self.adaptive or state.in_flight_cut_at or state.in_flight >= self.ceiling:
             return
-        if holder is None or holder in self._unanswered or holder in self._counted:
-            return  # a retry of the same create: one count per job is enough
-        loop = asyncio.get_running_loop()
-        self._unanswered[holder] = loop.call_later(PROVISIONAL_AFTER, self._unrefused, holder)
+        self._unanswered.start(holder)
 
-    def _unrefused(self, holder: object) -> None:
-        if self._unanswered.pop(holder, None) is None or holder not in self._held:
-            return
-        self._counted.add(holder)
+    def _unrefused(self, holder: object) -> bool:
+        if holder not in self._held:
+            return False
         self._grow()
-
-    def _answered(self, holder: object) -> bool:
-        """Forget ``holder``'s unanswered create; whether slow start counted it already."""
-        timer = self._unanswered.pop(holder, None)
-        if timer is not None:
-            timer.cancel()
-        if holder in self._counted:
-            self._counted.discard(holder)
-            return True
-        return False
+        return True
 
     def _grow(self, *, rate_bound: bool = False) -> None:
         # Accepted with this many of ours active: the limit is what held us back only if
@@ -326,7 +368,7 @@ class LocalLimits(Limits):
     def accepted(self, holder: object) -> None:
         if not self.adaptive:
             return
-        counted = (self._unanswered or self._counted) and self._answered(holder)
+        counted = bool(self._unanswered) and self._unanswered.answered(holder)
         now = time.monotonic()
         if not self._first_accept:
             self._first_accept = now
@@ -364,8 +406,8 @@ class LocalLimits(Limits):
         self.rate_limited += 1
         now = time.time()
         state = self.state
-        if self._unanswered or self._counted:
-            self._answered(holder)
+        if self._unanswered:
+            self._unanswered.answered(holder)
         if not self.adaptive:
             cooldown = retry_after if retry_after is not None else backoff
             state.cooldown_until = max(state.cooldown_until, now + cooldown)
@@ -382,11 +424,8 @@ class LocalLimits(Limits):
                 measured=self._measured(),
                 recent=self._recent(),
             )
-        if state.in_flight_cut_at and self._unanswered:
-            # Slow start is over: the creates still out no longer count on their own.
-            for timer in self._unanswered.values():
-                timer.cancel()
-            self._unanswered.clear()
+        if state.in_flight_cut_at:
+            self._unanswered.stop()  # slow start is over
         logger.info(
             "rate limited (%s): %d in flight, %.1f creates/s from now%s",
             "/".join(kinds),
@@ -425,9 +464,6 @@ class LocalLimits(Limits):
         )
 
     async def aclose(self) -> None:
-        for timer in self._unanswered.values():
-            timer.cancel()
         self._unanswered.clear()
-        self._counted.clear()
         self._held.clear()
         self._waiters.clear()

@@ -53,7 +53,7 @@ from ._learning import (
     note_slot_time,
     refused,
 )
-from ._limits import Limits, LimitsSnapshot, LocalLimits
+from ._limits import Limits, LimitsSnapshot, LocalLimits, Unanswered
 from ._retry import pause, testing_enabled
 
 try:
@@ -156,6 +156,8 @@ class RedisLimits(Limits):
         self._rate_waited_at = 0.0
         self._waiters = 0
         self._pacing = 0  # this process's creates waiting for the shared pace
+        # Leased creates sent during slow start and not answered yet (see :meth:`sending`).
+        self._unanswered = Unanswered(self._unrefused)
         self.rate_limited = 0
 
     # -- Redis calls, each bounded in time ---------------------------------------------
@@ -224,6 +226,7 @@ class RedisLimits(Limits):
                 await anyio.sleep(RETRY_REDIS)
 
     async def aclose(self) -> None:
+        self._unanswered.clear()
         if self._listening is not None:
             self._listening.cancel()
         try:
@@ -378,6 +381,8 @@ class RedisLimits(Limits):
             self._waiters -= 1
 
     def release(self, holder: object) -> None:
+        if self._unanswered:
+            self._unanswered.answered(holder)
         taken = self._leases.pop(holder, None)
         if taken is None:
             self.local.release(holder)
@@ -424,8 +429,27 @@ class RedisLimits(Limits):
             await anyio.sleep(wait)
 
     def sending(self, holder: object) -> None:
+        """As the local limits do: during the shared slow start, a leased create left
+        unanswered for :data:`~._learning.PROVISIONAL_AFTER` counts as accepted (on a
+        synchronous provider the answer comes only with the image)."""
         if holder not in self._leases:
             self.local.sending(holder)  # a job on the local limits (Redis was down)
+            return
+        learned = self._learned
+        if (
+            not self.local.adaptive
+            or learned.in_flight_cut_at
+            or learned.in_flight >= self.local.ceiling
+        ):
+            return
+        self._unanswered.start(holder)
+
+    def _unrefused(self, holder: object) -> bool:
+        if holder not in self._leases or self._learned.in_flight_cut_at:
+            return False  # a refusal (here or in another process) ended the slow start
+        self._events.append(("accepted", 1.0 if self._waiters and not self._pacing else 0.0))
+        self._wake.set()
+        return True
 
     def accepted(self, holder: object) -> None:
         if holder not in self._leases:
@@ -433,12 +457,16 @@ class RedisLimits(Limits):
             return
         self._to_accept.append(self._leases[holder][0])
         self._wake.set()
+        counted = bool(self._unanswered) and self._unanswered.answered(holder)
         if self.local.adaptive:
             # The concurrency held this process back only if jobs wait for a lease while
             # none of its leases waits for the pace (leases piled up behind the rate say
             # nothing about the provider's quota: growing on them overshot it by 3x).
-            bound = 1.0 if self._waiters and not self._pacing else 0.0
+            # Counted already while unanswered: the concurrency grew then.
+            bound = 1.0 if self._waiters and not self._pacing and not counted else 0.0
             paced = time.monotonic() - self._rate_waited_at < 1.0
+            if counted and not paced:
+                return
             self._events.append(("accepted+rate" if paced else "accepted", bound))
             self._wake.set()
 
@@ -455,6 +483,8 @@ class RedisLimits(Limits):
             await self.local.refused(holder, kind, retry_after, backoff, retrying=retrying)
             return
         self.rate_limited += 1
+        if self._unanswered:
+            self._unanswered.answered(holder)
         try:
             # The jobs at the provider: leases whose create was accepted, in every process
             # (this one's last accepts marked first). Not all leases: those waiting for the

@@ -180,17 +180,12 @@ async def test_an_unreachable_redis_falls_back_to_local_limits(
     assert "127.0.0.1" in warnings[0].getMessage()
 
 
-async def test_the_local_fallback_opens_up_the_sync_route_before_any_image_is_made() -> None:
-    """Redis down from the start, a synchronous provider: the fallback's slow start counts
-    creates left unanswered as accepted, as a client without ``shared=`` does, so 36 jobs
-    reach the provider long before the first 30 s image (it held 4 when the shared limits
-    did not pass the sent create on to the local ones)."""
-    from _redis_support import free_port
-
-    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+async def _sync_jobs_at_the_provider(shared: str, count: int) -> None:
+    """Run 64 DashScope jobs of 30 s through ``shared`` until the fake holds ``count`` of
+    them at once: long before the first image is made."""
     async with FakeProvider(api_key=API_KEY, latency=30.0) as fake:
         c = qe.QwenEditClient(
-            "dashscope", api_key=API_KEY, base_url=fake.url, shared=nowhere, max_in_flight=64
+            "dashscope", api_key=API_KEY, base_url=fake.url, shared=shared, max_in_flight=64
         )
         async with c, anyio.create_task_group() as group:
 
@@ -199,8 +194,28 @@ async def test_the_local_fallback_opens_up_the_sync_route_before_any_image_is_ma
                     pass
 
             group.start_soon(run)
-            await until(lambda: fake.stats.running >= 36, seconds=8.0)
+            await until(lambda: fake.stats.running >= count, seconds=8.0)
             group.cancel_scope.cancel()
+
+
+async def test_the_local_fallback_opens_up_the_sync_route_before_any_image_is_made() -> None:
+    """Redis down from the start, a synchronous provider: the fallback's slow start counts
+    creates left unanswered as accepted, as a client without ``shared=`` does, so 36 jobs
+    reach the provider long before the first 30 s image (it held 4 when the shared limits
+    did not pass the sent create on to the local ones)."""
+    from _redis_support import free_port
+
+    await _sync_jobs_at_the_provider(f"redis://127.0.0.1:{free_port()}/0", 36)
+
+
+async def test_shared_limits_open_up_the_sync_route_before_any_image_is_made(
+    redis_url: str,
+) -> None:
+    """A synchronous provider through shared limits: a leased create left unanswered for
+    0.1 s counts for the shared slow start (one slot each), so 24 jobs reach the provider
+    long before the first 30 s image (the shared limits waited for answers and held 4
+    leases meanwhile)."""
+    await _sync_jobs_at_the_provider(redis_url, 24)
 
 
 async def test_redis_lost_mid_run_loses_no_job(caplog: pytest.LogCaptureFixture) -> None:
