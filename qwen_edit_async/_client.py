@@ -24,6 +24,7 @@ from ._jobs import JobRunner
 from ._many import run_many
 from ._models import EditRequest, EditResult, Outcome, RequestLike, as_request
 from ._options import ClientOptions, EditOptions, ProviderName
+from ._poller import status_concurrency
 from ._prepare import ImagePreparer
 from ._safety import SafetyNet
 from ._statistics import ClientStatistics, ProgressHook
@@ -108,7 +109,7 @@ class QwenEditClient:
     ) -> None:
         cfg, provider, callbacks = self.config, self.provider, self._callbacks
         most = self.max_in_flight
-        poll_concurrency = min(cfg.poll_concurrency or most, most)
+        poll_concurrency = status_concurrency(most, cfg.poll_concurrency)
         self._limits = _parts.make_limits(cfg, provider, self._api_key, most, shared)
         self._calls = _parts.make_calls(
             cfg,

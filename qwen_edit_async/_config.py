@@ -203,12 +203,13 @@ class ClientConfig:
     poll_max_interval: float = 10.0
     #: Fraction of random spread applied to every poll time.
     poll_jitter: float = 0.1
-    #: Status requests at once (``None``: as many as the due checks need, up to
-    #: ``max_in_flight``; workers start only when needed).
+    #: Status requests at once (``None``: a sixteenth of ``max_in_flight``, at least 64;
+    #: never more than ``max_in_flight``; workers start only when needed).
     poll_concurrency: int | None = None
     #: A hard cap on status requests per second. Below it (or with ``None``) the pace follows
-    #: the provider: it starts at 1,000/s, halves when a status request is answered 429
-    #: (waiting out any ``Retry-After``), and grows back while none is.
+    #: the provider: none until a status request is answered 429, then half the requests of
+    #: the last second, halved on each later 429 (waiting out any ``Retry-After``), and
+    #: growing back while none comes.
     poll_rate: float | None = None
 
     #: Submissions per second at most (``None``: no cap besides ``max_in_flight``).

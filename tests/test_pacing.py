@@ -16,18 +16,73 @@ URL = "https://example.com/a.png"
 
 
 def test_the_defaults_put_no_constant_cap_on_status_requests() -> None:
-    """No default status rate or concurrency: the pace starts at 1,000/s (five times the old
-    cap of 200/s) and status concurrency follows max_in_flight."""
+    """No default status rate and no fixed status concurrency: status requests are not paced
+    before the provider answers one with 429, however many come due at once, and at most a
+    sixteenth of max_in_flight (at least 64) are in flight at once."""
     config = qe.ClientConfig()
     assert config.poll_rate is None
     assert config.poll_concurrency is None
     client = qe.QwenEditClient("evolink", api_key=API_KEY, max_in_flight=5000)
-    assert client._poller.rate.rate == 1000.0
-    assert client._poller._concurrency == 5000
-    # A second's burst goes out without waiting, and the next request waits its turn.
+    assert client._poller._concurrency == 312
     pace = client._poller.rate
-    assert max(pace.delay(now=5.0) for _ in range(1000)) == 0.0
-    assert pace.delay(now=5.0) == pytest.approx(0.001)
+    assert not pace.paced
+    # A wave of 5,000 checks due together (5,000 tasks started together) all go at once.
+    assert max(pace.delay(now=5.0) for _ in range(5000)) == 0.0
+    assert max(pace.delay(now=5.5) for _ in range(3000)) == 0.0
+
+
+def test_the_first_429_paces_at_half_of_the_last_second() -> None:
+    """The first 429 starts the pace from what the provider took: half the requests sent in
+    the last second, without a burst; later 429s halve it as before."""
+    pace = AdaptiveRate()
+    for k in range(2000):  # 2,000 requests over a second, then 600 in the next half
+        pace.delay(now=10.0 + k / 2000)
+    for k in range(600):
+        pace.delay(now=11.0 + k / 1200)
+    pace.limited(None, now=11.5)
+    # The last second: the 600 of this window and half of the 2,000 before.
+    assert pace.paced
+    assert pace.rate == pytest.approx((600 + 1000) / 2)
+    assert pace.delay(now=11.5) == pytest.approx(1 / 800)
+    pace.limited(None, now=11.6)  # the same burst of refusals: one signal
+    assert pace.rate == pytest.approx(800)
+    pace.limited(None, now=12.1)
+    assert pace.rate == pytest.approx(400)
+    # Nothing sent for a while: the first 429 starts at the floor.
+    idle = AdaptiveRate(floor=2.0)
+    idle.delay(now=0.0)
+    idle.limited(None, now=30.0)
+    assert idle.rate == 2.0
+
+
+def test_a_ceiling_paces_from_the_first_request() -> None:
+    pace = AdaptiveRate(ceiling=100.0)
+    assert pace.paced
+    assert max(pace.delay(now=0.0) for _ in range(100)) == 0.0
+    assert pace.delay(now=0.0) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "configured", "expected"),
+    [
+        (20000, None, 1250),
+        (5000, None, 312),
+        (200, None, 64),
+        (20, None, 20),
+        (200, 8, 8),
+        (200, 500, 200),
+    ],
+)
+def test_status_concurrency_follows_max_in_flight(
+    max_in_flight: int, configured: int | None, expected: int
+) -> None:
+    """A wave of checks due together waits for a sixteenth of max_in_flight status workers
+    (at least 64) rather than opening a connection per check; poll_concurrency replaces it;
+    never more than max_in_flight. The client's connection pool is sized to match."""
+    client = qe.QwenEditClient(
+        "evolink", api_key=API_KEY, max_in_flight=max_in_flight, poll_concurrency=configured
+    )
+    assert client._poller._concurrency == expected
 
 
 def test_a_user_cap_and_a_documented_limit_are_ceilings() -> None:
@@ -133,7 +188,7 @@ async def test_status_429s_slow_the_poller_and_jobs_still_finish() -> None:
         await runner.cleanup()
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
     assert limited == 6
-    assert rate < 1000.0  # cut by the 429s (at most once per half second)
+    assert rate < 100.0  # paced from the first 429: half of the few requests sent before
 
 
 def test_one_pace_spaces_creates_and_status_requests() -> None:
