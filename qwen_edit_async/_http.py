@@ -31,11 +31,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import MappingProxyType, NoneType
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 import anyio
 from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._addresses import ForbiddenAddress, forbidden_address
 from ._body import SourceChanged, StreamedBody
@@ -252,6 +254,10 @@ class HttpPipe:
         self._connections = connections
         self._connect_timeout = connect_timeout
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._merged: dict[
+            tuple[int, int, bool],
+            tuple[Mapping[str, str], Mapping[str, str] | None, Mapping[str, str]],
+        ] = {}
         # A session the caller shares keeps its own proxy settings.
         self._proxies = EnvProxies({}, {})
         self._proxied = False
@@ -314,42 +320,32 @@ class HttpPipe:
         send, in place of ``request.body``. A body source that changed while it was sent
         raises its :class:`~._body.SourceChanged` (the provider got an incomplete request).
         """
-        try:
-            if total is None:
-                return await self._send(request, read_timeout, cap, headers, stream)
-            with anyio.fail_after(total):
-                return await self._send(request, read_timeout, cap, headers, stream)
-        except TimeoutError as exc:
-            # Only the deadline lands here: a read timeout inside is already classified.
-            raise Lost(f"no complete answer within {total:g} s") from exc
-        except (NotSent, Lost) as exc:
-            _raise_if_source_changed(exc)
-            raise
-
-    async def _send(
-        self,
-        request: HttpRequest,
-        read_timeout: float,
-        cap: int,
-        extra: Mapping[str, str] | None,
-        stream: StreamedBody | None,
-    ) -> Answer:
-        headers = {**request.headers, **extra} if extra else dict(request.headers)
-        if not self._owns_session:
-            headers.setdefault("User-Agent", USER_AGENT)  # the own session sends it already
+        if total is not None:
+            try:
+                with anyio.fail_after(total):
+                    return await self.send(
+                        request, read_timeout=read_timeout, cap=cap, headers=headers, stream=stream
+                    )
+            except TimeoutError as exc:
+                # Only the deadline lands here: a read timeout inside is already classified.
+                raise Lost(f"no complete answer within {total:g} s") from exc
+        # The exchange itself, in this frame: one coroutine per request (the hot path).
+        merged = self._headers(request.headers, headers, request.body is not None)
         data: bytes | AsyncIterator[bytes] | None = request.body
         if stream is not None:
             data = stream.chunks()
-            headers["Content-Length"] = str(stream.length)
-        if data is not None and "Content-Type" not in headers:
-            headers["Content-Type"] = "application/json"
+            merged = {**merged, "Content-Length": str(stream.length)}
+            merged.setdefault("Content-Type", "application/json")
         timeout = self._timeouts.get(read_timeout) or self._timeout(read_timeout)
+        session = self._session
+        if session is None:
+            raise RuntimeError("the HTTP pipe is not open")
         try:
-            async with self.session.request(
+            async with session.request(
                 request.method,
                 request.url,
                 data=data,
-                headers=headers,
+                headers=merged,
                 timeout=timeout,
                 allow_redirects=False,
                 **(self._proxies.for_url(request.url) if self._proxied else _NO_PROXY),
@@ -359,13 +355,45 @@ class HttpPipe:
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
                 return Answer(response.status, response.headers, body)
-        except (NotSent, Lost):
+        except (NotSent, Lost) as exc:
+            _raise_if_source_changed(exc)
             raise
         except Exception as exc:
             classified = _classify(exc, read_timeout)
             if classified is exc:
                 raise  # not an HTTP failure (a bug, a body source's own error): as it is
+            _raise_if_source_changed(exc)  # a body aborted on purpose is not lost
             raise classified from exc
+
+    def _headers(
+        self, own: Mapping[str, str], extra: Mapping[str, str] | None, body: bool
+    ) -> Mapping[str, str]:
+        """The request's headers merged with ``extra`` (and a JSON ``Content-Type`` for a
+        body without one), made once per pair of shared read-only header sets.
+
+        Dialects and the conversation pass the same read-only mappings on every request
+        (the dialect's JSON headers, the client's key), so the merge is kept, keyed by their
+        identity (the cache holds them: an id is not reused while they are kept).
+        """
+        key = (id(own), id(extra), body)
+        known = self._merged.get(key)
+        if known is not None and known[0] is own and known[1] is extra:
+            return known[2]
+        merged = {**own, **extra} if extra else dict(own)
+        if not self._owns_session:
+            merged.setdefault("User-Agent", USER_AGENT)  # the own session sends it already
+        if body:
+            merged.setdefault("Content-Type", "application/json")
+        if not (
+            isinstance(own, MappingProxyType) and isinstance(extra, (MappingProxyType, NoneType))
+        ):
+            return merged  # a mapping that may change: merged anew each time
+        if len(self._merged) >= 64:
+            self._merged.clear()
+        # The form aiohttp keeps headers in: it takes it without converting it per request.
+        shared = CIMultiDictProxy(CIMultiDict(merged))
+        self._merged[key] = (own, extra, shared)
+        return shared
 
     @asynccontextmanager
     async def stream(self, url: str, *, read_timeout: float) -> AsyncIterator[Opened]:

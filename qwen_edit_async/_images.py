@@ -81,6 +81,9 @@ _DATA_SUBTYPES |= {"x-bmp", "x-ms-bmp", "tiff", "tif", "x-tiff"}
 _BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 # Two letters at least, so "C://x" stays a Windows path.
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]+)://")
+# An http(s) URL whose authority is only a host name or IPv4 address (no user, port or
+# brackets), ended by the path, query, fragment or the end: valid without urlsplit().
+_PLAIN_HTTP = re.compile(r"https?://[A-Za-z0-9.-]+(?:[/?#]|\Z)", re.IGNORECASE)
 # Base64 text decoded at construction to sniff a data URI: enough for the format and, for
 # all but JPEG and TIFF, the size; the second step covers JPEGs with EXIF thumbnails.
 _DATA_HEAD_CHARS = (4096, 65536)
@@ -291,6 +294,8 @@ def check_image(value: object, field: str) -> str | bytes | Path:
 
 
 def _check_str(value: str) -> str | Path:
+    if is_http_url(value):  # the common case first (a bulk run checks one per request)
+        return _check_http_url(value)
     if not value:
         raise _Invalid(f"the string is empty; {_FORMS}")
     if value[:5].lower() == "data:":
@@ -300,25 +305,31 @@ def _check_str(value: str) -> str | Path:
     if match is None:
         return _check_path(value)
     scheme = match.group(1).lower()
-    if is_http_url(value):
+    if scheme == "oss":
+        if len(value) <= len("oss://"):
+            raise _Invalid(f"URL {_show(value)} names no object; {_FORMS}")
+        return value
+    raise _Invalid(f"URL scheme '{scheme}://' is not supported ({_show(value)}); {_FORMS}")
+
+
+def _check_http_url(value: str) -> str:
+    if value.isascii():  # ASCII is valid UTF-8: no lone surrogate to look for
+        if _PLAIN_HTTP.match(value) is not None:
+            return value  # a plain host name or IPv4 address: it has a host, nothing to split
+    else:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise _Invalid(
                 f"URL {_show(value)} is not valid Unicode (a lone surrogate); {_FORMS}"
             ) from None
-        try:
-            host = urlsplit(value).hostname
-        except ValueError as exc:
-            raise _Invalid(f"URL {_show(value)} is malformed ({exc}); {_FORMS}") from exc
-        if not host:
-            raise _Invalid(f"URL {_show(value)} has no host; {_FORMS}")
-        return value
-    if scheme == "oss":
-        if len(value) <= len("oss://"):
-            raise _Invalid(f"URL {_show(value)} names no object; {_FORMS}")
-        return value
-    raise _Invalid(f"URL scheme '{scheme}://' is not supported ({_show(value)}); {_FORMS}")
+    try:
+        host = urlsplit(value).hostname
+    except ValueError as exc:
+        raise _Invalid(f"URL {_show(value)} is malformed ({exc}); {_FORMS}") from exc
+    if not host:
+        raise _Invalid(f"URL {_show(value)} has no host; {_FORMS}")
+    return value
 
 
 def _check_data_uri(value: str) -> None:

@@ -161,11 +161,26 @@ class Job:
         """One more create is about to be sent for it."""
         self.submissions += 1
 
-    async def _sending(self, *, accepted: bool) -> None:
-        """Its create starts to go out on the wire; ``accepted``: a synchronous provider,
-        for which a request on its way is as good as accepted."""
+    def _sending(self) -> Awaitable[None] | None:
+        """Its create starts to go out on the wire (a task provider's): what to await first,
+        the ``on_send`` hook, if it has one."""
         if self._on_send is not None:
-            await self._on_send()
+            return self._sending_after_hook(accepted=False)
+        self.request_sent = True
+        return None
+
+    def _sending_sync(self) -> Awaitable[None] | None:
+        """:meth:`_sending` for a synchronous provider, for which a request on its way is as
+        good as accepted."""
+        if self._on_send is not None:
+            return self._sending_after_hook(accepted=True)
+        self.request_sent = True
+        self._mark_accepted()
+        return None
+
+    async def _sending_after_hook(self, *, accepted: bool) -> None:
+        assert self._on_send is not None
+        await self._on_send()
         self.request_sent = True
         if accepted:
             self._mark_accepted()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -352,7 +351,8 @@ class JobRunner:
             http, body = self._provider.build_create(request, urls, model=model), None
         else:
             http, body = await self._build_create(request, model)
-        sending = functools.partial(job._sending, accepted=self._sync)
+        # Bound methods, not a coroutine per job: most jobs have no on_send hook to await.
+        sending = job._sending_sync if self._sync else job._sending
         job._count_submission()
         answer = await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
         if isinstance(answer, EditResult) and answer.model is None:

@@ -83,7 +83,9 @@ _IMAGE_FIELDS = tuple(f"images[{i}]" for i in range(MAX_IMAGES))
 
 
 def _normalized_images(images: object) -> tuple[ImageValue, ...]:
-    if isinstance(images, (str, bytes, os.PathLike)):
+    if type(images) is list or type(images) is tuple:
+        pass  # the usual forms first: isinstance() against the ABCs below costs more
+    elif isinstance(images, (str, bytes, os.PathLike)):
         images = [images]
     elif not isinstance(images, Sequence):
         raise ValidationError(

@@ -175,7 +175,9 @@ async def test_job_transitions_in_order() -> None:
     job._submitting()
     assert job.status is qe.JobStatus.SUBMITTING
     job._count_submission()
-    await job._sending(accepted=False)
+    waiting = job._sending()  # the hook's coroutine, to be awaited before the send
+    assert waiting is not None and not job.request_sent
+    await waiting
     assert job.request_sent and job.status is qe.JobStatus.SUBMITTING
     await job._accept("task-1", "req-1")
     assert (job.task_id, job.request_id, job.status) == ("task-1", "req-1", qe.JobStatus.PENDING)

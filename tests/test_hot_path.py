@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -14,6 +15,7 @@ from anyio._backends import _asyncio as anyio_asyncio
 from conftest import API_KEY
 
 import qwen_edit_async as qe
+from qwen_edit_async._http import HttpPipe
 from qwen_edit_async._jobs import Deadline, Deadlines
 from qwen_edit_async.testing import FakeProvider
 
@@ -158,3 +160,44 @@ def test_no_progress_hook_no_call_per_job(fake: FakeProvider) -> None:
     assert client._jobs._progress is None
     hooked = client_for(fake, on_progress=lambda stats: None)
     assert hooked._jobs._progress is not None
+
+
+async def test_the_key_and_json_headers_are_merged_once_per_client(fake: FakeProvider) -> None:
+    """Every create carries the key (the fake refuses any other), yet the pipe merged the
+    dialect's JSON headers with the key once for the whole batch, not once per request."""
+    async with client_for(fake, max_in_flight=8, adaptive_limits=False) as client:
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(20)]
+        outcomes = [o async for o in client.edit_many(requests)]
+        merged = list(client._calls.pipe._merged.values())  # type: ignore[attr-defined]
+    assert len(outcomes) == 20 and all(o.ok for o in outcomes)
+    assert len(merged) == 1
+    headers = merged[0][2]
+    assert headers["Authorization"] == f"Bearer {API_KEY}"
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_headers_that_may_change_are_merged_anew() -> None:
+    """A header mapping that is not read-only is never kept: a change to it between two
+    requests is sent."""
+    pipe = HttpPipe()
+    own = {"X-Trace": "1"}
+    key = MappingProxyType({"Authorization": "Bearer k"})
+    assert pipe._headers(own, key, True)["X-Trace"] == "1"
+    own["X-Trace"] = "2"
+    assert pipe._headers(own, key, True) == {
+        "X-Trace": "2",
+        "Authorization": "Bearer k",
+        "Content-Type": "application/json",
+    }
+    assert pipe._merged == {}
+
+
+def test_a_job_without_an_on_send_hook_is_marked_sent_without_a_coroutine() -> None:
+    """Most jobs have no ``on_send`` hook: marking them sent is a plain call (nothing to
+    await), and a synchronous provider's job counts as accepted at once."""
+    job = qe.Job(qe.EditRequest(images=[URL], prompt="x"))
+    assert job._sending_sync() is None
+    assert job.request_sent and job._is_accepted
+    task_job = qe.Job(qe.EditRequest(images=[URL], prompt="x"))
+    assert task_job._sending() is None
+    assert task_job.request_sent and not task_job._is_accepted

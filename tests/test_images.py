@@ -635,3 +635,29 @@ async def test_uploader_must_return_a_url_string(tmp_path: Path) -> None:
     preparer = ImagePreparer(accepts_data_uri=False, uploader=bad)
     with pytest.raises(ConfigurationError, match="must return a public URL string"):
         await preparer.prepare([make_image("png", 400, 400)])
+
+
+def test_a_plain_url_is_checked_without_splitting_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The common URL (a plain host name, then its path) needs no ``urlsplit()``; one with a
+    user, a port or brackets still goes through it, and what is wrong is still refused."""
+    from qwen_edit_async import _images
+
+    split: list[str] = []
+    real = _images.urlsplit
+
+    def counted(value: str) -> Any:
+        split.append(value)
+        return real(value)
+
+    monkeypatch.setattr(_images, "urlsplit", counted)
+    for url in ("https://example.com/a.png?x=1", "HTTP://10.0.0.1", "http://cdn.example.com#f"):
+        assert check_image(url, "images[0]") == url
+    assert split == []
+    assert check_image("https://user@example.com:8443/a.png", "images[0]")
+    assert split == ["https://user@example.com:8443/a.png"]
+    with pytest.raises(ValidationError, match="malformed"):
+        check_image("http://[::1/a.png", "images[0]")
+    with pytest.raises(ValidationError, match="has no host"):
+        check_image("http:///a.png", "images[0]")
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        check_image("https://example.com/\udcff.png", "images[0]")

@@ -20,6 +20,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
+import msgspec
+
 from .._error_map import NO_CODES, ErrorCodes, api_error
 from .._errors import (
     APIError,
@@ -45,14 +47,20 @@ __all__ = [
 P = TypeVar("P", bound="Provider")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """A request to send. ``headers`` never holds the API key: the transport adds it."""
+class HttpRequest(msgspec.Struct, frozen=True, gc=False):
+    """A request to send. ``headers`` never holds the API key: the transport adds it.
+
+    A frozen Struct: one is built per create, and a frozen dataclass took five times as
+    long to make. ``gc=False``: it holds bytes and text only, never a cycle.
+
+    >>> HttpRequest("GET", "https://example.com/v1/tasks/t-1").body is None
+    True
+    """
 
     method: Literal["GET", "POST"]
     url: str
     body: bytes | None = None
-    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
