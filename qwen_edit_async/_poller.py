@@ -64,8 +64,8 @@ def status_concurrency(max_in_flight: int, configured: int | None = None) -> int
     Tasks started together end together, near the median latency, so thousands of checks
     come due within a second. Sent all at once, each would open a connection of its own and
     the answers would queue in the event loop behind the rest: at 5,000 tasks in flight
-    against a local provider, up to 4,000 status requests were in flight, the loop stalled
-    for up to 1.9 s and results reached the caller 1.2 s after the status answer that
+    against a local provider, up to 2,500 status requests were in flight, the loop stalled
+    for up to 1.8 s and results reached the caller 0.6-1.4 s after the status answer that
     carried them. A sixteenth of ``max_in_flight`` still gives every task two checks per
     latency while a status round trip takes less than 1/32 of a task's latency (image edits
     take seconds to minutes), and grows with ``max_in_flight``, so it is no fixed cap.
