@@ -42,6 +42,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._addresses import ForbiddenAddress, forbidden_address
 from ._body import SourceChanged, StreamedBody
 from ._version import __version__
+from ._watchdog import Watchdog, watching
 from .providers._base import HttpRequest
 
 __all__ = [
@@ -261,12 +262,19 @@ class HttpPipe:
         # A session the caller shares keeps its own proxy settings.
         self._proxies = EnvProxies({}, {})
         self._proxied = False
+        # The read timeouts of send() on the own session: one timer for every request (a
+        # session the caller shares keeps aiohttp's sock_read, a timer per read).
+        self._watchdog: Watchdog | None = None
+        self._unread_timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=connect_timeout, sock_read=None
+        )
 
     async def open(self) -> None:
         if self._session is None:
             self._proxies = await anyio.to_thread.run_sync(EnvProxies.from_environment)
             self._proxied = bool(self._proxies)
-            connector = aiohttp.TCPConnector(
+            self._watchdog = Watchdog()
+            connector = WatchedConnector(
                 limit=self._connections,
                 limit_per_host=0,
                 ttl_dns_cache=300,
@@ -336,10 +344,17 @@ class HttpPipe:
             data = stream.chunks()
             merged = {**merged, "Content-Length": str(stream.length)}
             merged.setdefault("Content-Type", "application/json")
-        timeout = self._timeouts.get(read_timeout) or self._timeout(read_timeout)
         session = self._session
         if session is None:
             raise RuntimeError("the HTTP pipe is not open")
+        watchdog = self._watchdog
+        if watchdog is None:
+            watched = token = None
+            timeout = self._timeouts.get(read_timeout) or self._timeout(read_timeout)
+        else:
+            watched = watchdog.start(read_timeout)
+            token = watching.set(watched)
+            timeout = self._unread_timeout
         try:
             async with session.request(
                 request.method,
@@ -350,9 +365,13 @@ class HttpPipe:
                 allow_redirects=False,
                 **(self._proxies.for_url(request.url) if self._proxied else _NO_PROXY),
             ) as response:
+                if watched is not None:
+                    watched.response = response
                 try:
                     body = await _read_capped(response, cap, truncate=response.status >= 300)
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    if watched is not None and watched.expired:
+                        raise Lost(f"no answer within {read_timeout:g} s") from exc
                     raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
                 return Answer(response.status, response.headers, body)
         except (NotSent, Lost) as exc:
@@ -363,7 +382,14 @@ class HttpPipe:
             if classified is exc:
                 raise  # not an HTTP failure (a bug, a body source's own error): as it is
             _raise_if_source_changed(exc)  # a body aborted on purpose is not lost
+            if watched is not None and watched.expired:
+                # Aborted at its read timeout: written, never answered in time.
+                raise Lost(f"no answer within {read_timeout:g} s") from exc
             raise classified from exc
+        finally:
+            if watched is not None and watchdog is not None and token is not None:
+                watchdog.end(watched)
+                watching.reset(token)
 
     def _headers(
         self, own: Mapping[str, str], extra: Mapping[str, str] | None, body: bool
@@ -541,3 +567,20 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class WatchedConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, telling the request the pipe watches (:data:`._watchdog.watching`)
+    which connection it got: its read timeout aborts that connection."""
+
+    # aiohttp's own signature (its parameter is called timeout).
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109
+        connection = await super().connect(req, traces, timeout)
+        watched = watching.get()
+        if watched is not None:
+            watched.connection = connection
+            if watched.expired:
+                # aiohttp sends an idempotent request again on a new connection when its
+                # connection was lost: not one whose read timeout ended it.
+                watched._abort()
+        return connection
