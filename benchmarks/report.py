@@ -54,6 +54,18 @@ def markdown(report: Mapping[str, Any]) -> str:
                     f"| {_f(m['peak_rss_mb'], 0)} | {_f(m['lag_p50_ms'], 0)} "
                     f"| {_f(m['lag_p99_ms'], 0)} | {m['errors']} |"
                 )
+        rounds = [
+            f"{name} {peer}: "
+            + ", ".join(
+                f"{_f(r['jobs_per_s'], 0)} ({_f(r['cpu_ms_per_job'], 3)} ms)" for r in m["rounds"]
+            )
+            for name, s in through
+            for peer, m in s["peers"].items()
+            if m.get("rounds")
+        ]
+        if rounds:
+            lines += ["", "Rounds, jobs/s (client CPU per job); the table shows each median:", ""]
+            lines += [f"- {line}" for line in rounds]
     for name, s in report["scenarios"].items():
         if s["kind"] == "memory":
             lines += [

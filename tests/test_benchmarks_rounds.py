@@ -1,0 +1,54 @@
+"""The benchmark runner's rounds: several interleaved runs of each peer, the median reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.run import _median_round, main
+from benchmarks.scenarios import select
+
+
+def _run(jobs_per_s: float, cpu: float) -> dict[str, object]:
+    return {"jobs_per_s": jobs_per_s, "cpu_ms_per_job": cpu, "lag_p50_ms": jobs_per_s / 100}
+
+
+def test_one_round_is_reported_as_it_is() -> None:
+    run = _run(100.0, 0.2)
+    assert _median_round([run]) is run
+
+
+def test_the_median_round_is_reported_with_the_median_cpu_and_every_round_kept() -> None:
+    runs = [_run(4000.0, 0.30), _run(9000.0, 0.10), _run(5000.0, 0.20)]
+    out = _median_round(runs)
+    assert out["jobs_per_s"] == 5000.0
+    assert out["lag_p50_ms"] == 50.0  # the other fields come from the median round
+    assert out["cpu_ms_per_job"] == 0.20
+    assert [r["jobs_per_s"] for r in out["rounds"]] == [4000.0, 9000.0, 5000.0]
+
+
+def test_the_cpu_median_is_taken_across_rounds_not_from_the_median_round() -> None:
+    runs = [_run(1000.0, 0.9), _run(2000.0, 0.1), _run(3000.0, 0.2)]
+    assert _median_round(runs)["cpu_ms_per_job"] == 0.2
+
+
+def test_a_failed_round_does_not_become_the_median() -> None:
+    failed: dict[str, object] = {"failed": "timed out", "jobs_per_s": None}
+    out = _median_round([failed, _run(10.0, 1.0), _run(30.0, 3.0)])
+    assert out["jobs_per_s"] == 10.0
+    assert out["rounds"][0]["jobs_per_s"] is None
+
+
+def test_the_cpu_scenario_runs_three_rounds_and_rounds_overrides_it() -> None:
+    (cpu,) = select(["cpu"], quick=False)
+    assert cpu.rounds == 3
+    (cpu,) = select(["cpu"], quick=True, rounds=1)
+    assert cpu.rounds == 1
+    (sync,) = select(["sync"], quick=False)
+    assert sync.rounds == 1
+
+
+def test_rounds_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--rounds", "0", "--scenario", "cpu"])
+    assert exc.value.code == 2
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
