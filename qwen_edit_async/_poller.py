@@ -401,7 +401,9 @@ class Poller:
             del self._started[watch]
         if watch.expired:
             watch.expired = False
-            if not watch.cancelled and not watch.ended.done():
+            # Ended only if the timeout interrupted it: an answer that came in the same
+            # event-loop pass as the timeout was handled (and the task rescheduled) already.
+            if scope.cancelled_caught and not watch.cancelled and not watch.ended.done():
                 assert timeout is not None
                 self._failed(watch, TransportError(f"no complete answer within {timeout:g} s"))
 
