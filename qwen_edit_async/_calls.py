@@ -182,18 +182,48 @@ class Calls:
         ``attempts`` caps the tries (default: the config's ``max_attempts``).
         """
         max_attempts = attempts or self._config.max_attempts
+        limits, provider = self.limits, self.provider
         attempt = 0
         while True:
             attempt += 1
-            await self.limits.pace()
+            if not limits.ready():  # no coroutine when nothing needs a wait
+                await limits.pace()
             if on_send is not None:
                 sending = on_send()
                 if sending is not None:
                     await sending
                 on_send = None
-            self.limits.sending(holder)
+            limits.sending(holder)
+            # The exchange in this frame, not in a coroutine of its own: each suspension of
+            # the request passes through every frame awaiting it.
+            start = time.perf_counter() if logger.isEnabledFor(logging.DEBUG) else 0.0
             try:
-                return await self._create_once(request, holder, body)
+                try:
+                    sent = await self.pipe.send(
+                        request,
+                        headers=self._auth,
+                        read_timeout=self._create_timeout,
+                        cap=self._create_cap_bytes,
+                        stream=body,
+                    )
+                except NotSent as exc:
+                    # A final failure: the same URL again cannot help.
+                    raise TransportError(
+                        self._redact.text(str(exc)), provider=provider.name, retryable=not exc.final
+                    ) from exc.__cause__
+                except Lost as exc:
+                    raise _uncertain(self._redact.text(str(exc)), provider.name) from exc.__cause__
+                status, headers, answer = self._received(request, sent, start)
+                if not 200 <= status < 300:
+                    raise _read(provider.parse_error, status, headers, answer)
+                try:
+                    parsed = _read(provider.parse_create, status, headers, answer)
+                except ProtocolError as exc:
+                    raise _uncertain(
+                        f"the answer could not be read: {exc.message}", provider.name
+                    ) from exc
+                limits.accepted(holder)
+                return parsed
             except QwenEditError as exc:
                 error = exc
             if isinstance(error, RateLimitError):
@@ -206,39 +236,6 @@ class Calls:
             logger.debug("retrying create after %s: waiting %.2f s", type(error).__name__, wait)
             if wait > 0 and not isinstance(error, RateLimitError):
                 await anyio.sleep(wait)  # a 429's wait is the limits' cooldown
-
-    async def _create_once(
-        self, request: HttpRequest, holder: object, body: StreamedBody | None
-    ) -> EditResult | TaskAccepted:
-        """One create; a failure as the error it means for the job."""
-        provider = self.provider
-        # The pipe directly (not _send): one coroutine less per create on the hot path.
-        start = time.perf_counter() if logger.isEnabledFor(logging.DEBUG) else 0.0
-        try:
-            sent = await self.pipe.send(
-                request,
-                headers=self._auth,
-                read_timeout=self._create_timeout,
-                cap=self._create_cap_bytes,
-                stream=body,
-            )
-        except NotSent as exc:
-            # A final failure: the same URL again cannot help.
-            error = TransportError(
-                self._redact.text(str(exc)), provider=provider.name, retryable=not exc.final
-            )
-            raise error from exc.__cause__
-        except Lost as exc:
-            raise _uncertain(self._redact.text(str(exc)), provider.name) from exc.__cause__
-        status, headers, answer = self._received(request, sent, start)
-        if not 200 <= status < 300:
-            raise _read(provider.parse_error, status, headers, answer)
-        try:
-            parsed = _read(provider.parse_create, status, headers, answer)
-        except ProtocolError as exc:
-            raise _uncertain(f"the answer could not be read: {exc.message}", provider.name) from exc
-        self.limits.accepted(holder)
-        return parsed
 
     async def _refused(
         self, error: RateLimitError, holder: object, attempt: int, max_attempts: int

@@ -17,7 +17,8 @@ import asyncio
 import copy
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 import msgspec
@@ -86,11 +87,12 @@ class Deadlines:
 
     def start(self, deadline: Deadline) -> None:
         """The job's time starts now: at ``now + limit`` its scope is cancelled."""
-        loop = asyncio.get_running_loop()
-        at = deadline.at = loop.time() + deadline.limit
+        # The monotonic clock, not loop.time(): asyncio.get_running_loop() costs a getpid()
+        # system call on each call, and this runs for every job.
+        at = deadline.at = time.monotonic() + deadline.limit
         self._running.add(deadline)
         if at < self._timer_at:
-            self._arm(loop, at)
+            self._arm(asyncio.get_running_loop(), at)
 
     def end(self, deadline: Deadline) -> None:
         """The job ended (or left the part its deadline covers) before its deadline."""
@@ -100,12 +102,12 @@ class Deadlines:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = loop.call_at(at, self._fire, loop)
+        self._timer = loop.call_later(max(0.0, at - time.monotonic()), self._fire, loop)
         self.timers += 1
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer, self._timer_at = None, math.inf
-        now = loop.time()
+        now = time.monotonic()
         earliest = math.inf
         for deadline in list(self._running):
             if deadline.at <= now:
@@ -237,7 +239,13 @@ class JobRunner:
     async def _in_slot(
         self, job: Job, model: str | None, deadline: Deadline | None, config: ClientConfig
     ) -> _Outcome:
-        """Take a slot, run the job within its deadline (from now), give the slot back."""
+        """Take a slot, run the job within its deadline (from now), give the slot back.
+
+        The job is submitted, and its end waited for; a task failure the provider calls
+        transient (a failed task is not billed) submits it again, up to ``max_resubmits``.
+        One frame for all of it, the slot included: every suspension of the request passes
+        through each coroutine awaiting it, thousands of times per second in a bulk run.
+        """
         try:
             # A free slot needs no trip through the event loop, nor counting as waiting.
             if not self._limits.try_acquire(job):
@@ -251,7 +259,33 @@ class JobRunner:
             try:
                 if self._progress is not None:
                     self._progress()
-                return await self._execute(job, model, config), None
+                create = job.task_id is None  # else the job attaches to a task created earlier
+                while True:
+                    try:
+                        if self._sync:
+                            answer = await self._create(job, model, None, config.max_attempts)
+                            if not isinstance(answer, EditResult):  # a dialect broke its contract
+                                raise TypeError(
+                                    f"{self._provider.name} answered a create with a task"
+                                )
+                            result = self._named(answer, model)
+                        else:
+                            result = await self._submission(job, model, create, config.max_attempts)
+                    except JobFailedError as exc:
+                        if not (
+                            exc.retryable
+                            and job.request is not None
+                            and job.submissions <= config.max_resubmits
+                        ):
+                            raise
+                        # job.task_id names the failed task until the new one is accepted, so
+                        # an error (a timeout) in between still says which task was paid for.
+                        create = True
+                        wait = self._resubmitting(job, exc, config)
+                        if wait:
+                            await anyio.sleep(wait)
+                        continue
+                    return _checked(job, result), None
             finally:
                 if deadline is not None:
                     self.deadlines.end(deadline)
@@ -259,53 +293,24 @@ class JobRunner:
         except Exception as exc:
             return None, exc
 
-    async def _execute(self, job: Job, model: str | None, config: ClientConfig) -> EditResult:
-        """Submit ``job`` and wait for its end, submitting it again after a task failure the
-        provider calls transient (a failed task is not billed), up to ``max_resubmits``."""
-        create = job.task_id is None  # else the job attaches to a task created earlier
-        while True:
-            try:
-                if self._sync:
-                    answer = await self._create(job, model, None, config.max_attempts)
-                    if not isinstance(answer, EditResult):  # a dialect that broke its contract
-                        raise TypeError(f"{self._provider.name} answered a create with a task")
-                    result = answer
-                else:
-                    result = await self._submission(job, model, create, config.max_attempts)
-            except JobFailedError as exc:
-                if not (
-                    exc.retryable
-                    and job.request is not None
-                    and job.submissions <= config.max_resubmits
-                ):
-                    raise
-                logger.info(
-                    "task %s failed transiently (%s); submitting the job again (%d of %d)",
-                    job.task_id,
-                    exc.code or exc.message,
-                    job.submissions,
-                    config.max_resubmits,
-                )
-                # job.task_id names the failed task until the new one is accepted, so an
-                # error (a timeout) in between still says which task was paid for last.
-                create = True
-                # Full jitter, one doubling ahead of the create retries: the task ran and
-                # failed, so the provider had a moment already.
-                wait = self._calls.policy.delay(job.submissions + 1)
-                if wait:
-                    await anyio.sleep(wait)
-                continue
-            asked = MAX_N if job.request is None else job.request.n or 1
-            if len(result.images) > asked:
-                raise JobFailedError(
-                    f"the result lists {len(result.images)} images; {asked} asked for: "
-                    "refused, nothing was fetched",
-                    provider=result.provider,
-                    task_id=result.task_id,
-                    request_id=result.request_id,
-                    body=result.raw,
-                )
-            return result
+    def _resubmitting(self, job: Job, exc: JobFailedError, config: ClientConfig) -> float | None:
+        """Log the resubmission of ``job`` after its task failed transiently; the wait first."""
+        logger.info(
+            "task %s failed transiently (%s); submitting the job again (%d of %d)",
+            job.task_id,
+            exc.code or exc.message,
+            job.submissions,
+            config.max_resubmits,
+        )
+        # Full jitter, one doubling ahead of the create retries: the task ran and failed, so
+        # the provider had a moment already.
+        return self._calls.policy.delay(job.submissions + 1)
+
+    def _named(self, result: EditResult, model: str | None) -> EditResult:
+        """``result`` naming the model that made it (the provider's answer may not)."""
+        if result.model is None:
+            result.model = model or self._provider.model
+        return result
 
     async def _submission(
         self, job: Job, model: str | None, create: bool, attempts: int
@@ -326,7 +331,7 @@ class JobRunner:
             if create:
                 answer = await self._create(job, model, ticket, attempts)
                 if isinstance(answer, EditResult):
-                    return answer
+                    return self._named(answer, model)
                 await job._accept(answer.task_id, answer.request_id)
                 hint = answer.estimated_time
             else:
@@ -336,28 +341,39 @@ class JobRunner:
             if receiver is not None and ticket is not None:
                 receiver._retire(ticket)
 
-    async def _create(
+    def _create(
         self, job: Job, model: str | None, ticket: _Ticket | None, attempts: int
-    ) -> EditResult | TaskAccepted:
+    ) -> Awaitable[EditResult | TaskAccepted]:
         """Build and send the job's create: its result (synchronous providers) or the
-        provider's acceptance of its task."""
+        provider's acceptance of its task.
+
+        The awaitable is the conversation's own when the request needs nothing read or
+        uploaded (only URLs): no coroutine of this runner's between the job and its request.
+        """
         request = job.request
         assert request is not None
         if ticket is not None:
             request = _with_callback(request, ticket.url)
         job._submitting()
         urls = _urls_only(request.images)
-        if urls is not None:  # nothing to read or upload
-            http, body = self._provider.build_create(request, urls, model=model), None
-        else:
-            http, body = await self._build_create(request, model)
+        if urls is None:  # local files: read (or uploaded) first
+            return self._create_built(job, request, model, attempts)
+        http = self._provider.build_create(request, urls, model=model)
+        return self._send_create(job, http, None, attempts)
+
+    def _send_create(
+        self, job: Job, http: HttpRequest, body: StreamedBody | None, attempts: int
+    ) -> Awaitable[EditResult | TaskAccepted]:
         # Bound methods, not a coroutine per job: most jobs have no on_send hook to await.
         sending = job._sending_sync if self._sync else job._sending
         job._count_submission()
-        answer = await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
-        if isinstance(answer, EditResult) and answer.model is None:
-            answer.model = model or self._provider.model
-        return answer
+        return self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
+
+    async def _create_built(
+        self, job: Job, request: EditRequest, model: str | None, attempts: int
+    ) -> EditResult | TaskAccepted:
+        http, body = await self._build_create(request, model)
+        return await self._send_create(job, http, body, attempts)
 
     async def _wait_task(self, job: Job, ticket: _Ticket | None, hint: float | None) -> EditResult:
         """Wait for the end of the job's task: polled, or told by its callback."""
@@ -396,6 +412,21 @@ class JobRunner:
         # A dialect that does not carry the data URI verbatim: build the body whole.
         prepared = await self._preparer.prepare(images)
         return provider.build_create(request, prepared, model=model), None
+
+
+def _checked(job: Job, result: EditResult) -> EditResult:
+    """``result``, unless it lists more images than the job asked for."""
+    asked = MAX_N if job.request is None else job.request.n or 1
+    if len(result.images) > asked:
+        raise JobFailedError(
+            f"the result lists {len(result.images)} images; {asked} asked for: "
+            "refused, nothing was fetched",
+            provider=result.provider,
+            task_id=result.task_id,
+            request_id=result.request_id,
+            body=result.raw,
+        )
+    return result
 
 
 def _urls_only(images: tuple[object, ...]) -> list[str] | None:

@@ -152,6 +152,11 @@ class Limits:
         """Wait until a create may be sent: the cooldown, then the rate."""
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """Whether a create may be sent now without waiting for :meth:`pace` (no cooldown,
+        no rate to keep): the caller then skips it. ``False``: await :meth:`pace`."""
+        return False
+
     def sending(self, holder: object) -> None:
         """``holder``'s create is being sent now (after :meth:`pace`); its answer follows
         as :meth:`accepted` or :meth:`refused`."""
@@ -254,13 +259,15 @@ class LocalLimits(Limits):
             raise
 
     def release(self, holder: object) -> None:
-        if self._unanswered:
-            self._unanswered.answered(holder)
+        unanswered = self._unanswered
+        if unanswered._timers or unanswered._counted:  # (bool(unanswered), without a call)
+            unanswered.answered(holder)
         taken = self._held.pop(holder, None)
         if taken is not None:
             if self.adaptive:
                 note_slot_time(self.state, time.monotonic() - taken)
-            self._grant()
+            if self._waiters:
+                self._grant()
 
     def _grant(self) -> None:
         while self._waiters and self._room():
@@ -272,6 +279,14 @@ class LocalLimits(Limits):
 
     def _rate_bound(self) -> bool:
         return time.monotonic() - self._rate_waited_at < 1.0
+
+    def ready(self) -> bool:
+        # The hot path of an unpaced client: no coroutine, no await. Whatever needs a wait
+        # (a cooldown, a rate) goes through pace(), which decides it again.
+        state = self.state
+        if state.cooldown_until and state.cooldown_until > time.time():
+            return False
+        return state.rate >= RATE_MAX
 
     async def pace(self) -> None:
         self._pacing += 1
@@ -368,7 +383,8 @@ class LocalLimits(Limits):
     def accepted(self, holder: object) -> None:
         if not self.adaptive:
             return
-        counted = bool(self._unanswered) and self._unanswered.answered(holder)
+        unanswered = self._unanswered
+        counted = bool(unanswered._timers or unanswered._counted) and unanswered.answered(holder)
         now = time.monotonic()
         if not self._first_accept:
             self._first_accept = now
@@ -376,6 +392,9 @@ class LocalLimits(Limits):
         accepts.append(now)
         while accepts[0] < now - 1.0:  # only the last second is read: memory stays flat
             accepts.popleft()
+        state = self.state
+        if state.in_flight >= self.ceiling and state.rate >= self.rate_cap:
+            return  # both limits at their ceiling: nothing left to grow
         if counted:
             if self._rate_bound():
                 self._grow(rate_bound=True)  # the concurrency grew when it was counted

@@ -20,4 +20,7 @@ def is_http_url(value: object) -> TypeGuard[str]:
     >>> is_http_url("HTTPS://example.com/a.png"), is_http_url("oss://bucket/a.png")
     (True, False)
     """
-    return isinstance(value, str) and value[:8].lower().startswith(_PREFIXES)
+    # Lower-case schemes, nearly all URLs, need no copy of the scheme to decide.
+    return isinstance(value, str) and (
+        value.startswith(_PREFIXES) or value[:8].lower().startswith(_PREFIXES)
+    )

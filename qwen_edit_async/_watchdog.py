@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import time
 from typing import Any
 
 __all__ = ["Watchdog", "Watched", "watching"]
@@ -93,12 +94,13 @@ class Watchdog:
 
     def start(self, limit: float) -> Watched:
         """Watch a request about to be sent, with ``limit`` seconds of read timeout."""
-        loop = asyncio.get_running_loop()
-        watched = Watched(limit, loop.time())
+        # The monotonic clock, not loop.time(): asyncio.get_running_loop() costs a getpid()
+        # system call on each call, and this runs for every request.
+        watched = Watched(limit, time.monotonic())
         self._watched[watched] = None
         tick = min(_MAX_TICK, max(_MIN_TICK, limit / 8))
         if tick < self._tick:
-            self._arm(loop, tick)
+            self._arm(asyncio.get_running_loop(), tick)
         return watched
 
     def end(self, watched: Watched) -> None:
@@ -116,7 +118,7 @@ class Watchdog:
         self._timer, self._tick = None, math.inf
         if not self._watched:
             return  # armed again by the next request
-        now = loop.time()
+        now = time.monotonic()
         tick = math.inf
         for watched in list(self._watched):
             mark = watched._progress()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +18,7 @@ from conftest import API_KEY
 import qwen_edit_async as qe
 from qwen_edit_async._http import HttpPipe
 from qwen_edit_async._jobs import Deadline, Deadlines
+from qwen_edit_async._limits import LocalLimits
 from qwen_edit_async.testing import FakeProvider
 
 URL = "https://example.com/a.png"
@@ -201,3 +203,40 @@ def test_a_job_without_an_on_send_hook_is_marked_sent_without_a_coroutine() -> N
     task_job = qe.Job(qe.EditRequest(images=[URL], prompt="x"))
     assert task_job._sending() is None
     assert task_job.request_sent and not task_job._is_accepted
+
+
+async def test_an_unpaced_create_awaits_no_pace(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creates are not paced until the provider refuses one: they go without the pace's
+    coroutine. A client with ``submit_rate`` still waits in ``pace()`` for each create."""
+    paced: list[int] = []
+    original = LocalLimits.pace
+
+    async def counted(self: LocalLimits) -> None:
+        paced.append(1)
+        await original(self)
+
+    monkeypatch.setattr(LocalLimits, "pace", counted)
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(12)]
+    async with client_for(fake, max_in_flight=4) as client:
+        outcomes = [o async for o in client.edit_many(requests)]
+    assert [o.ok for o in outcomes] == [True] * 12
+    assert paced == []
+    async with client_for(fake, max_in_flight=4, submit_rate=1000.0) as client:
+        outcomes = [o async for o in client.edit_many(requests)]
+    assert [o.ok for o in outcomes] == [True] * 12
+    assert len(paced) == 12
+
+
+def test_ready_only_when_neither_a_cooldown_nor_a_rate_needs_a_wait() -> None:
+    """``ready()`` says a create may go at once exactly when ``pace()`` would not wait."""
+    limits = LocalLimits(max_in_flight=8, submit_rate=None)
+    assert limits.ready()
+    limits.state.cooldown_until = time.time() + 30.0  # a Retry-After being waited out
+    assert not limits.ready()
+    limits.state.cooldown_until = time.time() - 1.0
+    assert limits.ready()
+    limits.state.rate = 20.0  # a rate refusal ended the unpaced start
+    assert not limits.ready()
+    assert not LocalLimits(max_in_flight=8, submit_rate=50.0).ready()
