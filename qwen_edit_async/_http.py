@@ -368,7 +368,12 @@ class HttpPipe:
                 if watched is not None:
                     watched.response = response
                 try:
-                    body = await _read_capped(response, cap, truncate=response.status >= 300)
+                    length = response.content_length
+                    if length is not None and length <= cap:
+                        # What _read_capped does first, inline: no coroutine for most answers.
+                        body = await response.read()  # the parser stops at Content-Length
+                    else:
+                        body = await _read_capped(response, cap, truncate=response.status >= 300)
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                     if watched is not None and watched.expired:
                         raise Lost(f"no answer within {read_timeout:g} s") from exc

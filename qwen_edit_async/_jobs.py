@@ -188,8 +188,14 @@ class JobRunner:
             if deadline is not None and deadline.expired:
                 self._report()  # it ended (timed out), as much as any other job
             raise
-        self._end(job, *outcome)
-        self._report()
+        result, error = outcome
+        if error is None:
+            self.completed += 1
+        else:
+            self.failed += 1
+        job._finish(result, error)
+        if self._progress is not None:
+            self._progress()
 
     def _report(self) -> None:
         """Call the progress hook, if the client has one."""
@@ -268,7 +274,9 @@ class JobRunner:
                                 raise TypeError(
                                     f"{self._provider.name} answered a create with a task"
                                 )
-                            result = self._named(answer, model)
+                            result = answer
+                            if result.model is None:
+                                result.model = model or self._provider.model
                         else:
                             result = await self._submission(job, model, create, config.max_attempts)
                     except JobFailedError as exc:
@@ -285,7 +293,10 @@ class JobRunner:
                         if wait:
                             await anyio.sleep(wait)
                         continue
-                    return _checked(job, result), None
+                    request = job.request
+                    if len(result.images) > (MAX_N if request is None else request.n or 1):
+                        raise _too_many(result, request)
+                    return result, None
             finally:
                 if deadline is not None:
                     self.deadlines.end(deadline)
@@ -306,12 +317,6 @@ class JobRunner:
         # the provider had a moment already.
         return self._calls.policy.delay(job.submissions + 1)
 
-    def _named(self, result: EditResult, model: str | None) -> EditResult:
-        """``result`` naming the model that made it (the provider's answer may not)."""
-        if result.model is None:
-            result.model = model or self._provider.model
-        return result
-
     async def _submission(
         self, job: Job, model: str | None, create: bool, attempts: int
     ) -> EditResult:
@@ -331,7 +336,9 @@ class JobRunner:
             if create:
                 answer = await self._create(job, model, ticket, attempts)
                 if isinstance(answer, EditResult):
-                    return self._named(answer, model)
+                    if answer.model is None:
+                        answer.model = model or self._provider.model
+                    return answer
                 await job._accept(answer.task_id, answer.request_id)
                 hint = answer.estimated_time
             else:
@@ -359,21 +366,18 @@ class JobRunner:
         if urls is None:  # local files: read (or uploaded) first
             return self._create_built(job, request, model, attempts)
         http = self._provider.build_create(request, urls, model=model)
-        return self._send_create(job, http, None, attempts)
-
-    def _send_create(
-        self, job: Job, http: HttpRequest, body: StreamedBody | None, attempts: int
-    ) -> Awaitable[EditResult | TaskAccepted]:
+        job._count_submission()
         # Bound methods, not a coroutine per job: most jobs have no on_send hook to await.
         sending = job._sending_sync if self._sync else job._sending
-        job._count_submission()
-        return self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
+        return self._calls.create(http, job, on_send=sending, attempts=attempts)
 
     async def _create_built(
         self, job: Job, request: EditRequest, model: str | None, attempts: int
     ) -> EditResult | TaskAccepted:
         http, body = await self._build_create(request, model)
-        return await self._send_create(job, http, body, attempts)
+        job._count_submission()
+        sending = job._sending_sync if self._sync else job._sending
+        return await self._calls.create(http, job, body=body, on_send=sending, attempts=attempts)
 
     async def _wait_task(self, job: Job, ticket: _Ticket | None, hint: float | None) -> EditResult:
         """Wait for the end of the job's task: polled, or told by its callback."""
@@ -414,19 +418,17 @@ class JobRunner:
         return provider.build_create(request, prepared, model=model), None
 
 
-def _checked(job: Job, result: EditResult) -> EditResult:
-    """``result``, unless it lists more images than the job asked for."""
-    asked = MAX_N if job.request is None else job.request.n or 1
-    if len(result.images) > asked:
-        raise JobFailedError(
-            f"the result lists {len(result.images)} images; {asked} asked for: "
-            "refused, nothing was fetched",
-            provider=result.provider,
-            task_id=result.task_id,
-            request_id=result.request_id,
-            body=result.raw,
-        )
-    return result
+def _too_many(result: EditResult, request: EditRequest | None) -> JobFailedError:
+    """The error of a result listing more images than the job asked for."""
+    asked = MAX_N if request is None else request.n or 1
+    return JobFailedError(
+        f"the result lists {len(result.images)} images; {asked} asked for: "
+        "refused, nothing was fetched",
+        provider=result.provider,
+        task_id=result.task_id,
+        request_id=result.request_id,
+        body=result.raw,
+    )
 
 
 def _urls_only(images: tuple[object, ...]) -> list[str] | None:

@@ -97,13 +97,6 @@ class _Run:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
-    def took_one(self) -> None:
-        """The consumer took an outcome: room in the window, perhaps for the feeder."""
-        self.outstanding -= 1
-        wake = self.feeder_wake
-        if wake is not None and self.outstanding <= self.refill_at and not wake.done():
-            wake.set_result(None)
-
     # -- the feeder ----------------------------------------------------------------------
 
     async def feed(self, requests: Iterable[RequestLike] | AsyncIterable[RequestLike]) -> None:
@@ -180,10 +173,16 @@ class _Run:
                             try:
                                 await run(job, scope)
                             finally:
-                                outcome = Outcome(
-                                    index, request, job._result, job._error, job.submissions
-                                )
-                                self.offer(outcome)
+                                # What offer() does, inline: this runs for every job.
+                                if not self.closing:
+                                    self.outcomes.append(
+                                        Outcome(
+                                            index, request, job._result, job._error, job.submissions
+                                        )
+                                    )
+                                    wake = self.consumer_wake
+                                    if wake is not None and not wake.done():
+                                        wake.set_result(None)
                 finally:
                     self.scopes.discard(scope)
         except anyio.get_cancelled_exc_class():
@@ -230,7 +229,11 @@ async def run_many(
         while True:
             if outcomes:
                 outcome = outcomes.popleft()
-                run.took_one()
+                # Room in the window, perhaps for the feeder (woken in batches, not per job).
+                run.outstanding -= 1
+                wake = run.feeder_wake
+                if wake is not None and run.outstanding <= run.refill_at and not wake.done():
+                    wake.set_result(None)
                 yield outcome
                 continue
             if run.feed_done:

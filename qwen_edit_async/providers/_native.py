@@ -57,7 +57,7 @@ class NativeBody(WireRequest, kw_only=True):
 
 def native_body(request: EditRequest, images: list[str], model: str) -> NativeBody:
     """The body for ``request`` with ``images`` ready to send, for the wire id ``model``."""
-    content: list[ImageItem | TextItem] = [ImageItem(image) for image in images]
+    content: list[ImageItem | TextItem] = list(map(ImageItem, images))  # no frame per body
     content.append(TextItem(request.prompt))
     parameters = None
     if (
