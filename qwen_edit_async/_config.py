@@ -203,7 +203,7 @@ class ClientConfig:
     poll_max_interval: float = 10.0
     #: Fraction of random spread applied to every poll time.
     poll_jitter: float = 0.1
-    #: Status requests at once (``None``: a sixteenth of ``max_in_flight``, at least 64;
+    #: Status requests at once (``None``: a thirty-second of ``max_in_flight``, at least 64;
     #: never more than ``max_in_flight``; workers start only when needed).
     poll_concurrency: int | None = None
     #: A hard cap on status requests per second. Below it (or with ``None``) the pace follows

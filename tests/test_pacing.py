@@ -18,12 +18,12 @@ URL = "https://example.com/a.png"
 def test_the_defaults_put_no_constant_cap_on_status_requests() -> None:
     """No default status rate and no fixed status concurrency: status requests are not paced
     before the provider answers one with 429, however many come due at once, and at most a
-    sixteenth of max_in_flight (at least 64) are in flight at once."""
+    thirty-second of max_in_flight (at least 64) are in flight at once."""
     config = qe.ClientConfig()
     assert config.poll_rate is None
     assert config.poll_concurrency is None
     client = qe.QwenEditClient("evolink", api_key=API_KEY, max_in_flight=5000)
-    assert client._poller._concurrency == 312
+    assert client._poller._concurrency == 156
     pace = client._poller.rate
     assert not pace.paced
     # A wave of 5,000 checks due together (5,000 tasks started together) all go at once.
@@ -65,8 +65,8 @@ def test_a_ceiling_paces_from_the_first_request() -> None:
 @pytest.mark.parametrize(
     ("max_in_flight", "configured", "expected"),
     [
-        (20000, None, 1250),
-        (5000, None, 312),
+        (20000, None, 625),
+        (5000, None, 156),
         (200, None, 64),
         (20, None, 20),
         (200, 8, 8),
@@ -76,7 +76,7 @@ def test_a_ceiling_paces_from_the_first_request() -> None:
 def test_status_concurrency_follows_max_in_flight(
     max_in_flight: int, configured: int | None, expected: int
 ) -> None:
-    """A wave of checks due together waits for a sixteenth of max_in_flight status workers
+    """A wave of checks due together waits for a thirty-second of max_in_flight status workers
     (at least 64) rather than opening a connection per check; poll_concurrency replaces it;
     never more than max_in_flight. The client's connection pool is sized to match."""
     client = qe.QwenEditClient(
