@@ -422,11 +422,13 @@ class QwenEditClient:
         """
         model = self._model_for(model)
         limit, config, runner = self._timeout(job_timeout), self.config, self._jobs
+        new_job = self._new_job
         return run_many(
             requests,
             open_group=self._require_open,
             width=self.max_in_flight,
-            new_job=functools.partial(self._new_job, model=model),
+            # Closures with positional calls (a partial with keywords merges a dict per job).
+            new_job=lambda request: new_job(request, model),
             run_job=lambda job, scope: runner.run(job, model, limit, config, scope=scope),
         )
 

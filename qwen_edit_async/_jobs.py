@@ -45,17 +45,18 @@ logger = logging.getLogger("qwen_edit_async")
 _Outcome = tuple[EditResult | None, BaseException | None]
 
 
-class Deadline:
+class Deadline(msgspec.Struct, eq=False):
     """One job's deadline, ``limit`` seconds from :meth:`Deadlines.start`; ``expired``
-    once it passed with the job still running (its scope was cancelled then)."""
+    once it passed with the job still running (its scope was cancelled then).
 
-    __slots__ = ("at", "expired", "limit", "scope")
+    A Struct (made in C, a third of a Python ``__init__``: one per job); ``eq=False``: it
+    is its own identity, in the running set.
+    """
 
-    def __init__(self, limit: float, scope: anyio.CancelScope) -> None:
-        self.limit = limit
-        self.scope = scope
-        self.at = math.inf
-        self.expired = False
+    limit: float
+    scope: anyio.CancelScope
+    at: float = math.inf
+    expired: bool = False
 
 
 class Deadlines:

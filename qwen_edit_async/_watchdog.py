@@ -29,6 +29,8 @@ import math
 import time
 from typing import Any
 
+import msgspec
+
 __all__ = ["Watchdog", "Watched", "watching"]
 
 #: The request the current task is sending (set by the pipe around ``session.request``).
@@ -40,20 +42,24 @@ _MAX_TICK = 1.0
 _MIN_TICK = 0.01
 
 
-class Watched:
+class Watched(msgspec.Struct, eq=False):
     """One request in flight: its read timeout, when it last made progress, and what shows
-    the progress (its connection, then its response)."""
+    the progress (its connection, then its response).
 
-    __slots__ = ("connection", "expired", "limit", "mark", "response", "since")
+    A Struct (made in C: one per request); ``eq=False``: it is its own identity, a key of
+    the watchdog's table.
+    """
 
-    def __init__(self, limit: float, now: float) -> None:
-        self.limit = limit
-        self.since = now
-        self.connection: Any = None  # the connection, once the connector gave it
-        self.response: Any = None  # the response, once its head was read
-        self.mark: tuple[int, int] = (-1, -1)
-        #: Its connection was aborted at its read timeout.
-        self.expired = False
+    limit: float
+    #: When it last made progress (the monotonic clock).
+    since: float
+    #: The connection, once the connector gave it.
+    connection: Any = None
+    #: The response, once its head was read.
+    response: Any = None
+    mark: tuple[int, int] = (-1, -1)
+    #: Its connection was aborted at its read timeout.
+    expired: bool = False
 
     def _progress(self) -> tuple[int, int]:
         """(bytes of the request still queued, bytes of the answer's body read)."""
