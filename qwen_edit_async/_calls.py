@@ -27,6 +27,7 @@ policy. What it adds between them:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import urllib.parse
@@ -278,17 +279,21 @@ class Calls:
         worker sleeps through a backoff; it also ends each request at ``status_timeout``
         itself (``timed=False``: no deadline here), without a timer per request.
         """
-        provider = self.provider
-        request = provider.build_status(task_id)
-
-        def parse(status: int, headers: Mapping[str, str], body: bytes) -> TaskStatus:
-            self.status_requests += 1
-            if 200 <= status < 300:
-                return _read(provider.parse_status, task_id, status, headers, body)
-            raise _read(provider.parse_error, status, headers, body, task_id=task_id)
-
+        request = self.provider.build_status(task_id)
         total = self._config.status_timeout if timed else None
+        # A partial rather than a closure: one object per request instead of a function,
+        # its cells and their tuple (each request's objects outlive a young collection).
+        parse = functools.partial(self._parse_status, task_id)
         return await self.get(request, parse, attempts=attempts, total=total)
+
+    def _parse_status(
+        self, task_id: str, status: int, headers: Mapping[str, str], body: bytes
+    ) -> TaskStatus:
+        self.status_requests += 1
+        provider = self.provider
+        if 200 <= status < 300:
+            return _read(provider.parse_status, task_id, status, headers, body)
+        raise _read(provider.parse_error, status, headers, body, task_id=task_id)
 
     async def fetch(self, url: str, index: int, *, attempts: int | None = None) -> bytes:
         """The bytes at result URL ``url`` (no key sent), retried by the policy.

@@ -22,6 +22,7 @@ poller itself is handed to every waiting job and to every later one: never swall
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -220,7 +221,9 @@ class Poller:
         try:
             self._push(watch)
             if pushed is not None:
-                pushed.connect(lambda status: self._pushed(watch, status))
+                # A partial, not a lambda: a lambda here would make ``watch`` and ``self``
+                # cells in every call, pushed or not.
+                pushed.connect(functools.partial(self._pushed, watch))
             await ended
         finally:
             self.pending -= 1
@@ -326,18 +329,22 @@ class Poller:
             if watch.cancelled:
                 heapq.heappop(heap)
                 continue
-            if due > now + _early(due - watch.accepted_at):
+            if due > now + min(_EARLY_MAX, _EARLY_SHARE * (due - watch.accepted_at)):
                 self._arm(due)
                 return
             if not self._idle and self._workers >= self._concurrency:
                 slow = now - self._slow_after
-                stalled = sum(1 for started in self._started.values() if started <= slow)
+                # ``_started`` is in start order: the slow requests are its head.
+                stalled = 0
+                for started in self._started.values():
+                    if started > slow:
+                        break
+                    stalled += 1
                 if self._workers - stalled >= self._concurrency:
                     # Every worker is busy, none on a slow answer: the next one to finish
                     # dispatches, or the oldest request turning slow does.
                     self._blocked = True
-                    oldest = min(self._started.values(), default=now)
-                    self._arm(oldest + self._slow_after)
+                    self._arm(next(iter(self._started.values()), now) + self._slow_after)
                     return
             heapq.heappop(heap)
             if not watch.failures:
@@ -397,40 +404,53 @@ class Poller:
         timeout = self._status_timeout
         if timeout is not None:
             self._arm(started + timeout)
+        # The request is awaited here rather than in a coroutine of its own: one frame less
+        # per status request; what its answer means is worked out by :meth:`_answered`.
+        status: TaskStatus | None = None
+        error: Exception | None = None
         try:
             with anyio.CancelScope() as scope:
                 watch.scope = scope
-                await self._check(watch, started - watch.accepted_at)
+                try:
+                    status = await self._status(watch.task_id)
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception as exc:
+                    error = exc
         finally:
             watch.scope = None
             del self._started[watch]
-        if watch.expired:
-            watch.expired = False
-            # Ended only if the timeout interrupted it: an answer that came in the same
-            # event-loop pass as the timeout was handled (and the task rescheduled) already.
-            if scope.cancelled_caught and not watch.cancelled and not watch.ended.done():
+        if scope.cancelled_caught:
+            # Interrupted: by ``status_timeout`` (ask again), or because the waiter left.
+            # An answer that came in the same event-loop pass as the timeout counts.
+            if watch.expired and not watch.cancelled and not watch.ended.done():
                 assert timeout is not None
+                watch.expired = False
                 self._failed(watch, TransportError(f"no complete answer within {timeout:g} s"))
+            watch.expired = False
+            return
+        watch.expired = False
+        if error is not None:
+            self._refused(watch, error)
+        elif status is not None:
+            self._answered(watch, status, started - watch.accepted_at)
 
-    async def _check(self, watch: _Watch, sent: float) -> None:
-        """One status request for ``watch`` and what its answer means."""
-        try:
-            status = await self._status(watch.task_id)
-        except QwenEditError as exc:
-            if isinstance(exc, RateLimitError):
-                retry_after = exc.retry_after
+    def _refused(self, watch: _Watch, error: Exception) -> None:
+        """The status request for ``watch`` failed with ``error``."""
+        if isinstance(error, QwenEditError):
+            if isinstance(error, RateLimitError):
+                retry_after = error.retry_after
                 self.rate.limited(None if retry_after is None else pause(retry_after))
-            if watch.ended.done():
-                return  # a callback ended it meanwhile
-            self._failed(watch, exc)
+            if not watch.ended.done():  # (else a callback ended it meanwhile)
+                self._failed(watch, error)
             return
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:  # a bug must reach the job, not vanish in the poller
-            logger.exception("status request for task %s failed", watch.task_id)
-            watch.error = exc
-            watch.end()
-            return
+        # A bug must reach the job, not vanish in the poller.
+        logger.error("status request for task %s failed", watch.task_id, exc_info=error)
+        watch.error = error
+        watch.end()
+
+    def _answered(self, watch: _Watch, status: TaskStatus, sent: float) -> None:
+        """What the status answer for ``watch`` (sent ``sent`` s after acceptance) means."""
         if watch.ended.done():
             return  # a callback ended it meanwhile
         watch.failures = 0

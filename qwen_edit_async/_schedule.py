@@ -373,6 +373,12 @@ class PollSchedule:
         self._since_refit = 0
         self._learned = False
         self._scouts = 0
+        #: The ladder of the fit's spread, and the fit's first request, kept while the fit
+        #: stays put (it moves only at a refit): every due check asks for them.
+        self._ladder_sigma = math.nan
+        self._ladder: _Ladder | None = None
+        self._first_of: tuple[float, float] = (math.nan, math.nan)
+        self._first = 0.0
 
     @property
     def learned(self) -> bool:
@@ -432,12 +438,19 @@ class PollSchedule:
         ``-1.0`` when the task is slower than the fit expects.
         """
         fit = self._fit
-        ladder = _ladder_for(fit.sigma)
+        mu, sigma = fit.mu, fit.sigma
+        if prev is None and self._first_of == (mu, sigma):
+            return self._first
+        ladder = self._ladder
+        if ladder is None or sigma != self._ladder_sigma:
+            ladder = self._ladder = _ladder_for(sigma)
+            self._ladder_sigma = sigma
         if prev is None:
-            z: float | None = ladder.first
-        else:
-            z = ladder.after((math.log(prev) - fit.mu) / fit.sigma)
-        return -1.0 if z is None else math.exp(fit.mu + fit.sigma * z)
+            self._first = math.exp(mu + sigma * ladder.first)
+            self._first_of = (mu, sigma)
+            return self._first
+        z = ladder.after((math.log(prev) - mu) / sigma)
+        return -1.0 if z is None else math.exp(mu + sigma * z)
 
     def _beyond(self, t: float, z: float) -> bool:
         return math.log(t) > self._fit.mu + self._fit.sigma * z
