@@ -42,8 +42,6 @@ __all__ = ["JobRunner"]
 
 logger = logging.getLogger("qwen_edit_async")
 
-_Outcome = tuple[EditResult | None, BaseException | None]
-
 
 class Deadline(msgspec.Struct, eq=False):
     """One job's deadline, ``limit`` seconds from :meth:`Deadlines.start`; ``expired``
@@ -169,27 +167,80 @@ class JobRunner:
         A job whose deadline passed ends with :class:`JobTimeoutError`; if it ran in the
         given ``scope``, the cancellation is raised on to that scope's owner.
         """
-        outcome: _Outcome = (None, None)
-        deadline: Deadline | None = None
+        if scope is None:
+            await self._run_in_own_scope(job, model, limit, config)
+            return
+        # Everything from here to the job's end in this one frame, the slot and the
+        # resubmissions included: every suspension of the request passes through each
+        # coroutine awaiting it, thousands of times per second in a bulk run.
+        deadline = None if limit is None else Deadline(limit, scope)
+        result: EditResult | None = None
+        error: BaseException | None = None
         try:
-            if scope is not None:
-                if limit is not None:
-                    deadline = Deadline(limit, scope)
-                outcome = await self._in_slot(job, model, deadline, config)
-            else:
-                with job._open_scope() as own:
-                    if limit is not None:
-                        deadline = Deadline(limit, own)
-                    outcome = await self._in_slot(job, model, deadline, config)
-                if own.cancelled_caught:
-                    outcome = (None, self._interrupted(job, deadline))
+            try:
+                # A free slot needs no trip through the event loop, nor counting as waiting.
+                if not self._limits.try_acquire(job):
+                    self.waiting += 1
+                    try:
+                        await self._limits.acquire(job)
+                    finally:
+                        self.waiting -= 1
+                if deadline is not None:
+                    self.deadlines.start(deadline)
+                try:
+                    if self._progress is not None:
+                        self._progress()
+                    create = job.task_id is None  # else it attaches to a task created earlier
+                    while True:
+                        try:
+                            if self._sync:
+                                answer = await self._create(job, model, None, config.max_attempts)
+                                if not isinstance(answer, EditResult):  # a broken dialect
+                                    raise TypeError(
+                                        f"{self._provider.name} answered a create with a task"
+                                    )
+                                result = answer
+                                if result.model is None:
+                                    result.model = model or self._provider.model
+                            else:
+                                result = await self._submission(
+                                    job, model, create, config.max_attempts
+                                )
+                        except JobFailedError as exc:
+                            # A failed task is not billed: one the provider calls transient is
+                            # submitted again, up to max_resubmits.
+                            if not (
+                                exc.retryable
+                                and job.request is not None
+                                and job.submissions <= config.max_resubmits
+                            ):
+                                raise
+                            # job.task_id names the failed task until the new one is
+                            # accepted, so an error (a timeout) in between still says which
+                            # task was paid for.
+                            create = True
+                            wait = self._resubmitting(job, exc, config)
+                            if wait:
+                                await anyio.sleep(wait)
+                            continue
+                        request = job.request
+                        if len(result.images) > (MAX_N if request is None else request.n or 1):
+                            raise _too_many(result, request)
+                        break
+                finally:
+                    if deadline is not None:
+                        self.deadlines.end(deadline)
+                    self._limits.release(job)
+            except Exception as exc:
+                result, error = None, exc
         except anyio.get_cancelled_exc_class():
             job._finish(None, self._interrupted(job, deadline))
             self.failed += 1
-            if deadline is not None and deadline.expired:
-                self._report()  # it ended (timed out), as much as any other job
+            if (deadline is not None and deadline.expired) or (
+                scope is job._scope and scope.cancel_called
+            ):
+                self._report()  # it ended (timed out, or cancelled), as much as any other job
             raise
-        result, error = outcome
         if error is None:
             self.completed += 1
         else:
@@ -197,6 +248,15 @@ class JobRunner:
         job._finish(result, error)
         if self._progress is not None:
             self._progress()
+
+    async def _run_in_own_scope(
+        self, job: Job, model: str | None, limit: float | None, config: ClientConfig
+    ) -> None:
+        """:meth:`run` for a job with a handle: in the scope ``job.cancel()`` cancels (its
+        deadline cancels it too); the cancellation ends there, the job ended as cancelled or
+        timed out."""
+        with job._open_scope() as own:
+            await self.run(job, model, limit, config, scope=own)
 
     def _report(self) -> None:
         """Call the progress hook, if the client has one."""
@@ -242,68 +302,6 @@ class JobRunner:
             provider=self._provider.name,
             task_id=job.task_id,
         )
-
-    async def _in_slot(
-        self, job: Job, model: str | None, deadline: Deadline | None, config: ClientConfig
-    ) -> _Outcome:
-        """Take a slot, run the job within its deadline (from now), give the slot back.
-
-        The job is submitted, and its end waited for; a task failure the provider calls
-        transient (a failed task is not billed) submits it again, up to ``max_resubmits``.
-        One frame for all of it, the slot included: every suspension of the request passes
-        through each coroutine awaiting it, thousands of times per second in a bulk run.
-        """
-        try:
-            # A free slot needs no trip through the event loop, nor counting as waiting.
-            if not self._limits.try_acquire(job):
-                self.waiting += 1
-                try:
-                    await self._limits.acquire(job)
-                finally:
-                    self.waiting -= 1
-            if deadline is not None:
-                self.deadlines.start(deadline)
-            try:
-                if self._progress is not None:
-                    self._progress()
-                create = job.task_id is None  # else the job attaches to a task created earlier
-                while True:
-                    try:
-                        if self._sync:
-                            answer = await self._create(job, model, None, config.max_attempts)
-                            if not isinstance(answer, EditResult):  # a dialect broke its contract
-                                raise TypeError(
-                                    f"{self._provider.name} answered a create with a task"
-                                )
-                            result = answer
-                            if result.model is None:
-                                result.model = model or self._provider.model
-                        else:
-                            result = await self._submission(job, model, create, config.max_attempts)
-                    except JobFailedError as exc:
-                        if not (
-                            exc.retryable
-                            and job.request is not None
-                            and job.submissions <= config.max_resubmits
-                        ):
-                            raise
-                        # job.task_id names the failed task until the new one is accepted, so
-                        # an error (a timeout) in between still says which task was paid for.
-                        create = True
-                        wait = self._resubmitting(job, exc, config)
-                        if wait:
-                            await anyio.sleep(wait)
-                        continue
-                    request = job.request
-                    if len(result.images) > (MAX_N if request is None else request.n or 1):
-                        raise _too_many(result, request)
-                    return result, None
-            finally:
-                if deadline is not None:
-                    self.deadlines.end(deadline)
-                self._limits.release(job)
-        except Exception as exc:
-            return None, exc
 
     def _resubmitting(self, job: Job, exc: JobFailedError, config: ClientConfig) -> float | None:
         """Log the resubmission of ``job`` after its task failed transiently; the wait first."""

@@ -156,6 +156,38 @@ async def test_the_progress_hook_sees_every_job_start_and_end(fake: FakeProvider
     assert (seen[-1].completed, seen[-1].failed) == (4, 1)
 
 
+async def test_a_job_with_a_handle_ends_cancelled_or_timed_out_and_reports_it(
+    fake: FakeProvider,
+) -> None:
+    """A job with a handle runs in its own scope: ``job.cancel()`` ends it as cancelled, its
+    deadline as timed out; either way it counts as failed and the hook sees it end, and the
+    cancellation stops at the job (the caller goes on)."""
+    seen: list[qe.ClientStatistics] = []
+    async with client_for(
+        fake, job_timeout=0.3, adaptive_limits=False, on_progress=seen.append
+    ) as client:
+        cancelled = await client.submit(qe.EditRequest(images=[URL], prompt="[stuck] a"))
+        await _wait_for(lambda: cancelled.request_sent)
+        cancelled.cancel()
+        with anyio.fail_after(5):
+            await cancelled.wait_done()
+            timed_out = await client.submit(qe.EditRequest(images=[URL], prompt="[stuck] b"))
+            await timed_out.wait_done()
+            done = await client.edit([URL], "after them")
+    assert isinstance(cancelled.exception(), qe.JobCancelledError)
+    assert cancelled.status is qe.JobStatus.CANCELLED
+    assert isinstance(timed_out.exception(), qe.JobTimeoutError)
+    assert done.images
+    assert (seen[-1].completed, seen[-1].failed) == (1, 2)
+    assert len(seen) == 2 * 3  # each job: its start and its end
+
+
+async def _wait_for(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 def test_no_progress_hook_no_call_per_job(fake: FakeProvider) -> None:
     """Without a hook the runner is given none to call."""
     client = client_for(fake)
