@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import warnings
 
@@ -130,3 +131,27 @@ async def test_the_window_bounds_requests_taken_from_the_input(fake: FakeProvide
         rest = [o async for o in stream]
     assert len(rest) == 99
     assert sorted(o.index for o in [first, *rest]) == list(range(100))
+
+
+async def test_the_first_creates_go_out_while_the_first_window_is_read(fake: FakeProvider) -> None:
+    """A large batch does not hold its first create back until the feeder has read (and made
+    jobs of) the whole first window: with max_in_flight=1000, the provider has a create
+    before the 2,000th request is taken (it used to get none before all 2,000 were)."""
+    fake.latency = 5.0
+    creates_seen: list[int] = []
+
+    def requests():  # type: ignore[no-untyped-def]
+        for i in range(2000):
+            creates_seen.append(fake.stats.creates)
+            yield qe.EditRequest(images=[URL], prompt=f"e{i}")
+
+    async with client_for(fake, "evolink", max_in_flight=1000) as client:
+        stream = client.edit_many(requests())
+        consumer = asyncio.ensure_future(anext(stream))
+        await _wait_until(lambda: len(creates_seen) == 2000, "the first window is read")
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await stream.aclose()
+    assert creates_seen[0] == 0
+    assert creates_seen[-1] > 0
