@@ -39,7 +39,9 @@ class Redactor:
         """``data`` with the key and bearer tokens masked (unchanged, not copied, if none)."""
         if self._key_bytes and self._key_bytes in data:
             data = data.replace(self._key_bytes, MASK.encode())
-        if b"earer" in data or b"EARER" in data:
+        # The scheme is case-insensitive: "BEARer" too. One lowered copy is cheaper than
+        # the regex scan it spares on the usual answer, which has no bearer at all.
+        if b"bearer" in data.lower():
             data = _BEARER.sub(rb"\1\2" + MASK.encode(), data)
         return data
 
@@ -47,6 +49,6 @@ class Redactor:
         """``text`` with the key and bearer tokens masked."""
         if self._key and self._key in text:
             text = text.replace(self._key, MASK)
-        if "earer" in text or "EARER" in text:
+        if "bearer" in text.lower():
             text = _BEARER_TEXT.sub(r"\1\2" + MASK, text)
         return text

@@ -61,6 +61,16 @@ def test_redactor_masks_bearer_tokens_and_keeps_json_valid() -> None:
     assert Redactor("sk-mine-1234").bytes(b'{"ok": true}') == b'{"ok": true}'
 
 
+@pytest.mark.parametrize("scheme", ["BEARer", "bEaReR", "Bearer", "BEARER", "bearer"])
+def test_redactor_masks_bearer_tokens_in_any_case(scheme: str) -> None:
+    """The scheme is case-insensitive (RFC 7235): a relay that echoes ``BEARer <token>``
+    must not get the token through, in bytes or in text."""
+    redactor = Redactor("sk-mine-1234")
+    body = f'{{"message": "refused {scheme} other-token-5678"}}'
+    assert redactor.bytes(body.encode()) == f'{{"message": "refused {scheme} ********"}}'.encode()
+    assert redactor.text(body) == f'{{"message": "refused {scheme} ********"}}'
+
+
 def test_a_bulk_run_keeps_no_echoed_key_in_results_journal_or_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
