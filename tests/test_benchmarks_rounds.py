@@ -38,13 +38,15 @@ def test_a_failed_round_does_not_become_the_median() -> None:
     assert out["rounds"][0]["jobs_per_s"] is None
 
 
-def test_the_cpu_scenario_runs_three_rounds_and_rounds_overrides_it() -> None:
+def test_the_cpu_and_sync_scenarios_run_three_rounds_and_rounds_overrides_it() -> None:
     (cpu,) = select(["cpu"], quick=False)
     assert cpu.rounds == 3
     (cpu,) = select(["cpu"], quick=True, rounds=1)
     assert cpu.rounds == 1
     (sync,) = select(["sync"], quick=False)
-    assert sync.rounds == 1
+    assert sync.rounds == 3
+    (lognormal,) = select(["task-lognormal"], quick=False)
+    assert lognormal.rounds == 1
 
 
 def test_rounds_below_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
