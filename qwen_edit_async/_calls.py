@@ -142,20 +142,17 @@ class Calls:
         """``answer`` with its body masked (logged when debugging: ``start`` is then when the
         request was sent)."""
         if start:
-            self._log(request, answer, start)
+            logger.debug(
+                "%s %s -> %d in %.3f s request_id=%s",
+                request.method,
+                _path(request.url),
+                answer.status,
+                time.perf_counter() - start,
+                self.provider.request_id(answer.headers),
+            )
         # Provider text enters here: the key it may quote never goes further.
         body = self._redact.bytes(answer.body)
         return answer if body is answer.body else answer._replace(body=body)
-
-    def _log(self, request: HttpRequest, answer: Answer, start: float) -> None:
-        logger.debug(
-            "%s %s -> %d in %.3f s request_id=%s",
-            request.method,
-            _path(request.url),
-            answer.status,
-            time.perf_counter() - start,
-            self.provider.request_id(answer.headers),
-        )
 
     def _create_cap(self) -> int:
         cfg = self._config
@@ -217,23 +214,14 @@ class Calls:
                     ) from exc.__cause__
                 except Lost as exc:
                     raise _uncertain(self._redact.text(str(exc)), provider.name) from exc.__cause__
-                status, headers, answer = sent
-                if start:
-                    self._log(request, sent, start)
-                # Provider text enters here: the key it may quote never goes further.
-                answer = self._redact.bytes(answer)
+                status, headers, answer = self._received(request, sent, start)
                 if not 200 <= status < 300:
                     raise _read(provider.parse_error, status, headers, answer)
                 try:
-                    parsed = provider.parse_create(status, headers, answer)
+                    parsed = _read(provider.parse_create, status, headers, answer)
                 except ProtocolError as exc:
                     raise _uncertain(
                         f"the answer could not be read: {exc.message}", provider.name
-                    ) from exc
-                except RecursionError as exc:  # what _read() does, inline (every create)
-                    raise _uncertain(
-                        "the answer could not be read: unreadable answer: JSON nested too deeply",
-                        provider.name,
                     ) from exc
                 limits.accepted(holder)
                 return parsed

@@ -175,10 +175,7 @@ class Job:
         if self._on_send is not None:
             return self._sending_after_hook(accepted=True)
         self.request_sent = True
-        # What _mark_accepted does, inline: this runs for every job.
-        self._is_accepted = True
-        if self._accepted is not None:
-            self._accepted.set()
+        self._mark_accepted()
         return None
 
     async def _sending_after_hook(self, *, accepted: bool) -> None:
@@ -224,10 +221,7 @@ class Job:
             self.status = JobStatus.CANCELLED
         else:
             self.status = JobStatus.FAILED
-        # What _mark_accepted does, inline: this runs for every job.
-        self._is_accepted = True
-        if self._accepted is not None:
-            self._accepted.set()
+        self._mark_accepted()
         self._is_done = True
         if self._done_event is not None:
             self._done_event.set()

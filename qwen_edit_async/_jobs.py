@@ -199,9 +199,7 @@ class JobRunner:
                                     raise TypeError(
                                         f"{self._provider.name} answered a create with a task"
                                     )
-                                result = answer
-                                if result.model is None:
-                                    result.model = model or self._provider.model
+                                result = self._named(answer, model)
                             else:
                                 result = await self._submission(
                                     job, model, create, config.max_attempts
@@ -303,6 +301,12 @@ class JobRunner:
             task_id=job.task_id,
         )
 
+    def _named(self, result: EditResult, model: str | None) -> EditResult:
+        """``result`` with the model that made it, when the provider's answer did not say."""
+        if result.model is None:
+            result.model = model or self._provider.model
+        return result
+
     def _resubmitting(self, job: Job, exc: JobFailedError, config: ClientConfig) -> float | None:
         """Log the resubmission of ``job`` after its task failed transiently; the wait first."""
         logger.info(
@@ -335,9 +339,7 @@ class JobRunner:
             if create:
                 answer = await self._create(job, model, ticket, attempts)
                 if isinstance(answer, EditResult):
-                    if answer.model is None:
-                        answer.model = model or self._provider.model
-                    return answer
+                    return self._named(answer, model)
                 await job._accept(answer.task_id, answer.request_id)
                 hint = answer.estimated_time
             else:

@@ -238,8 +238,7 @@ class LocalLimits(Limits):
         return len(self._held) < max(1, int(self.state.in_flight))
 
     def try_acquire(self, holder: object) -> bool:
-        # What _room() says, inline: this runs for every job.
-        if self._waiters or len(self._held) >= max(1, int(self.state.in_flight)):
+        if self._waiters or not self._room():
             return False
         self._held[holder] = time.monotonic()
         return True
@@ -260,9 +259,8 @@ class LocalLimits(Limits):
             raise
 
     def release(self, holder: object) -> None:
-        unanswered = self._unanswered
-        if unanswered._timers or unanswered._counted:  # (bool(unanswered), without a call)
-            unanswered.answered(holder)
+        if self._unanswered:
+            self._unanswered.answered(holder)
         taken = self._held.pop(holder, None)
         if taken is not None:
             if self.adaptive:
@@ -384,8 +382,7 @@ class LocalLimits(Limits):
     def accepted(self, holder: object) -> None:
         if not self.adaptive:
             return
-        unanswered = self._unanswered
-        counted = bool(unanswered._timers or unanswered._counted) and unanswered.answered(holder)
+        counted = bool(self._unanswered) and self._unanswered.answered(holder)
         now = time.monotonic()
         if not self._first_accept:
             self._first_accept = now

@@ -97,6 +97,14 @@ class _Run:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    def took_one(self) -> None:
+        """The consumer took an outcome: room in the window, perhaps for the feeder (woken
+        in batches, at ``refill_at``, not per job)."""
+        self.outstanding -= 1
+        wake = self.feeder_wake
+        if wake is not None and self.outstanding <= self.refill_at and not wake.done():
+            wake.set_result(None)
+
     # -- the feeder ----------------------------------------------------------------------
 
     async def feed(self, requests: Iterable[RequestLike] | AsyncIterable[RequestLike]) -> None:
@@ -180,16 +188,11 @@ class _Run:
                             try:
                                 await run(job, scope)
                             finally:
-                                # What offer() does, inline: this runs for every job.
-                                if not self.closing:
-                                    self.outcomes.append(
-                                        Outcome(
-                                            index, request, job._result, job._error, job.submissions
-                                        )
+                                self.offer(
+                                    Outcome(
+                                        index, request, job._result, job._error, job.submissions
                                     )
-                                    wake = self.consumer_wake
-                                    if wake is not None and not wake.done():
-                                        wake.set_result(None)
+                                )
                 finally:
                     self.scopes.discard(scope)
         except anyio.get_cancelled_exc_class():
@@ -236,11 +239,7 @@ async def run_many(
         while True:
             if outcomes:
                 outcome = outcomes.popleft()
-                # Room in the window, perhaps for the feeder (woken in batches, not per job).
-                run.outstanding -= 1
-                wake = run.feeder_wake
-                if wake is not None and run.outstanding <= run.refill_at and not wake.done():
-                    wake.set_result(None)
+                run.took_one()
                 yield outcome
                 continue
             if run.feed_done:

@@ -21,12 +21,15 @@ pytestmark = pytest.mark.timeout(10)
 
 
 @asynccontextmanager
-async def running(status: Callable[[str], object]) -> AsyncIterator[Poller]:
+async def running(
+    status: Callable[[str], object], *, concurrency: int = 2, status_timeout: float | None = None
+) -> AsyncIterator[Poller]:
     poller = Poller(
         status,  # type: ignore[arg-type]
         PollSchedule(initial=0.001, max_interval=0.01, jitter=0.0),
-        concurrency=2,
+        concurrency=concurrency,
         policy=RetryPolicy(backoff_base=0.01, backoff_max=0.05),
+        status_timeout=status_timeout,
     )
     async with anyio.create_task_group() as group:
         group.start_soon(poller.run, group)
@@ -191,21 +194,12 @@ async def test_a_status_request_past_status_timeout_is_ended_and_asked_again() -
             await anyio.sleep_forever()
         return done
 
-    poller = Poller(
-        status,
-        PollSchedule(initial=0.001, max_interval=0.01, jitter=0.0),
-        concurrency=4,
-        policy=RetryPolicy(backoff_base=0.01, backoff_max=0.05),
-        status_timeout=0.2,
-    )
-    async with anyio.create_task_group() as group:
-        group.start_soon(poller.run, group)
+    async with running(status, concurrency=4, status_timeout=0.2) as poller:
         with anyio.fail_after(5):
             started = anyio.current_time()
             assert await poller.wait("slow", plan=_At(0.01)) is done
             took = anyio.current_time() - started
             assert await poller.wait("quick", plan=_At(0.01)) is done
-        group.cancel_scope.cancel()
     assert asked == ["slow", "slow", "quick"]
     assert took >= 0.2
     assert poller.pending == 0 and not poller._started
@@ -215,7 +209,7 @@ async def test_an_answer_in_the_same_loop_pass_as_its_status_timeout_is_kept_onc
     """An answer that arrives in the same event-loop pass as its request's ``status_timeout``
     (both overdue after a stall) counts; the request is not also ended and scheduled again,
     so the task never has two status requests in flight (which once broke the poller)."""
-    running = TaskStatus("t", TaskState.RUNNING)
+    still_running = TaskStatus("t", TaskState.RUNNING)
     done = TaskStatus("t", TaskState.SUCCEEDED, result=qe.EditResult(images=[], provider="x"))
     asked: list[float] = []
     in_flight = most = 0
@@ -230,25 +224,16 @@ async def test_an_answer_in_the_same_loop_pass_as_its_status_timeout_is_kept_onc
             answer: asyncio.Future[TaskStatus] = loop.create_future()
             # The answer is due before the poller's timeout timer (0.1 s), and a stall
             # makes both overdue: the loop runs them in one pass, the answer first.
-            reply = running if len(asked) == 1 else done
+            reply = still_running if len(asked) == 1 else done
             loop.call_later(0.05, lambda: answer.done() or answer.set_result(reply))
             loop.call_soon(time.sleep, 0.3)
             return await answer
         finally:
             in_flight -= 1
 
-    poller = Poller(
-        status,
-        PollSchedule(initial=0.001, max_interval=0.01, jitter=0.0),
-        concurrency=4,
-        policy=RetryPolicy(backoff_base=0.01, backoff_max=0.05),
-        status_timeout=0.1,
-    )
-    async with anyio.create_task_group() as group:
-        group.start_soon(poller.run, group)
+    async with running(status, concurrency=4, status_timeout=0.1) as poller:
         with anyio.fail_after(5):
             assert await poller.wait("t", plan=_At(0.01, step=0.2)) is done
-        group.cancel_scope.cancel()
     assert most == 1
     assert len(asked) == 2, asked
     assert poller.pending == 0 and not poller._started and not poller._heap
