@@ -13,10 +13,13 @@ request still unanswered after ``slow_after`` seconds (a provider dripping its a
 counting against ``concurrency``: a due check then gets a worker of its own instead of waiting,
 so slow answers for some tasks never starve the checks of others; each request is bounded by
 ``status_timeout`` and each task has at most one in flight, so those extra workers are bounded
-too, and they end with their check. A waiter that leaves (its job's deadline, a cancel) cancels
-its task's request in flight. A job waiting for its task sleeps on a future; nothing loops on
-``sleep``. A poll error that retries could not cure ends that job; an unexpected error in the
-poller itself is handed to every waiting job and to every later one: never swallowed.
+too, and they end with their check. At the end of a batch, when far fewer tasks wait than
+ended within the last median latency, the last ones are checked sooner than their plans say
+(:meth:`Poller._drain_gap`): the batch ends when its last result is seen. A waiter that
+leaves (its job's deadline, a cancel) cancels its task's request in flight. A job waiting for
+its task sleeps on a future; nothing loops on ``sleep``. A poll error that retries could not
+cure ends that job; an unexpected error in the poller itself is handed to every waiting job
+and to every later one: never swallowed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,12 @@ _LATE_RESULT_CHECKS = 5
 #: acceptance (a task found running 1% early is a rare miss) and this many seconds.
 _EARLY_SHARE, _EARLY_MAX = 0.01, 0.01
 
+
+#: In a drain (far fewer tasks waiting than ended lately), the waiting tasks' checks may
+#: together take up to this share of the rate at which tasks ended lately (see _drain_gap).
+_DRAIN_SHARE = 1 / 16
+#: Seconds between two checks of one task, at least (as after any answer).
+_MIN_GAP = 0.05
 
 #: Status requests in flight at once by default: this share of ``max_in_flight``, at least
 #: :data:`_CONCURRENCY_MIN`. See :func:`status_concurrency`.
@@ -114,6 +123,7 @@ class _Watch:
         "error",
         "expired",
         "failures",
+        "hurried",
         "late",
         "plan",
         "scope",
@@ -132,6 +142,8 @@ class _Watch:
         self.failures = 0
         #: "Completed" answers without results so far (see _LATE_RESULT_CHECKS).
         self.late = 0
+        #: Its next check was brought forward for a drain: sent when due, not rechecked.
+        self.hurried = False
         self.cancelled = False
         #: Its status request in flight was ended at ``status_timeout``.
         self.expired = False
@@ -196,6 +208,10 @@ class Poller:
         self._stopped: asyncio.Future[None] | None = None
         self._broken: BaseException | None = None
         self.pending = 0
+        #: Waits ended lately: a count that decays by e every fitted median latency, and
+        #: when it was last brought up to date (see :meth:`_drain_gap`).
+        self._ended = 0.0
+        self._ended_at = 0.0
         #: Tasks whose end came by callback, and by a status request.
         self.completed_by_callback = 0
         self.completed_by_poll = 0
@@ -227,6 +243,7 @@ class Poller:
             await ended
         finally:
             self.pending -= 1
+            self._ended = self._ended_by(time.monotonic()) + 1.0
             watch.cancelled = True  # a cancelled waiter's task is not polled again
             if watch.scope is not None:
                 watch.scope.cancel()  # nor is its request in flight waited for
@@ -234,6 +251,32 @@ class Poller:
             raise watch.error
         assert watch.status is not None
         return watch.status
+
+    def _ended_by(self, now: float) -> float:
+        """The decayed count of ended waits, brought up to ``now``."""
+        ended = self._ended
+        if ended:
+            since = now - self._ended_at
+            if since > 0.0:
+                ended *= math.exp(-since / self._schedule.median)
+        self._ended_at = now
+        return ended
+
+    def _drain_gap(self, now: float) -> float:
+        """The longest wait before a waiting task's next check while the client drains.
+
+        At the end of a batch the tasks still waiting are few, and the last of them decides
+        when the batch is done: its check may come up to a tenth of its age after it ended.
+        The checks of the few left may then share :data:`_DRAIN_SHARE` of the rate at which
+        tasks ended lately (``ended`` over one median latency): each task one check per
+        ``pending / that rate`` seconds. In a steady state as many tasks wait as ended
+        within a latency, so the gap is many latencies long and the schedule decides alone;
+        the extra checks of a drain are bounded by that share of the rate.
+        """
+        ended = self._ended_by(now)
+        if ended <= 0.0:
+            return math.inf
+        return self.pending * self._schedule.median / (ended * _DRAIN_SHARE)
 
     def _pushed(self, watch: _Watch, status: TaskStatus) -> bool:
         if watch.cancelled or watch.ended.done():
@@ -347,7 +390,9 @@ class Poller:
                     self._arm(next(iter(self._started.values()), now) + self._slow_after)
                     return
             heapq.heappop(heap)
-            if not watch.failures:
+            if watch.hurried:
+                watch.hurried = False
+            elif not watch.failures:
                 # The schedule may have learned since this time was planned: ask again.
                 elapsed = now - watch.accepted_at
                 later = watch.plan.recheck(watch.attempt, elapsed)
@@ -474,8 +519,17 @@ class Poller:
         if watch.cancelled:
             return
         watch.attempt += 1
+        now = time.monotonic()
         # A late poll (rate limit, slow answer) must not be followed at once by another.
-        self._push(watch, not_before=time.monotonic() + 0.05)
+        not_before = now + _MIN_GAP
+        if isinstance(watch.plan, PollPlan):
+            # (Not a callback's safety net: its checks are sparse on purpose.)
+            sooner = now + self._drain_gap(now)
+            if sooner < watch.accepted_at + watch.plan.at(watch.attempt):
+                watch.hurried = True
+                self._push(watch, not_before=max(not_before, sooner), keep_plan=True)
+                return
+        self._push(watch, not_before=not_before)
 
     def _failed(self, watch: _Watch, exc: QwenEditError) -> None:
         """A status request for ``watch`` failed with ``exc``: ask again later, or end it."""

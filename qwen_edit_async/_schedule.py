@@ -381,6 +381,11 @@ class PollSchedule:
         self._first = 0.0
 
     @property
+    def median(self) -> float:
+        """The fitted median latency (s): the hint or ``initial`` until tasks have ended."""
+        return math.exp(self._fit.mu)
+
+    @property
     def learned(self) -> bool:
         """Whether plans come from observed tasks rather than the hint or ``initial``."""
         return self._learned
