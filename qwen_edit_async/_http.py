@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -295,6 +296,15 @@ class HttpPipe:
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None
+
+    def round_trip(self) -> float | None:
+        """The quickest connection set-up to a server so far, in seconds (``None`` before
+        one, and on a session the caller shares: its connector is not the pipe's)."""
+        session = self._session
+        if session is None or not self._owns_session:
+            return None
+        connector = session.connector
+        return connector.quickest if isinstance(connector, WatchedConnector) else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -576,7 +586,25 @@ class GuardedResolver(AbstractResolver):
 
 class WatchedConnector(aiohttp.TCPConnector):
     """aiohttp's connector, telling the request the pipe watches (:data:`._watchdog.watching`)
-    which connection it got: its read timeout aborts that connection."""
+    which connection it got: its read timeout aborts that connection.
+
+    It also times the connections it opens: :attr:`quickest` is the shortest set-up of a
+    direct connection so far (a round trip or three, with TLS), ``None`` before one.
+    """
+
+    quickest: float | None = None
+
+    # aiohttp's private hook, called for a new connection only (not for one from the pool);
+    # its arguments passed through as they come, whatever aiohttp's version names them.
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        protocol = await super()._create_connection(*args, **kwargs)
+        request = args[0] if args else kwargs.get("req")
+        if getattr(request, "proxy", None) is None:  # through a proxy: the proxy's distance
+            took = time.monotonic() - start
+            if self.quickest is None or took < self.quickest:
+                self.quickest = took
+        return protocol
 
     # aiohttp's own signature (its parameter is called timeout).
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:  # noqa: ASYNC109

@@ -43,6 +43,7 @@ __all__ = [
     "INITIAL_IN_FLIGHT",
     "INITIAL_RATE",
     "PROVISIONAL_AFTER",
+    "PROVISIONAL_MIN",
     "RATE_CUT",
     "RATE_MAX",
     "Kind",
@@ -51,6 +52,7 @@ __all__ = [
     "burst_tolerance",
     "initial",
     "note_slot_time",
+    "provisional_after",
     "refused",
 ]
 
@@ -63,11 +65,17 @@ INITIAL_IN_FLIGHT = 4
 #: create that was answered (a constant number in the air, linear growth); two doubles
 #: the creates in the air each round trip, as TCP's slow start doubles its window.
 SLOW_START_STEP = 2.0
-#: Seconds a create sent during slow start may go unanswered before it counts as accepted:
-#: a refusal comes back within a round trip, an accepted synchronous create only with its
-#: image. Shorter than most round trips to a provider abroad, so slow start may double a few
-#: times per real round trip there; the first refusal still ends it.
+#: Seconds a create sent during slow start may go unanswered before it counts as accepted,
+#: at most: a refusal comes back within a round trip, an accepted synchronous create only
+#: with its image. Shorter than most round trips to a provider abroad, so slow start may
+#: double a few times per real round trip there; the first refusal still ends it. It is the
+#: wait while no round trip to the provider has been measured.
 PROVISIONAL_AFTER = 0.1
+#: The least of that wait, and the measured round trips (connection set-ups) it spans: a
+#: provider a millisecond away would refuse within a few; slow start then reaches 200 in
+#: flight in a few tens of milliseconds instead of four tenths of a second.
+PROVISIONAL_MIN = 0.02
+PROVISIONAL_ROUND_TRIPS = 4.0
 #: The least creates per second a client paces at once a rate refusal ended the unpaced start.
 INITIAL_RATE = 4.0
 #: Creates per second added for each create accepted while the rate held submissions back,
@@ -236,3 +244,17 @@ def note_slot_time(state: Learned, seconds: float) -> None:
         state.slot_time = seconds
     else:
         state.slot_time += 0.1 * (seconds - state.slot_time)
+
+
+def provisional_after(round_trip: float | None) -> float:
+    """Seconds a create sent during slow start waits unanswered before it counts as
+    accepted: :data:`PROVISIONAL_ROUND_TRIPS` times ``round_trip`` (the quickest connection
+    set-up to the provider seen so far), between :data:`PROVISIONAL_MIN` and
+    :data:`PROVISIONAL_AFTER`; ``None`` (none measured yet): :data:`PROVISIONAL_AFTER`.
+
+    >>> provisional_after(None), provisional_after(0.0002), provisional_after(0.01)
+    (0.1, 0.02, 0.04)
+    """
+    if round_trip is None:
+        return PROVISIONAL_AFTER
+    return min(PROVISIONAL_AFTER, max(PROVISIONAL_MIN, PROVISIONAL_ROUND_TRIPS * round_trip))

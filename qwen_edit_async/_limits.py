@@ -26,7 +26,7 @@ from ._learning import (
     HOLD,
     INITIAL_IN_FLIGHT,
     INITIAL_RATE,
-    PROVISIONAL_AFTER,
+    PROVISIONAL_MIN,
     RATE_CUT,
     RATE_MAX,
     Kind,
@@ -35,6 +35,7 @@ from ._learning import (
     burst_tolerance,
     initial,
     note_slot_time,
+    provisional_after,
     refused,
 )
 from ._pacing import Pace
@@ -68,18 +69,24 @@ class LimitsSnapshot(msgspec.Struct, frozen=True):
 class Unanswered:
     """Creates sent during slow start whose answer has not come yet.
 
-    Each counts as accepted once it has been out for :data:`~._learning.PROVISIONAL_AFTER`
-    without a refusal: ``count(holder)`` is called then, and returns whether it counted (the
-    job may have given its slot back meanwhile). :meth:`answered` tells the real answer's
-    handler whether slow start counted the create already, so it does not count twice.
+    Each counts as accepted once it has been out without a refusal for
+    :func:`~._learning.provisional_after` of the round trip ``round_trip()`` reports (the
+    quickest connection set-up to the provider, ``None`` before one is measured): ``count
+    (holder)`` is called then, and returns whether it counted (the job may have given its
+    slot back meanwhile). The wait is decided when it ends, not when the create leaves: the
+    first creates of a client leave before any connection to measure. :meth:`answered` tells
+    the real answer's handler whether slow start counted the create already, so it does not
+    count twice.
     """
 
-    __slots__ = ("_count", "_counted", "_timers")
+    __slots__ = ("_count", "_counted", "_timers", "round_trip")
 
     def __init__(self, count: Callable[[object], bool]) -> None:
         self._count = count
         self._timers: dict[object, asyncio.TimerHandle] = {}
         self._counted: set[object] = set()
+        #: The round trip to the provider measured so far (see :meth:`Limits.watch_round_trip`).
+        self.round_trip: Callable[[], float | None] = _unmeasured
 
     def __bool__(self) -> bool:
         return bool(self._timers or self._counted)
@@ -93,10 +100,19 @@ class Unanswered:
         if holder is None or holder in self._timers or holder in self._counted:
             return  # a retry of the same create: one count per job is enough
         loop = asyncio.get_running_loop()
-        self._timers[holder] = loop.call_later(PROVISIONAL_AFTER, self._fire, holder)
+        self._timers[holder] = loop.call_later(
+            PROVISIONAL_MIN, self._fire, holder, time.monotonic()
+        )
 
-    def _fire(self, holder: object) -> None:
-        if self._timers.pop(holder, None) is not None and self._count(holder):
+    def _fire(self, holder: object, sent: float) -> None:
+        if self._timers.pop(holder, None) is None:
+            return
+        left = sent + provisional_after(self.round_trip()) - time.monotonic()
+        if left > 0.001:
+            # Not out long enough for the round trip known now: look again then.
+            loop = asyncio.get_running_loop()
+            self._timers[holder] = loop.call_later(left, self._fire, holder, sent)
+        elif self._count(holder):
             self._counted.add(holder)
 
     def answered(self, holder: object) -> bool:
@@ -118,6 +134,10 @@ class Unanswered:
     def clear(self) -> None:
         self.stop()
         self._counted.clear()
+
+
+def _unmeasured() -> float | None:
+    return None
 
 
 class Limits:
@@ -160,6 +180,11 @@ class Limits:
     def sending(self, holder: object) -> None:
         """``holder``'s create is being sent now (after :meth:`pace`); its answer follows
         as :meth:`accepted` or :meth:`refused`."""
+
+    def watch_round_trip(self, measured: Callable[[], float | None]) -> None:
+        """Read the round trip to the provider from ``measured`` (seconds, ``None`` while
+        unknown): during slow start, how long an unanswered create waits before it counts
+        as accepted follows it (:func:`~._learning.provisional_after`)."""
 
     def accepted(self, holder: object) -> None:
         """The provider accepted ``holder``'s create."""
@@ -347,7 +372,7 @@ class LocalLimits(Limits):
 
     def sending(self, holder: object) -> None:
         """During slow start, count ``holder``'s create as accepted once it has been out for
-        :data:`~._learning.PROVISIONAL_AFTER` without a refusal.
+        :func:`~._learning.provisional_after` without a refusal.
 
         A 429 comes back within a round trip, but on the synchronous route an accepted
         create is answered only when the image is made, seconds later: slow start that waited
@@ -358,6 +383,9 @@ class LocalLimits(Limits):
         if not self.adaptive or state.in_flight_cut_at or state.in_flight >= self.ceiling:
             return
         self._unanswered.start(holder)
+
+    def watch_round_trip(self, measured: Callable[[], float | None]) -> None:
+        self._unanswered.round_trip = measured
 
     def _unrefused(self, holder: object) -> bool:
         if holder not in self._held:

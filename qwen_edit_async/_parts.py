@@ -157,6 +157,8 @@ def make_calls(
     pipe = HttpPipe(
         session=session, connections=connections, connect_timeout=config.connect_timeout
     )
+    # Slow start counts an unanswered create as accepted after a few round trips.
+    limits.watch_round_trip(pipe.round_trip)
     return Calls(provider, api_key, config, pipe, limits=limits)
 
 

@@ -35,6 +35,7 @@ import random
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -430,7 +431,7 @@ class RedisLimits(Limits):
 
     def sending(self, holder: object) -> None:
         """As the local limits do: during the shared slow start, a leased create left
-        unanswered for :data:`~._learning.PROVISIONAL_AFTER` counts as accepted (on a
+        unanswered for :func:`~._learning.provisional_after` counts as accepted (on a
         synchronous provider the answer comes only with the image)."""
         if holder not in self._leases:
             self.local.sending(holder)  # a job on the local limits (Redis was down)
@@ -443,6 +444,10 @@ class RedisLimits(Limits):
         ):
             return
         self._unanswered.start(holder)
+
+    def watch_round_trip(self, measured: Callable[[], float | None]) -> None:
+        self._unanswered.round_trip = measured
+        self.local.watch_round_trip(measured)
 
     def _unrefused(self, holder: object) -> bool:
         if holder not in self._leases or self._learned.in_flight_cut_at:

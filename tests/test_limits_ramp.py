@@ -6,14 +6,18 @@ large share of it. These tests count round trips and accepted creates, never sec
 
 from __future__ import annotations
 
+import time
+
+import aiohttp
 import anyio
 import pytest
 from _wait import until
 
 import qwen_edit_async as qe
 from qwen_edit_async import _learning
+from qwen_edit_async._http import HttpPipe
 from qwen_edit_async._learning import Learned
-from qwen_edit_async._limits import LocalLimits
+from qwen_edit_async._limits import LocalLimits, Unanswered
 from qwen_edit_async.testing import FakeProvider
 
 URL = "https://example.com/a.png"
@@ -203,3 +207,89 @@ async def test_the_sync_route_opens_up_before_any_image_is_made() -> None:
             group.start_soon(run)
             await until(lambda: fake.stats.running >= 36, seconds=8.0)
             group.cancel_scope.cancel()
+
+
+# -- how long an unanswered create waits: a few measured round trips -----------------------
+
+
+def test_the_wait_follows_the_measured_round_trip_within_its_bounds() -> None:
+    """Four round trips, at least PROVISIONAL_MIN, at most PROVISIONAL_AFTER; none measured
+    yet: PROVISIONAL_AFTER."""
+    after = _learning.provisional_after
+    assert after(None) == _learning.PROVISIONAL_AFTER
+    assert after(0.0001) == _learning.PROVISIONAL_MIN  # loopback: the floor
+    assert after(0.01) == pytest.approx(4 * 0.01)
+    assert after(0.2) == _learning.PROVISIONAL_AFTER  # a provider abroad: as before
+
+
+async def test_a_create_counts_after_a_few_round_trips_not_a_fixed_tenth() -> None:
+    """With a 1 ms round trip measured, a create out for 30 ms without a refusal counts
+    when its timer looks (the old rule waited 0.1 s whatever the distance); out for 5 ms,
+    it does not, and its timer is set again for the rest of the wait."""
+    counted: list[object] = []
+    unanswered = Unanswered(lambda holder: counted.append(holder) is None)
+    unanswered.round_trip = lambda: 0.001
+    early, late = object(), object()
+    unanswered.start(early)
+    unanswered.start(late)
+    now = time.monotonic()
+    unanswered._fire(late, now - 0.030)
+    assert counted == [late]
+    unanswered._fire(early, now - 0.005)
+    assert counted == [late] and unanswered.pending == 1  # looked again later
+    assert unanswered.answered(late) and not unanswered.answered(early)
+
+
+async def test_before_any_round_trip_is_measured_a_create_waits_the_full_tenth() -> None:
+    """A client's first creates leave before any connection is set up: with nothing
+    measured, 30 ms unanswered is not enough; once a round trip is known, the same create
+    counts at the next look."""
+    counted: list[object] = []
+    measured: list[float] = []
+    unanswered = Unanswered(lambda holder: counted.append(holder) is None)
+    unanswered.round_trip = lambda: measured[0] if measured else None
+    holder = object()
+    unanswered.start(holder)
+    sent = time.monotonic() - 0.030
+    unanswered._fire(holder, sent)
+    assert counted == [] and unanswered.pending == 1
+    measured.append(0.0005)
+    unanswered._fire(holder, sent)
+    assert counted == [holder]
+    unanswered.clear()
+
+
+async def test_a_client_measures_its_round_trip_to_the_provider() -> None:
+    """The client's pipe times the connections it opens and its limits read the quickest:
+    on 127.0.0.1 the first creates make the wait the floor, not a tenth of a second."""
+    async with (
+        FakeProvider(api_key="sk-test", latency=0.0) as fake,
+        qe.QwenEditClient(
+            "dashscope", api_key="sk-test", base_url=fake.url, max_in_flight=8
+        ) as client,
+    ):
+        pipe = client._calls.pipe
+        assert isinstance(pipe, HttpPipe)
+        assert pipe.round_trip() is None  # nothing opened yet
+        await client.edit(images=[URL], prompt="p")
+        seen = pipe.round_trip()
+        assert seen is not None and 0.0 < seen < 1.0
+        limits = client._calls.limits
+        assert isinstance(limits, LocalLimits)
+        assert limits._unanswered.round_trip() == seen
+
+
+async def test_a_shared_session_measures_nothing() -> None:
+    """A session the caller shares has its own connector: the pipe reports no round trip
+    and slow start keeps the tenth of a second."""
+    async with (
+        FakeProvider(api_key="sk-test", latency=0.0) as fake,
+        aiohttp.ClientSession() as session,
+        qe.QwenEditClient(
+            "dashscope", api_key="sk-test", base_url=fake.url, max_in_flight=8, session=session
+        ) as client,
+    ):
+        await client.edit(images=[URL], prompt="p")
+        pipe = client._calls.pipe
+        assert isinstance(pipe, HttpPipe)
+        assert pipe.round_trip() is None
