@@ -317,6 +317,26 @@ SCENARIOS: dict[str, Scenario] = {
             quick={"jobs": 1000, "in_flight": 100},
         ),
         Throughput(
+            # The same traffic with a latency spread, as a real provider's: answers do not
+            # come back in the waves a fixed latency keeps, so neither client batches them.
+            name="sync-lognormal",
+            title="1c. Sync dialect, lognormal latency",
+            provider="dashscope",
+            jobs=3000,
+            in_flight=200,
+            latency=(0.5, 0.3),
+            peers=_SYNC_PEERS,
+            targets=(
+                Target("% of ideal >= baseline", _at_least_peer("pct_ideal", "baseline", "%")),
+                Target(
+                    "client CPU/job <= baseline",
+                    _at_most_peer("cpu_ms_per_job", "baseline", " ms"),
+                ),
+            ),
+            quick={"jobs": 600, "in_flight": 100},
+            rounds=3,
+        ),
+        Throughput(
             name="task-lognormal",
             title="2. Task dialect (Evolink), lognormal latency, no hint",
             provider="evolink",
