@@ -36,7 +36,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.processes import PYTHON, RESULTS, ROOT, Fake, log
 
@@ -158,7 +158,7 @@ def _table(title: str, rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-PEERS = {
+PEERS: dict[str, dict[str, Any]] = {
     "library": {"max_in_flight": 64},
     "fixed-64": {"max_in_flight": 64, "adaptive_limits": False},
 }
@@ -190,7 +190,10 @@ def quota(quick: bool, workdir: Path) -> dict[str, Any]:
 def rate(quick: bool, workdir: Path) -> dict[str, Any]:
     jobs = 60 if quick else 150
     args = ["--latency", str(LATENCY), "--max-rate", "5", "--burst", "2", "--no-estimated-time"]
-    peers = {**PEERS, "hand-tuned-5/s": {"submit_rate": 5.0, "adaptive_limits": False}}
+    peers: dict[str, dict[str, Any]] = {
+        **PEERS,
+        "hand-tuned-5/s": {"submit_rate": 5.0, "adaptive_limits": False},
+    }
     rows = {}
     for name, options in peers.items():
         log(f"rate: {name}")
@@ -245,13 +248,13 @@ def _recovery(done: list[float], since: float, ideal: float) -> float | None:
 def shared(quick: bool, workdir: Path) -> dict[str, Any]:
     """Four processes on one key against quota 8; then the same with one killed by -9."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from _redis_support import redis_server
+    from _redis_support import redis_server  # type: ignore[import-not-found]
 
     per = 30 if quick else 100
     rows: dict[str, Any] = {}
     args = ["--latency", str(LATENCY), "--max-running", "8", "--no-estimated-time"]
     with redis_server() as server:
-        variants = {
+        variants: dict[str, dict[str, Any]] = {
             "library+shared": {"max_in_flight": 64, "lease_ttl": 3.0},
             "library alone": {"max_in_flight": 64},
             "fixed-64": {"max_in_flight": 64, "adaptive_limits": False},
@@ -292,11 +295,14 @@ def _killed(redis_url: str, per: int, args: list[str], workdir: Path) -> dict[st
             seconds, micros = conn.time()
             now = seconds * 1000 + micros // 1000
             keys = [k for k in conn.scan_iter("qwen-edit:*:leases")]
-            return sum(
-                1
+            live = [
+                cast(
+                    "list[tuple[bytes, float]]", conn.zrangebyscore(k, now, "+inf", withscores=True)
+                )
                 for k in keys
-                for member, score in conn.zrangebyscore(k, now, "+inf", withscores=True)
-                if member.decode().startswith(f"{pid}-")
+            ]
+            return sum(
+                1 for pairs in live for member, _ in pairs if member.decode().startswith(f"{pid}-")
             )
 
         before = held(victim.pid)

@@ -542,7 +542,9 @@ def select(
                 scenario = dataclasses.replace(scenario, in_flight=in_flight)
         if isinstance(scenario, Bulk):
             overrides = {"jobs": jobs, "in_flight": in_flight, "latency": latency}
-            given = {key: value for key, value in overrides.items() if value is not None}
+            given: dict[str, Any] = {
+                key: value for key, value in overrides.items() if value is not None
+            }
             scenario = dataclasses.replace(scenario, **given)
         if isinstance(scenario, Throughput):
             if rounds is not None:

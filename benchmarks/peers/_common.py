@@ -85,7 +85,7 @@ class Meter:
         self._wall0 = time.time()
         self._t0 = time.perf_counter()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self._t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         ru0 = self._ru0
