@@ -340,8 +340,11 @@ class JobRunner:
                 answer = await self._create(job, model, ticket, attempts)
                 if isinstance(answer, EditResult):
                     return self._named(answer, model)
-                await job._accept(answer.task_id, answer.request_id)
                 hint = answer.estimated_time
+                await job._accept(answer.task_id, answer.request_id)
+                # Not kept while the task runs: the acceptance holds the parsed answer, a few
+                # objects per task that the garbage collector would walk thousands of times.
+                del answer
             else:
                 job._watch()
             return await self._wait_task(job, ticket, hint)

@@ -4,6 +4,7 @@ counted (objects made, timers armed), never timed."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _wait import until
 from anyio._backends import _asyncio as anyio_asyncio
 from conftest import API_KEY
 
@@ -19,6 +21,7 @@ import qwen_edit_async as qe
 from qwen_edit_async._http import HttpPipe
 from qwen_edit_async._jobs import Deadline, Deadlines
 from qwen_edit_async._limits import LocalLimits
+from qwen_edit_async.providers import TaskAccepted
 from qwen_edit_async.testing import FakeProvider
 
 URL = "https://example.com/a.png"
@@ -272,3 +275,18 @@ def test_ready_only_when_neither_a_cooldown_nor_a_rate_needs_a_wait() -> None:
     limits.state.rate = 20.0  # a rate refusal ended the unpaced start
     assert not limits.ready()
     assert not LocalLimits(max_in_flight=8, submit_rate=50.0).ready()
+
+
+async def test_a_task_s_create_answer_is_not_kept_while_it_is_polled() -> None:
+    """The provider's acceptance of a task (with its parsed answer) is let go once the job
+    has its task id: thousands of tasks in flight would otherwise each keep a few more
+    objects for the garbage collector to walk."""
+    async with FakeProvider(api_key=API_KEY, latency=30.0) as fake:
+        client = qe.QwenEditClient("evolink", api_key=API_KEY, base_url=fake.url)
+        async with client, anyio.create_task_group() as group:
+            group.start_soon(lambda: client.edit(images=["https://example.com/a.png"], prompt="p"))
+            await until(lambda: client.statistics().polling == 1)
+            gc.collect()
+            kept = [o for o in gc.get_objects() if isinstance(o, TaskAccepted)]
+            assert kept == []  # the job polls its task; nothing holds the acceptance
+            group.cancel_scope.cancel()
