@@ -253,12 +253,14 @@ class Poller:
         return watch.status
 
     def _ended_by(self, now: float) -> float:
-        """The decayed count of ended waits, brought up to ``now``."""
+        """The decayed count of ended waits, brought up to ``now`` (and kept so: the decay
+        since the last update is applied once, whoever asks)."""
         ended = self._ended
         if ended:
             since = now - self._ended_at
             if since > 0.0:
                 ended *= math.exp(-since / self._schedule.median)
+                self._ended = ended
         self._ended_at = now
         return ended
 

@@ -4,6 +4,7 @@ which tasks ended; in a steady state, and for a callback's safety net, the plan 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import AsyncIterator
@@ -142,3 +143,18 @@ async def test_a_callbacks_safety_net_is_never_hurried() -> None:
     assert len(sent) == _LAST_CHECK
     for attempt, at in enumerate(sent):
         assert at >= _earliest(net.at(attempt)), (attempt, sent)
+
+
+def test_the_count_of_ended_tasks_decays_the_same_however_often_it_is_read() -> None:
+    """One task ended at t0: a median latency later its weight is 1/e, whether or not the
+    drain read the count halfway (a read used to restart the decay without applying it)."""
+    read = Poller(_Provider().status, _Recorded(), concurrency=8)
+    unread = Poller(_Provider().status, _Recorded(), concurrency=8)
+    median = read._schedule.median
+    for poller in (read, unread):
+        poller._ended, poller._ended_at = 1.0, 100.0
+    read.pending = 1
+    read._drain_gap(100.0 + median / 2)
+    expected = pytest.approx(math.exp(-1.0))
+    assert unread._ended_by(100.0 + median) == expected
+    assert read._ended_by(100.0 + median) == expected
