@@ -405,6 +405,11 @@ class HttpPipe:
             if watched is not None and watchdog is not None and token is not None:
                 watchdog.end(watched)
                 watching.reset(token)
+                # A connection opened for this request keeps its context (where `watched`
+                # is set) in its transport's callbacks for as long as it is pooled: the
+                # watch lets go of the response and its body, or every pooled connection
+                # would keep the first answer it carried.
+                watched.connection = watched.response = None
 
     def _headers(
         self, own: Mapping[str, str], extra: Mapping[str, str] | None, body: bool
@@ -597,6 +602,9 @@ class WatchedConnector(aiohttp.TCPConnector):
     # aiohttp's private hook, called for a new connection only (not for one from the pool);
     # its arguments passed through as they come, whatever aiohttp's version names them.
     async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        watched = watching.get()
+        if watched is not None:
+            watched.connecting()  # out of the pool's queue: name resolution counts
         start = time.monotonic()
         protocol = await super()._create_connection(*args, **kwargs)
         request = args[0] if args else kwargs.get("req")
@@ -612,6 +620,7 @@ class WatchedConnector(aiohttp.TCPConnector):
         watched = watching.get()
         if watched is not None:
             watched.connection = connection
+            watched.connecting()  # a connection of the pool (a new one started the clock)
             if watched.expired:
                 # aiohttp sends an idempotent request again on a new connection when its
                 # connection was lost: not one whose read timeout ended it.

@@ -15,6 +15,11 @@ request left (a synchronous create's answer comes whole when the image is made) 
 so is one that drips its headers. A timeout is noticed between ``read_timeout`` and
 ``read_timeout`` plus a tick (an eighth of it, at most one second) after the last progress.
 
+A request waiting for a free connection of the pool (a task provider's creates share a
+bounded number) is not timed until it has one or starts making one: that wait is the client's
+own queue, not the provider's silence. Making a connection then counts (name resolution
+included; the TCP connect has its own timeout).
+
 The connection of a request is learnt from the pipe's connector through a context variable
 (:data:`watching`) the pipe sets around the request: aiohttp asks the connector for it in the
 task that sends. This module knows no aiohttp: it reads a connection's transport and a
@@ -60,6 +65,15 @@ class Watched(msgspec.Struct, eq=False):
     mark: tuple[int, int] = (-1, -1)
     #: Its connection was aborted at its read timeout.
     expired: bool = False
+    #: Waiting for a free connection of the pool: not the provider's silence, so its read
+    #: timeout does not run yet (its clock starts when it has a connection or makes one).
+    queued: bool = True
+
+    def connecting(self) -> None:
+        """It has a connection of the pool, or is making one: its read timeout runs now."""
+        if self.queued:
+            self.queued = False
+            self.since = time.monotonic()
 
     def _progress(self) -> tuple[int, int]:
         """(bytes of the request still queued, bytes of the answer's body read)."""
@@ -127,6 +141,9 @@ class Watchdog:
         now = time.monotonic()
         tick = math.inf
         for watched in list(self._watched):
+            if watched.queued:
+                tick = min(tick, watched.limit / 8)
+                continue
             mark = watched._progress()
             if mark != watched.mark:
                 watched.mark, watched.since = mark, now

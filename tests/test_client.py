@@ -13,6 +13,8 @@ from _wait import until
 from conftest import API_KEY
 
 import qwen_edit_async as qe
+from qwen_edit_async import _parts
+from qwen_edit_async._http import WatchedConnector
 from qwen_edit_async.testing import FakeProvider
 
 URL = "https://example.com/a.png"
@@ -295,6 +297,44 @@ async def test_connections_are_sized_for_max_in_flight() -> None:
                         await anyio.sleep(0.02)
                 tg.cancel_scope.cancel()
         assert fake.stats.peak_running == 150
+
+
+async def test_a_task_provider_s_creates_share_a_bounded_number_of_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task's create holds its connection only for the provider's acceptance: 300 creates
+    at once open no connection each. The pool is 8 connections for creates (the bound
+    lowered from 256 for the test), 64 for status requests and 16 for downloads, and the
+    creates may use all 88 while nothing else does; every task is still accepted."""
+    monkeypatch.setattr(_parts, "TASK_CREATE_CONNECTIONS", 8)
+    opened = 0
+    original = WatchedConnector._create_connection
+
+    async def counted(self: WatchedConnector, *args: object, **kwargs: object) -> object:
+        nonlocal opened
+        opened += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(WatchedConnector, "_create_connection", counted)
+    async with FakeProvider(api_key=API_KEY, latency=60) as fake:
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(300)]
+        # No status request before the checks below (first checks are 30-70% of 20 s in).
+        client = client_for(
+            fake, "evolink", max_in_flight=300, adaptive_limits=False, poll_initial=20.0
+        )
+        async with client, anyio.create_task_group() as tg:
+
+            async def consume() -> None:
+                async for _ in client.edit_many(requests):
+                    pass
+
+            tg.start_soon(consume)
+            await until(lambda: client.statistics().polling == 300, seconds=30)
+            status_requests = client.statistics().status_requests
+            tg.cancel_scope.cancel()
+    assert fake.stats.creates == 300
+    assert status_requests == 0
+    assert opened <= 8 + 64 + 16
 
 
 @pytest.mark.slow  # 5,000 jobs under tracemalloc: 13 s and more on 2 cores

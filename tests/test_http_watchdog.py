@@ -4,10 +4,12 @@ real servers on 127.0.0.1 that stay silent, stop halfway, drip, or never read th
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from qwen_edit_async._http import Answer, HttpPipe, Lost
@@ -151,3 +153,66 @@ async def test_requests_arm_no_timer_each(pipe: HttpPipe, monkeypatch: pytest.Mo
         server.close()
     assert [a.body for a in answers] == [b"{}"] * 60
     assert len(armed) <= 4, armed
+
+
+async def test_a_pooled_connection_keeps_no_answer_of_the_request_that_opened_it(
+    pipe: HttpPipe,
+) -> None:
+    """A connection opened for a request stays in the pool after it; the request's watch
+    lives on in what the connection's transport captured then (its context), so the watch
+    must let go of the response: it kept every pooled connection's first answer, body
+    included (a 1 MiB download here; thousands of status answers in a bulk run)."""
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+                writer.write(b"x" * (1 << 20))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await _raw_server(on_client)
+    try:
+        answer = await pipe.send(HttpRequest("GET", url), read_timeout=30, cap=2 << 20)
+        assert len(answer.body) == 1 << 20
+        del answer
+        gc.collect()
+        pooled = sum(len(idle) for idle in pipe._session.connector._conns.values())  # type: ignore[union-attr]
+        responses = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientResponse)]
+    finally:
+        server.close()
+    assert pooled == 1  # the connection is kept for the next request
+    assert responses == []  # and nothing of the answer with it
+
+
+async def test_the_wait_for_a_free_connection_is_not_counted_as_silence() -> None:
+    """One connection, two requests: the second waits 0.8 s for the first's answer, longer
+    than its read timeout of 0.4 s, then is answered at once. The read timeout counts from
+    when it has a connection, so it is answered, not lost."""
+    pipe = HttpPipe(connections=1, connect_timeout=2.0)
+    await pipe.open()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if b"GET /slow" in head:
+                    await asyncio.sleep(0.8)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server, url = await _raw_server(on_client)
+    try:
+        slow = asyncio.ensure_future(
+            pipe.send(HttpRequest("GET", url + "slow"), read_timeout=5, cap=1024)
+        )
+        await asyncio.sleep(0.05)  # the slow one has the only connection
+        quick = await pipe.send(HttpRequest("GET", url + "quick"), read_timeout=0.4, cap=1024)
+        assert (await slow).body == b"{}"
+    finally:
+        server.close()
+        await pipe.aclose()
+    assert quick.body == b"{}"

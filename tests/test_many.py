@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import gc
 import warnings
+from typing import Any
 
 import anyio
 import pytest
+from anyio._backends import _asyncio as anyio_asyncio
 from conftest import API_KEY
 
 import qwen_edit_async as qe
@@ -105,8 +107,10 @@ async def test_closing_the_client_under_a_consumer_ends_the_loop(fake: FakeProvi
     await client.aclose()
     with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
         await consumer
-    assert outcomes, "the running jobs' outcomes reached the consumer"
+    # The window took 4 requests: the 2 running and the 2 waiting for a worker all end.
+    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
     assert all(isinstance(o.error, qe.JobCancelledError) for o in outcomes)
+    assert _workers() == 0  # the close waited for every worker
 
 
 async def test_the_window_bounds_requests_taken_from_the_input(fake: FakeProvider) -> None:
@@ -155,3 +159,62 @@ async def test_the_first_creates_go_out_while_the_first_window_is_read(fake: Fak
         await stream.aclose()
     assert creates_seen[0] == 0
     assert creates_seen[-1] > 0
+
+
+async def test_requests_read_ahead_hold_no_job_yet(fake: FakeProvider) -> None:
+    """The window reads up to 2 x max_in_flight requests ahead; those not yet taken by a
+    worker are kept as given, without a job (a job is made when its work starts)."""
+    fake.latency = 30.0
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(50)]
+    async with client_for(fake, "evolink", max_in_flight=10, adaptive_limits=False) as client:
+        stream = client.edit_many(requests)
+        consumer = asyncio.ensure_future(anext(stream))
+        await _wait_until(lambda: client.statistics().polling == 10, "ten tasks are watched")
+        gc.collect()
+        ours = {id(request) for request in requests}  # (other tests' jobs may linger)
+        jobs = [o for o in gc.get_objects() if isinstance(o, qe.Job) and id(o.request) in ours]
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await stream.aclose()
+    assert len(jobs) == 10  # the 10 running; the 10 read ahead have none
+
+
+async def test_workers_are_not_tasks_of_the_client_s_task_group(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """edit_many starts its feeder in the client's task group and its workers as plain
+    tasks: anyio's bookkeeping per task (a handle, a cancel scope, an event) is a dozen
+    objects per worker, walked by the garbage collector for as long as thousands of
+    workers wait for their tasks."""
+    spawned: list[str] = []
+    original = anyio_asyncio.TaskGroup.start_soon
+
+    def counted(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        spawned.append(getattr(func, "__qualname__", repr(func)))
+        return original(self, func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio_asyncio.TaskGroup, "start_soon", counted)
+    requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(30)]
+    async with client_for(fake, "vtrix", max_in_flight=10, adaptive_limits=False) as client:
+        outcomes = [o async for o in client.edit_many(requests)]
+    assert len(outcomes) == 30 and all(o.ok for o in outcomes)
+    assert [name for name in spawned if name.startswith("_Run.")] == ["_Run.feed"]
+
+
+async def test_a_worker_s_unexpected_error_reaches_the_consumer(fake: FakeProvider) -> None:
+    """A bug in a worker (here: running a job raises) is raised from the loop, not left to
+    the client's task group, so the consumer never waits for outcomes that will not come."""
+    async with client_for(fake, "dashscope", max_in_flight=4) as client:
+
+        async def broken(*args: Any, **kwargs: Any) -> None:
+            raise ZeroDivisionError("a bug")
+
+        client._jobs.run = broken  # type: ignore[method-assign]
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(3)]
+        with anyio.fail_after(5), pytest.raises(ZeroDivisionError, match="a bug"):
+            async for _ in client.edit_many(requests):
+                pass
+        del client._jobs.run  # the runner's own again
+        assert not client.closed  # the client goes on
+        assert (await client.edit([URL], "after")).images
