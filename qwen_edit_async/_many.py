@@ -178,6 +178,8 @@ class _Run:
         try:
             await self._all_ended(loop)
         except anyio.get_cancelled_exc_class():
+            if not self.closing:  # the consumer hears of it once it has every outcome
+                self.feed_error = RuntimeError("the QwenEditClient was closed during edit_many")
             self.stop()
             with anyio.CancelScope(shield=True):
                 await self._all_ended(loop)

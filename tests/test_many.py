@@ -218,3 +218,30 @@ async def test_a_worker_s_unexpected_error_reaches_the_consumer(fake: FakeProvid
         del client._jobs.run  # the runner's own again
         assert not client.closed  # the client goes on
         assert (await client.edit([URL], "after")).images
+
+
+async def test_closing_the_client_after_every_request_was_read_ends_the_running_jobs(
+    fake: FakeProvider,
+) -> None:
+    """Two stuck jobs, every request read: the feeder waits for the workers in the client's
+    task group, so closing the client still cancels both jobs (their outcomes reach the
+    consumer) and waits until no worker is left."""
+    requests = [qe.EditRequest(images=[URL], prompt="[stuck] x") for _ in range(2)]
+    client = client_for(fake, "vtrix", max_in_flight=2)
+    outcomes: list[qe.Outcome] = []
+    await client.__aenter__()
+
+    async def consume() -> None:
+        async for outcome in client.edit_many(requests):
+            outcomes.append(outcome)
+
+    consumer = asyncio.ensure_future(consume())
+    await _wait_until(lambda: client.statistics().polling == 2, "two tasks are watched")
+    assert _workers() == 2
+    with anyio.fail_after(5):
+        await client.aclose()
+    assert _workers() == 0
+    with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
+        await consumer
+    assert sorted(o.index for o in outcomes) == [0, 1]
+    assert all(isinstance(o.error, qe.JobCancelledError) for o in outcomes)
