@@ -27,6 +27,7 @@ policy. What it adds between them:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -87,8 +88,16 @@ class Calls:
         *,
         limits: Limits | None = None,
         policy: RetryPolicy | None = None,
+        create_connections: int | None = None,
     ) -> None:
         self.provider = provider
+        #: Creates on the wire at once, at most (``None``: no bound but the slots). A task's
+        #: create holds a connection only for the acceptance: a bound keeps thousands of
+        #: them from opening a connection each, and from taking the connections the status
+        #: requests and downloads are sized for.
+        self._create_gate = (
+            None if create_connections is None else asyncio.Semaphore(create_connections)
+        )
         #: What carries the requests (a test may put an in-memory one in its place).
         self.pipe = pipe
         self._key = api_key
@@ -183,30 +192,42 @@ class Calls:
         ``attempts`` caps the tries (default: the config's ``max_attempts``).
         """
         max_attempts = attempts or self._config.max_attempts
-        limits, provider = self.limits, self.provider
+        limits, provider, gate = self.limits, self.provider, self._create_gate
         attempt = 0
         while True:
             attempt += 1
             if not limits.ready():  # no coroutine when nothing needs a wait
                 await limits.pace()
-            if on_send is not None:
-                sending = on_send()
-                if sending is not None:
-                    await sending
-                on_send = None
-            limits.sending(holder)
+            if gate is not None:
+                # Before on_send: a create waiting here has not left, nor counts as sent.
+                await gate.acquire()
+            try:
+                if on_send is not None:
+                    sending = on_send()
+                    if sending is not None:
+                        await sending
+                    on_send = None
+                limits.sending(holder)
+            except BaseException:
+                if gate is not None:
+                    gate.release()
+                raise
             # The exchange in this frame, not in a coroutine of its own: each suspension of
             # the request passes through every frame awaiting it.
             start = time.perf_counter() if logger.isEnabledFor(logging.DEBUG) else 0.0
             try:
                 try:
-                    sent = await self.pipe.send(
-                        request,
-                        headers=self._auth,
-                        read_timeout=self._create_timeout,
-                        cap=self._create_cap_bytes,
-                        stream=body,
-                    )
+                    try:
+                        sent = await self.pipe.send(
+                            request,
+                            headers=self._auth,
+                            read_timeout=self._create_timeout,
+                            cap=self._create_cap_bytes,
+                            stream=body,
+                        )
+                    finally:
+                        if gate is not None:
+                            gate.release()
                 except NotSent as exc:
                     # A final failure: the same URL again cannot help.
                     raise TransportError(

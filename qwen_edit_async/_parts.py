@@ -158,14 +158,17 @@ def make_calls(
 
     A synchronous create holds its connection until the image is made, so there is one
     per job in flight. A task's create holds it only for the provider's acceptance (a
-    round trip), so at most :data:`TASK_CREATE_CONNECTIONS` are opened for creates whatever
-    ``max_in_flight`` is: creates beyond that wait for a free connection rather than open
-    one each. At 5,000 tasks in flight a connection per create made the first wave open
-    5,000 connections (a quarter of the client's CPU in the ramp) and keep them pooled for
-    the whole run, some 25 objects each for the garbage collector to walk.
+    round trip), so at most :data:`TASK_CREATE_CONNECTIONS` creates are on the wire at once
+    whatever ``max_in_flight`` is: the others wait for their turn before they are sent
+    (not in the pool's queue, where status requests would wait behind them), rather than
+    open a connection each. At 5,000 tasks in flight a connection per create made the first
+    wave open 5,000 connections (a quarter of the client's CPU in the ramp) and keep them
+    pooled for the whole run, some 25 objects each for the garbage collector to walk.
     """
+    creates: int | None = None
     if provider.is_task:
-        connections = min(max_in_flight, TASK_CREATE_CONNECTIONS) + poll_concurrency
+        creates = min(max_in_flight, TASK_CREATE_CONNECTIONS)
+        connections = creates + poll_concurrency
     else:
         connections = max_in_flight
     connections += config.download_concurrency
@@ -174,7 +177,7 @@ def make_calls(
     )
     # Slow start counts an unanswered create as accepted after a few round trips.
     limits.watch_round_trip(pipe.round_trip)
-    return Calls(provider, api_key, config, pipe, limits=limits)
+    return Calls(provider, api_key, config, pipe, limits=limits, create_connections=creates)
 
 
 def make_poller(config: ClientConfig, provider: Provider, calls: Calls, concurrency: int) -> Poller:

@@ -303,9 +303,8 @@ async def test_a_task_provider_s_creates_share_a_bounded_number_of_connections(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A task's create holds its connection only for the provider's acceptance: 300 creates
-    at once open no connection each. The pool is 8 connections for creates (the bound
-    lowered from 256 for the test), 64 for status requests and 16 for downloads, and the
-    creates may use all 88 while nothing else does; every task is still accepted."""
+    open no connection each. At most 8 are on the wire at once (the bound lowered from 256
+    for the test), so 8 connections carry them all; every task is still accepted."""
     monkeypatch.setattr(_parts, "TASK_CREATE_CONNECTIONS", 8)
     opened = 0
     original = WatchedConnector._create_connection
@@ -334,7 +333,67 @@ async def test_a_task_provider_s_creates_share_a_bounded_number_of_connections(
             tg.cancel_scope.cancel()
     assert fake.stats.creates == 300
     assert status_requests == 0
-    assert opened <= 8 + 64 + 16
+    assert opened <= 8
+
+
+async def test_a_task_provider_sees_at_most_the_bound_of_creates_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task provider whose creates take 0.2 s each, 12 jobs with a slot each, creates
+    bounded to 3 on the wire (lowered from 256 for the test): the provider never sees more
+    than 3 creates at once (the pool alone, sized 3 + 64 + 16, would have let all 12
+    through), the others wait for their turn before they are sent, and every job ends."""
+    from aiohttp import web
+
+    monkeypatch.setattr(_parts, "TASK_CREATE_CONNECTIONS", 3)
+    creating = most = 0
+    ids = iter(range(100))
+
+    async def create(request: web.Request) -> web.Response:
+        nonlocal creating, most
+        creating += 1
+        most = max(most, creating)
+        try:
+            await asyncio.sleep(0.2)
+        finally:
+            creating -= 1
+        return web.json_response({"id": f"task-{next(ids)}", "status": "pending", "progress": 0})
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "id": request.match_info["id"],
+                "status": "completed",
+                "progress": 100,
+                "results": ["https://example.com/out.png"],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/images/generations", create)
+    app.router.add_get("/v1/tasks/{id}", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        client = qe.QwenEditClient(
+            "evolink",
+            api_key=API_KEY,
+            base_url=f"http://127.0.0.1:{port}",
+            max_in_flight=12,
+            adaptive_limits=False,
+            poll_initial=0.05,
+        )
+        async with client:
+            requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(12)]
+            with anyio.fail_after(20):
+                outcomes = [o async for o in client.edit_many(requests)]
+    finally:
+        await runner.cleanup()
+    assert len(outcomes) == 12 and all(o.ok for o in outcomes)
+    assert most == 3
 
 
 @pytest.mark.slow  # 5,000 jobs under tracemalloc: 13 s and more on 2 cores
