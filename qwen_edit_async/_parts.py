@@ -139,7 +139,8 @@ def make_limits(
     )
 
 
-#: Connections a task provider's creates use at most (see :func:`make_calls`).
+#: A task provider's creates on the wire at once, at most, and the connections kept for
+#: them (see :func:`make_calls`).
 TASK_CREATE_CONNECTIONS = 256
 
 

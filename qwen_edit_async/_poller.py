@@ -41,7 +41,7 @@ from anyio.abc import TaskGroup
 from ._errors import QwenEditError, RateLimitError, TransportError, with_context
 from ._pacing import AdaptiveRate
 from ._retry import RetryPolicy, pause
-from ._schedule import PollPlan, PollSchedule
+from ._schedule import MIN_GAP, PollPlan, PollSchedule
 from .providers._base import TaskState, TaskStatus
 
 __all__ = ["Plan", "Poller", "Pushed", "status_concurrency"]
@@ -59,8 +59,6 @@ _EARLY_SHARE, _EARLY_MAX = 0.01, 0.01
 #: In a drain (far fewer tasks waiting than ended lately), the waiting tasks' checks may
 #: together take up to this share of the rate at which tasks ended lately (see _drain_gap).
 _DRAIN_SHARE = 1 / 16
-#: Seconds between two checks of one task, at least (as after any answer).
-_MIN_GAP = 0.05
 
 #: Status requests in flight at once by default: this share of ``max_in_flight``, at least
 #: :data:`_CONCURRENCY_MIN`. See :func:`status_concurrency`.
@@ -523,7 +521,7 @@ class Poller:
         watch.attempt += 1
         now = time.monotonic()
         # A late poll (rate limit, slow answer) must not be followed at once by another.
-        not_before = now + _MIN_GAP
+        not_before = now + MIN_GAP
         if isinstance(watch.plan, PollPlan):
             # (Not a callback's safety net: its checks are sparse on purpose.)
             sooner = now + self._drain_gap(now)

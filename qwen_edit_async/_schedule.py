@@ -44,14 +44,15 @@ import math
 import random
 from bisect import bisect_right
 
-__all__ = ["PollPlan", "PollSchedule"]
+__all__ = ["MIN_GAP", "PollPlan", "PollSchedule"]
 
 _SQRT2 = math.sqrt(2.0)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 #: Price of a status request in median latencies: at sigma 0.3 about 1.9 requests per task.
 _PRICE = 0.12
-_MIN_GAP = 0.05  # seconds between two requests of one task, at least
+#: Seconds between two requests of one task, at least (the poller keeps it too).
+MIN_GAP = 0.05
 _HINT_MAX = 600.0  # seconds: a longer estimate is taken as this (generation takes 10-60 s)
 _BIN = 0.02  # log-time bin of the answer counts (2%)
 _MEMORY = 1000.0  # answers after which an answer weighs 1/e
@@ -364,11 +365,11 @@ class PollSchedule:
     ) -> None:
         self._initial = initial
         self._growth = growth
-        self._max_interval = max(max_interval, _MIN_GAP)
+        self._max_interval = max(max_interval, MIN_GAP)
         self._jitter = jitter
         self._rng = rng or random.Random()
         self._recheck_mode = recheck
-        self._fit = _Fit(max(initial, _MIN_GAP))
+        self._fit = _Fit(max(initial, MIN_GAP))
         self._anchored = False
         self._since_refit = 0
         self._learned = False
@@ -395,14 +396,14 @@ class PollSchedule:
         hinted = hint is not None and hint > 0 and math.isfinite(hint)
         # A provider's hint is advice, not a promise: clamped, so a hint of hours (or 1e308)
         # cannot push the first check out of reach.
-        base = min(max(hint, _MIN_GAP), _HINT_MAX) if hinted and hint is not None else self._initial
+        base = min(max(hint, MIN_GAP), _HINT_MAX) if hinted and hint is not None else self._initial
         cap = self._max_interval  # no interval, the first one included, exceeds it
         if not self._anchored:  # the prior: the first hint, else ``initial``
             self._anchored = True
             self._fit.mu = self._fit.mu0 = math.log(base)
         if self._learned:
             first = self._jittered(self._ideal(None), self._learned_jitter())
-            return PollPlan(self, min(cap, max(_MIN_GAP, first)), scout=False, deadline=0.0)
+            return PollPlan(self, min(cap, max(MIN_GAP, first)), scout=False, deadline=0.0)
         low, high = _HINT_SPREAD if hinted else _SPREAD
         scout = not self._recheck_mode or (
             self._scouts < _SCOUTS or self._rng.random() < _SCOUT_SHARE
@@ -413,7 +414,7 @@ class PollSchedule:
         else:
             first = base * low
         deadline = min(base * _BLIND, cap)
-        return PollPlan(self, min(cap, max(_MIN_GAP, first)), scout=scout, deadline=deadline)
+        return PollPlan(self, min(cap, max(MIN_GAP, first)), scout=scout, deadline=deadline)
 
     def observe(
         self, plan: PollPlan, attempt: int, done: bool, *, elapsed: float | None = None
@@ -477,9 +478,9 @@ class PollSchedule:
         elif plan._scout:
             t = prev * self._search_growth()
         else:  # wait, rechecking, for the scouts to learn; search alone if they do not
-            plan._deadline = min(cap, max(prev + _MIN_GAP, prev * _BLIND))
+            plan._deadline = min(cap, max(prev + MIN_GAP, prev * _BLIND))
             t = prev * _HOP
-        return min(cap, max(prev + _MIN_GAP, t))
+        return min(cap, max(prev + MIN_GAP, t))
 
     def _search_growth(self) -> float:
         """Growth of a scout's checks: bold once many answers said "running", gentle once
@@ -494,7 +495,7 @@ class PollSchedule:
         if not self._recheck_mode:
             return elapsed
         prev = plan._answered
-        floor = _MIN_GAP if prev is None else prev + _MIN_GAP
+        floor = MIN_GAP if prev is None else prev + MIN_GAP
         if self._learned:
             want = self._ideal(prev)
             if want < 0.0:
@@ -508,7 +509,7 @@ class PollSchedule:
         if want <= elapsed + 1e-3:
             return elapsed
         # Move in steps: what is known may change before then.
-        return min(want, max(elapsed * _HOP, elapsed + _MIN_GAP))
+        return min(want, max(elapsed * _HOP, elapsed + MIN_GAP))
 
     def _learned_jitter(self) -> float:
         # Narrow latencies need precise checks; tasks accepted apart are spread anyway.

@@ -15,9 +15,9 @@ request left (a synchronous create's answer comes whole when the image is made) 
 so is one that drips its headers. A timeout is noticed between ``read_timeout`` and
 ``read_timeout`` plus a tick (an eighth of it, at most one second) after the last progress.
 
-A request waiting for a free connection of the pool (a task provider's creates share a
-bounded number) is not timed until it has one or starts making one: that wait is the client's
-own queue, not the provider's silence. Making a connection then counts (name resolution
+A request waiting for a free connection of the pool (more requests want one than the pool
+holds) is not timed until it has one or starts making one: that wait is the client's own
+queue, not the provider's silence. Making a connection then counts (name resolution
 included; the TCP connect has its own timeout).
 
 The connection of a request is learnt from the pipe's connector through a context variable

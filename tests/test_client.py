@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from _loopback import completed, evolink_app, serve
 from _wait import until
 from conftest import API_KEY
 
@@ -360,28 +361,13 @@ async def test_a_task_provider_sees_at_most_the_bound_of_creates_at_once(
         return web.json_response({"id": f"task-{next(ids)}", "status": "pending", "progress": 0})
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "id": request.match_info["id"],
-                "status": "completed",
-                "progress": 100,
-                "results": ["https://example.com/out.png"],
-            }
-        )
+        return web.json_response(completed(request.match_info["id"]))
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", create)
-    app.router.add_get("/v1/tasks/{id}", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve(evolink_app(create, status)) as base_url:
         client = qe.QwenEditClient(
             "evolink",
             api_key=API_KEY,
-            base_url=f"http://127.0.0.1:{port}",
+            base_url=base_url,
             max_in_flight=12,
             adaptive_limits=False,
             poll_initial=0.05,
@@ -390,8 +376,6 @@ async def test_a_task_provider_sees_at_most_the_bound_of_creates_at_once(
             requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(12)]
             with anyio.fail_after(20):
                 outcomes = [o async for o in client.edit_many(requests)]
-    finally:
-        await runner.cleanup()
     assert len(outcomes) == 12 and all(o.ok for o in outcomes)
     assert most == 3
 

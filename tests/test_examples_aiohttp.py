@@ -11,13 +11,13 @@ import gc
 import sys
 import warnings
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from _imagegen import make_image
+from _loopback import serve
 from aiohttp import web
 
 import qwen_edit_async as qe
@@ -31,22 +31,6 @@ from _backend import Settings
 KEY = "sk-backend-test-0123456789"
 PNG = make_image("png", 512, 512)
 FAST = {"poll_initial": 0.02, "poll_max_interval": 0.05, "poll_jitter": 0.0}
-
-
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Run ``app`` with AppRunner/TCPSite on a free loopback port; yield its base URL.
-    Leaving runs the app's full shutdown (``runner.cleanup()``)."""
-    runner = web.AppRunner(app, access_log=None)
-    try:
-        # Inside the try: when a later cleanup_ctx fails at startup, cleanup() still unwinds
-        # the ones that started (aiohttp does not; web.run_app neither).
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def app_for(fake: FakeProvider, provider: str = "vtrix", **options: Any) -> web.Application:

@@ -90,10 +90,16 @@ async def test_edit_many_leaves_no_unclosed_resource(fake: FakeProvider, leave_e
     assert leaks == []
 
 
-async def test_closing_the_client_under_a_consumer_ends_the_loop(fake: FakeProvider) -> None:
+@pytest.mark.parametrize(("count", "admitted"), [(6, 4), (2, 2)], ids=["while-reading", "all-read"])
+async def test_closing_the_client_under_a_consumer_ends_the_loop(
+    fake: FakeProvider, count: int, admitted: int
+) -> None:
     """A consumer in another task gets the cancelled outcomes and an error when the client
-    is closed under it: it never waits forever for jobs no one will run."""
-    requests = [qe.EditRequest(images=[URL], prompt="[stuck] x") for _ in range(6)]
+    is closed under it: it never waits forever for jobs no one will run. Six stuck
+    requests: the window took 4 (2 running, 2 waiting for a worker) and the feeder is still
+    reading. Two: every request was read and the feeder waits for the workers; closing
+    still reaches them. Either way the close waits until no worker is left."""
+    requests = [qe.EditRequest(images=[URL], prompt="[stuck] x") for _ in range(count)]
     client = client_for(fake, "vtrix", max_in_flight=2)
     outcomes: list[qe.Outcome] = []
     await client.__aenter__()
@@ -104,13 +110,14 @@ async def test_closing_the_client_under_a_consumer_ends_the_loop(fake: FakeProvi
 
     consumer = asyncio.ensure_future(consume())
     await _wait_until(lambda: client.statistics().polling == 2, "two tasks are watched")
-    await client.aclose()
+    assert _workers() == 2
+    with anyio.fail_after(5):
+        await client.aclose()
+    assert _workers() == 0
     with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
         await consumer
-    # The window took 4 requests: the 2 running and the 2 waiting for a worker all end.
-    assert sorted(o.index for o in outcomes) == [0, 1, 2, 3]
+    assert sorted(o.index for o in outcomes) == list(range(admitted))
     assert all(isinstance(o.error, qe.JobCancelledError) for o in outcomes)
-    assert _workers() == 0  # the close waited for every worker
 
 
 async def test_the_window_bounds_requests_taken_from_the_input(fake: FakeProvider) -> None:
@@ -218,30 +225,3 @@ async def test_a_worker_s_unexpected_error_reaches_the_consumer(fake: FakeProvid
         del client._jobs.run  # the runner's own again
         assert not client.closed  # the client goes on
         assert (await client.edit([URL], "after")).images
-
-
-async def test_closing_the_client_after_every_request_was_read_ends_the_running_jobs(
-    fake: FakeProvider,
-) -> None:
-    """Two stuck jobs, every request read: the feeder waits for the workers in the client's
-    task group, so closing the client still cancels both jobs (their outcomes reach the
-    consumer) and waits until no worker is left."""
-    requests = [qe.EditRequest(images=[URL], prompt="[stuck] x") for _ in range(2)]
-    client = client_for(fake, "vtrix", max_in_flight=2)
-    outcomes: list[qe.Outcome] = []
-    await client.__aenter__()
-
-    async def consume() -> None:
-        async for outcome in client.edit_many(requests):
-            outcomes.append(outcome)
-
-    consumer = asyncio.ensure_future(consume())
-    await _wait_until(lambda: client.statistics().polling == 2, "two tasks are watched")
-    assert _workers() == 2
-    with anyio.fail_after(5):
-        await client.aclose()
-    assert _workers() == 0
-    with anyio.fail_after(5), pytest.raises(RuntimeError, match="closed"):
-        await consumer
-    assert sorted(o.index for o in outcomes) == [0, 1]
-    assert all(isinstance(o.error, qe.JobCancelledError) for o in outcomes)

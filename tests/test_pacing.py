@@ -6,6 +6,7 @@ import itertools
 import math
 
 import pytest
+from _loopback import completed, evolink_app, serve
 from aiohttp import web
 from conftest import API_KEY
 
@@ -156,36 +157,17 @@ async def test_status_429s_slow_the_poller_and_jobs_still_finish() -> None:
                 {"error": {"code": "rate_limit_exceeded", "message": "Too many requests"}},
                 status=429,
             )
-        return web.json_response(
-            {
-                "id": request.match_info["id"],
-                "status": "completed",
-                "progress": 100,
-                "results": ["https://example.com/out.png"],
-            }
-        )
+        return web.json_response(completed(request.match_info["id"]))
 
-    app = web.Application()
-    app.router.add_post("/v1/images/generations", create)
-    app.router.add_get("/v1/tasks/{id}", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with qe.QwenEditClient(
-            "evolink",
-            api_key=API_KEY,
-            base_url=f"http://127.0.0.1:{port}",
-            max_in_flight=4,
-            poll_initial=0.01,
-        ) as client:
-            requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(4)]
-            outcomes = [o async for o in client.edit_many(requests)]
-            rate = client._poller.rate.rate
-    finally:
-        await runner.cleanup()
+    async with (
+        serve(evolink_app(create, status)) as base_url,
+        qe.QwenEditClient(
+            "evolink", api_key=API_KEY, base_url=base_url, max_in_flight=4, poll_initial=0.01
+        ) as client,
+    ):
+        requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(4)]
+        outcomes = [o async for o in client.edit_many(requests)]
+        rate = client._poller.rate.rate
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
     assert limited == 6
     assert rate < 100.0  # paced from the first 429: half of the few requests sent before
