@@ -366,7 +366,9 @@ class HttpPipe:
             token = watching.set(watched)
             timeout = self._unread_timeout
         try:
-            async with session.request(
+            # Awaited, not entered: `async with` would add aiohttp's __aenter__ frame to the
+            # chain every suspension passes through, and four more coroutines per request.
+            response = await session.request(
                 request.method,
                 request.url,
                 data=data,
@@ -374,7 +376,8 @@ class HttpPipe:
                 timeout=timeout,
                 allow_redirects=False,
                 **(self._proxies.for_url(request.url) if self._proxied else _NO_PROXY),
-            ) as response:
+            )
+            try:
                 if watched is not None:
                     watched.response = response
                 try:
@@ -389,6 +392,14 @@ class HttpPipe:
                         raise Lost(f"no answer within {read_timeout:g} s") from exc
                     raise Lost(f"the answer was cut off: {_describe(exc)}") from exc
                 return Answer(response.status, response.headers, body)
+            finally:
+                # What leaving `async with` does: the connection back to the pool (closed
+                # if the answer was not read to its end); then, only if the body is still
+                # being written (an answer that came before the upload ended), the wait
+                # for that writer to stop. `_writer` is aiohttp's; without it, always wait.
+                response.release()
+                if getattr(response, "_writer", True) is not None:
+                    await response.wait_for_close()
         except (NotSent, Lost) as exc:
             _raise_if_source_changed(exc)
             raise
