@@ -273,10 +273,11 @@ class Poller:
         within a latency, so the gap is many latencies long and the schedule decides alone;
         the extra checks of a drain are bounded by that share of the rate.
         """
-        ended = self._ended_by(now)
-        if ended <= 0.0:
+        # A count decayed to a denormal float has a share that rounds to zero: no drain.
+        share = self._ended_by(now) * _DRAIN_SHARE
+        if share <= 0.0:
             return math.inf
-        return self.pending * self._schedule.median / (ended * _DRAIN_SHARE)
+        return self.pending * self._schedule.median / share
 
     def _pushed(self, watch: _Watch, status: TaskStatus) -> bool:
         if watch.cancelled or watch.ended.done():

@@ -158,3 +158,16 @@ def test_the_count_of_ended_tasks_decays_the_same_however_often_it_is_read() -> 
     expected = pytest.approx(math.exp(-1.0))
     assert unread._ended_by(100.0 + median) == expected
     assert read._ended_by(100.0 + median) == expected
+
+
+def test_a_count_of_ended_tasks_decayed_to_almost_nothing_is_no_drain() -> None:
+    """Tasks ended long ago (hundreds of median latencies: stuck tasks waited out at the end
+    of a run of quick ones): the decayed count is a denormal float whose share of the rate
+    rounds to zero. The poller asks for no drain then; it used to divide by that zero and
+    fail the client's task group (seen in the faults run, 10 ms tasks and a 3 s deadline)."""
+    poller = Poller(_Provider().status, _Recorded(), concurrency=8)
+    median = poller._schedule.median
+    poller._ended, poller._ended_at = 1.0, 100.0
+    poller.pending = 3
+    assert poller._drain_gap(100.0 + 744.0 * median) == math.inf
+    assert poller._drain_gap(100.0 + 10_000.0 * median) == math.inf  # decayed to 0.0
