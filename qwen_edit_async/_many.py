@@ -163,11 +163,7 @@ class _Run:
         except Exception as exc:
             self.feed_error = exc
         except anyio.get_cancelled_exc_class():
-            if not self.closing:  # the client is closing under the consumer
-                self.feed_error = RuntimeError("the QwenEditClient was closed during edit_many")
-            self.stop()
-            with anyio.CancelScope(shield=True):
-                await self._all_ended(loop)
+            await self._closed_under(loop)
             raise
         finally:
             self.scopes.discard(scope)
@@ -178,12 +174,18 @@ class _Run:
         try:
             await self._all_ended(loop)
         except anyio.get_cancelled_exc_class():
-            if not self.closing:  # the consumer hears of it once it has every outcome
-                self.feed_error = RuntimeError("the QwenEditClient was closed during edit_many")
-            self.stop()
-            with anyio.CancelScope(shield=True):
-                await self._all_ended(loop)
+            await self._closed_under(loop)
             raise
+
+    async def _closed_under(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The client is closing under this run (its task group cancelled the feeder): the
+        consumer, if still there, hears of it once it has every outcome; every worker is
+        stopped and waited for, shielded, so the close leaves none running."""
+        if not self.closing:
+            self.feed_error = RuntimeError("the QwenEditClient was closed during edit_many")
+        self.stop()
+        with anyio.CancelScope(shield=True):
+            await self._all_ended(loop)
 
     async def _all_ended(self, loop: asyncio.AbstractEventLoop) -> None:
         while self.workers:
