@@ -102,6 +102,11 @@ class Fake:
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
+    def wakeups(self) -> int:
+        """Times the fake went to sleep and was woken so far (voluntary context switches of
+        all its threads)."""
+        return int(self.ps.num_ctx_switches().voluntary)
+
     def stats(self, *, jobs: bool) -> dict[str, Any]:
         url = f"{self.url}/_fake/stats?jobs={1 if jobs else 0}"
         with self._opener.open(url, timeout=120) as resp:

@@ -33,16 +33,16 @@ def markdown(report: Mapping[str, Any]) -> str:
     if through:
         lines += [
             "| scenario | peer | jobs | in flight | jobs/s | % of ideal | % of perfect "
-            "| status req/job | client CPU ms/job | loop it/job | peak RSS MiB | lag p50 ms "
-            "| lag p99 ms | errors |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| status req/job | client CPU ms/job | loop it/job | wake-ups/job | peak RSS MiB "
+            "| lag p50 ms | lag p99 ms | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, s in through:
             for peer, m in s["peers"].items():
                 if m.get("failed") and "wall_s" not in m:
                     lines.append(
                         f"| {name} | {peer} | {m['jobs']:,} | {m['in_flight']:,} "
-                        f"| failed: {str(m['failed'])[:60]} |||||||||"
+                        f"| failed: {str(m['failed'])[:60]} ||||||||||"
                     )
                     continue
                 lines.append(
@@ -51,20 +51,27 @@ def markdown(report: Mapping[str, Any]) -> str:
                     f"| {_f(m['pct_ideal_makespan'])} "
                     f"| {_f(m['status_per_job'], 2)} | {_f(m['cpu_ms_per_job'], 2)} "
                     f"| {_f(m.get('loop_iterations_per_job'), 2)} "
+                    f"| {_f(m.get('wakeups_per_job'), 2)} "
                     f"| {_f(m['peak_rss_mb'], 0)} | {_f(m['lag_p50_ms'], 0)} "
                     f"| {_f(m['lag_p99_ms'], 0)} | {m['errors']} |"
                 )
         rounds = [
             f"{name} {peer}: "
             + ", ".join(
-                f"{_f(r['jobs_per_s'], 0)} ({_f(r['cpu_ms_per_job'], 3)} ms)" for r in m["rounds"]
+                f"{_f(r['jobs_per_s'], 0)} ({_f(r['cpu_ms_per_job'], 3)} ms, "
+                f"{_f(r.get('wakeups_per_job'), 2)} wake-ups)"
+                for r in m["rounds"]
             )
             for name, s in through
             for peer, m in s["peers"].items()
             if m.get("rounds")
         ]
         if rounds:
-            lines += ["", "Rounds, jobs/s (client CPU per job); the table shows each median:", ""]
+            lines += [
+                "",
+                "Rounds, jobs/s (client CPU and wake-ups per job); the table shows each median:",
+                "",
+            ]
             lines += [f"- {line}" for line in rounds]
     for name, s in report["scenarios"].items():
         if s["kind"] == "memory":

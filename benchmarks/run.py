@@ -67,7 +67,11 @@ def ideal_makespan(latencies: list[float], in_flight: int) -> float:
 
 
 def throughput_metrics(
-    scenario: Throughput, result: Mapping[str, Any], stats: Mapping[str, Any], fake_cpu: float
+    scenario: Throughput,
+    result: Mapping[str, Any],
+    stats: Mapping[str, Any],
+    fake_cpu: float,
+    fake_wakeups: int | None = None,
 ) -> dict[str, Any]:
     jobs = stats["jobs"]
     latencies = [j["latency"] for j in jobs]
@@ -86,6 +90,9 @@ def throughput_metrics(
         "status_per_job": stats["polls"] / created if created else None,
         "fake_peak_running": stats["peak_running"],
         "fake_cpu_ms_per_job": 1000 * fake_cpu / created if created else None,
+        "fake_wakeups_per_job": (
+            fake_wakeups / created if created and fake_wakeups is not None else None
+        ),
     }
     if "wall_s" not in result:
         return out
@@ -117,6 +124,12 @@ def throughput_metrics(
             "cpu_ms_per_job": 1000 * result["cpu_s"] / ok if ok else None,
             "loop_iterations_per_job": (
                 result["loop_iterations"] / ok if ok and result.get("loop_iterations") else None
+            ),
+            "wakeups_per_job": (
+                result["wakeups"] / ok if ok and result.get("wakeups") is not None else None
+            ),
+            "preempted_per_job": (
+                result["preempted"] / ok if ok and result.get("preempted") is not None else None
             ),
             "event_loop": result.get("event_loop"),
             "cpu_s": result["cpu_s"],
@@ -166,7 +179,8 @@ def run_throughput(
 
 def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One round's metrics as they are; several: the round with the median jobs/s, its
-    client CPU per job replaced by the median of the rounds, every round's figures kept."""
+    client CPU and wake-ups per job replaced by the medians of the rounds, every round's
+    figures kept."""
     if len(runs) == 1:
         return runs[0]
     measured = [r for r in runs if r.get("jobs_per_s") is not None]
@@ -177,10 +191,21 @@ def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = [r["cpu_ms_per_job"] for r in measured if r.get("cpu_ms_per_job") is not None]
     if cpu:
         out["cpu_ms_per_job"] = statistics.median(cpu)
+    for key in ("wakeups_per_job", "fake_wakeups_per_job"):
+        counted = [r[key] for r in measured if r.get(key) is not None]
+        if counted:
+            out[key] = statistics.median(counted)
     out["rounds"] = [
         {
             key: r.get(key)
-            for key in ("jobs_per_s", "cpu_ms_per_job", "fake_cpu_ms_per_job", "load_before")
+            for key in (
+                "jobs_per_s",
+                "cpu_ms_per_job",
+                "wakeups_per_job",
+                "fake_cpu_ms_per_job",
+                "fake_wakeups_per_job",
+                "load_before",
+            )
         }
         for r in runs
     ]
@@ -206,13 +231,15 @@ def _throughput_run(
     with fake_server(scenario.fake_args(), workdir) as fake:
         spec["url"] = fake.url
         cpu0 = fake.cpu_s()
+        wakeups0 = fake.wakeups()
         module, loop = _peer_module(peer)
         if loop:
             spec["loop"] = loop
         result = run_peer(module, spec, timeout, profile=profile)
         fake_cpu = fake.cpu_s() - cpu0
+        fake_wakeups = fake.wakeups() - wakeups0
         stats = fake.stats(jobs=True)
-    metrics = throughput_metrics(scenario, result, stats, fake_cpu)
+    metrics = throughput_metrics(scenario, result, stats, fake_cpu, fake_wakeups)
     metrics["load_before"] = load
     if profile and Path(spec["profile_out"]).exists():
         metrics["profile"] = spec["profile_out"]
@@ -258,6 +285,7 @@ def _brief(m: Mapping[str, Any]) -> str:
         return (
             f"{m['jobs_per_s']:.0f} jobs/s = {m['pct_ideal'] or 0:.1f}% of ideal, "
             f"{m['status_per_job']:.2f} status/job, {m['cpu_ms_per_job']:.2f} ms CPU/job, "
+            f"{m.get('wakeups_per_job') or 0:.2f} wake-ups/job, "
             f"peak RSS {m['peak_rss_mb']:.0f} MiB, errors {m['errors']}"
         )
     return json.dumps({k: v for k, v in m.items() if not isinstance(v, (list, dict))})

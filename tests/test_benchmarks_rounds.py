@@ -31,6 +31,18 @@ def test_the_cpu_median_is_taken_across_rounds_not_from_the_median_round() -> No
     assert _median_round(runs)["cpu_ms_per_job"] == 0.2
 
 
+def test_wake_ups_per_job_are_the_medians_of_the_rounds_and_kept_per_round() -> None:
+    runs = [_run(1000.0, 0.9), _run(2000.0, 0.1), _run(3000.0, 0.2)]
+    for run, client, fake in zip(runs, (0.30, 0.05, 0.10), (0.9, 0.2, 0.4), strict=True):
+        run["wakeups_per_job"] = client
+        run["fake_wakeups_per_job"] = fake
+    out = _median_round(runs)
+    assert out["wakeups_per_job"] == 0.10
+    assert out["fake_wakeups_per_job"] == 0.4
+    assert [r["wakeups_per_job"] for r in out["rounds"]] == [0.30, 0.05, 0.10]
+    assert [r["fake_wakeups_per_job"] for r in out["rounds"]] == [0.9, 0.2, 0.4]
+
+
 def test_a_failed_round_does_not_become_the_median() -> None:
     failed: dict[str, object] = {"failed": "timed out", "jobs_per_s": None}
     out = _median_round([failed, _run(10.0, 1.0), _run(30.0, 3.0)])

@@ -41,6 +41,8 @@ THROUGHPUT_FIELDS = {
     "lag_p50_ms",
     "lag_p99_ms",
     "fake_cpu_ms_per_job",
+    "wakeups_per_job",
+    "fake_wakeups_per_job",
 }
 
 
@@ -101,6 +103,9 @@ def test_values_are_sane(report: dict[str, object], scenario: str) -> None:
         # Nobody beats a client with zero detection lag (small slack for clock granularity).
         assert 0 < m["pct_ideal_makespan"] <= 102, name
         assert m["cpu_ms_per_job"] > 0
+        # Both processes wait for each other's answers: each slept and was woken.
+        assert m["wakeups_per_job"] > 0, name
+        assert m["fake_wakeups_per_job"] > 0, name
         assert m["peak_rss_mb"] > 10
         assert 0 <= m["lag_p50_ms"] <= m["lag_p99_ms"], name
         if scenario == "sync":

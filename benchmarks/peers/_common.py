@@ -65,7 +65,9 @@ class _LoopCounter:
 
 class Meter:
     """Wall time and CPU time (all threads) of this process from ``start()`` to ``stop()``,
-    and the event loop's passes in between.
+    the event loop's passes in between, and how often the process went to sleep and was woken
+    (voluntary context switches: each one a wait in ``epoll_wait`` or a lock that ended when
+    something came) or was preempted (involuntary ones).
 
     Peers start it after their imports and set-up, right before the first job, so the
     numbers are the cost of the jobs, not of the interpreter.
@@ -92,11 +94,16 @@ class Meter:
         assert ru0 is not None, "Meter.start() was not called"
         user = ru1.ru_utime - ru0.ru_utime
         system = ru1.ru_stime - ru0.ru_stime
+        # Counted by the kernel for the whole process (all threads), like the CPU time.
+        wakeups = ru1.ru_nvcsw - ru0.ru_nvcsw
+        preempted = ru1.ru_nivcsw - ru0.ru_nivcsw
         return {
             "wall_s": elapsed,
             "cpu_s": user + system,
             "cpu_user_s": user,
             "cpu_sys_s": system,
+            "wakeups": wakeups,
+            "preempted": preempted,
             "started_at": self._wall0,
             "peak_rss_mb": _peak_rss_mb(),
             "rss_idle_mb": self.rss_idle_mb,
