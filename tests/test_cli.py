@@ -169,6 +169,7 @@ def test_uncertain_jobs_are_resubmitted_only_with_retry_uncertain(
     assert journal_rows(out)[uncertain[0]["id"]]["attempts"] == 2
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 def test_bad_lines_and_duplicate_ids_fail_with_line_numbers(
     fake: FakeServer, tmp_path: Path
 ) -> None:

@@ -132,6 +132,7 @@ def test_a_json_array_or_csv_gets_one_error_saying_what_a_manifest_is(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 def test_control_characters_from_the_provider_are_escaped(fake: FakeServer, tmp_path: Path) -> None:
     """A task error carrying terminal escapes (retitle, clear screen) is printed escaped in
     the run summary and in `status`, never as raw control characters."""

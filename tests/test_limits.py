@@ -120,6 +120,7 @@ def test_each_dialect_tells_a_concurrency_429_from_a_rate_429(
 # -- against the fake's hidden limits ----------------------------------------------------
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 async def test_a_burst_guard_ends_the_unpaced_start_and_the_rate_is_learned() -> None:
     """Slow start without a rate: the first round trip sends INITIAL_IN_FLIGHT creates, each
     accepted one lets at most two more go, so a provider that refuses a rate rising too

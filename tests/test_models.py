@@ -109,6 +109,7 @@ _anything = st.one_of(
 )
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 @given(
     images=st.one_of(_anything, st.lists(_anything, max_size=4)),
     prompt=_anything,

@@ -138,6 +138,7 @@ def test_the_rate_recovers_while_the_provider_accepts() -> None:
     assert pace.rate == rate
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 async def test_status_429s_slow_the_poller_and_jobs_still_finish() -> None:
     """A real server that answers the first status requests with 429: the client halves
     its status pace, keeps polling, and every job ends with its result."""

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import qwen_edit_async as qe
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -75,6 +77,7 @@ def _run_pytest(
     )
 
 
+@pytest.mark.slow  # over 2.5 s on 2 cores (pyproject's rule for the marker)
 def test_qwen_fake_fixture_works_in_a_user_suite_without_pytest_asyncio(
     tmp_path: pathlib.Path,
 ) -> None:
