@@ -318,9 +318,16 @@ async def test_a_task_provider_s_creates_share_a_bounded_number_of_connections(
     monkeypatch.setattr(WatchedConnector, "_create_connection", counted)
     async with FakeProvider(api_key=API_KEY, latency=60) as fake:
         requests = [qe.EditRequest(images=[URL], prompt=f"e{i}") for i in range(300)]
-        # No status request before the checks below (first checks are 30-70% of 20 s in).
+        # No status request before the checks below: first checks are 30-70% of 20 s in.
+        # (client_for's poll_max_interval of 0.2 s would cap them at 0.2 s after each
+        # acceptance, sooner than 300 creates through 8 connections end on a slow machine.)
         client = client_for(
-            fake, "evolink", max_in_flight=300, adaptive_limits=False, poll_initial=20.0
+            fake,
+            "evolink",
+            max_in_flight=300,
+            adaptive_limits=False,
+            poll_initial=20.0,
+            poll_max_interval=60.0,
         )
         async with client, anyio.create_task_group() as tg:
 
