@@ -27,6 +27,13 @@ def _f(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _round_perfect(r: Mapping[str, Any]) -> str:
+    """A task round's % of perfect and status requests per job, for the round lines."""
+    if not r.get("status_per_job") or r.get("pct_ideal_makespan") is None:
+        return ""
+    return f"{_f(r['pct_ideal_makespan'])}% of perfect at {_f(r['status_per_job'], 2)} status/job, "
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     lines: list[str] = []
     through = [(name, s) for name, s in report["scenarios"].items() if s["kind"] == "throughput"]
@@ -58,7 +65,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         rounds = [
             f"{name} {peer}: "
             + ", ".join(
-                f"{_f(r['jobs_per_s'], 0)} ({_f(r['cpu_ms_per_job'], 3)} ms, "
+                f"{_f(r['jobs_per_s'], 0)} ({_round_perfect(r)}{_f(r['cpu_ms_per_job'], 3)} ms, "
                 f"{_f(r.get('wakeups_per_job'), 2)} wake-ups)"
                 for r in m["rounds"]
             )
@@ -69,7 +76,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         if rounds:
             lines += [
                 "",
-                "Rounds, jobs/s (client CPU and wake-ups per job); the table shows each median:",
+                "Rounds, jobs/s (task scenarios: % of perfect, status requests per job; client CPU "
+                "and wake-ups per job); the table shows each median:",
                 "",
             ]
             lines += [f"- {line}" for line in rounds]

@@ -200,6 +200,8 @@ def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
             key: r.get(key)
             for key in (
                 "jobs_per_s",
+                "pct_ideal_makespan",
+                "status_per_job",
                 "cpu_ms_per_job",
                 "wakeups_per_job",
                 "fake_cpu_ms_per_job",

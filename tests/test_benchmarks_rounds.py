@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.report import markdown
 from benchmarks.run import _median_round, main
 from benchmarks.scenarios import select
 
@@ -41,6 +42,39 @@ def test_wake_ups_per_job_are_the_medians_of_the_rounds_and_kept_per_round() -> 
     assert out["fake_wakeups_per_job"] == 0.4
     assert [r["wakeups_per_job"] for r in out["rounds"]] == [0.30, 0.05, 0.10]
     assert [r["fake_wakeups_per_job"] for r in out["rounds"]] == [0.9, 0.2, 0.4]
+
+
+def test_each_task_round_lists_its_share_of_perfect_and_status_requests() -> None:
+    """Rounds keep % of perfect and status requests per job, and the report's round lines show
+    them for a task scenario (a synchronous one, with no status requests, shows neither)."""
+    runs = [_run(270.0, 2.0), _run(280.0, 2.1), _run(290.0, 1.9)]
+    for run, perfect in zip(runs, (82.5, 85.5, 88.0), strict=True):
+        run.update(pct_ideal_makespan=perfect, status_per_job=1.88, wakeups_per_job=0.5)
+    sync = [_run(360.0, 0.6), _run(370.0, 0.7)]
+    for run in sync:
+        run.update(pct_ideal_makespan=91.0, status_per_job=0.0, wakeups_per_job=0.1)
+    table = {
+        "jobs": 2000,
+        "in_flight": 200,
+        "pct_ideal": 70.0,
+        "status_per_job": 1.88,
+        "peak_rss_mb": 45.0,
+        "lag_p50_ms": 80.0,
+        "lag_p99_ms": 400.0,
+        "errors": 0,
+    }
+    report = {
+        "scenarios": {
+            name: {"kind": "throughput", "peers": {"library": {**table, **_median_round(r)}}}
+            for name, r in (("task-lognormal", runs), ("sync", sync))
+        }
+    }
+    assert [r["pct_ideal_makespan"] for r in _median_round(runs)["rounds"]] == [82.5, 85.5, 88.0]
+    lines = {line.split(":")[0]: line for line in markdown(report).splitlines() if ": " in line}
+    task = lines["- task-lognormal library"]
+    assert "82.5% of perfect at 1.88 status/job" in task
+    assert "88.0% of perfect" in task
+    assert "of perfect" not in lines["- sync library"]
 
 
 def test_a_failed_round_does_not_become_the_median() -> None:
