@@ -71,7 +71,7 @@ def throughput_metrics(
     result: Mapping[str, Any],
     stats: Mapping[str, Any],
     fake_cpu: float,
-    fake_wakeups: int | None = None,
+    fake_wakeups: int,
 ) -> dict[str, Any]:
     jobs = stats["jobs"]
     latencies = [j["latency"] for j in jobs]
@@ -90,9 +90,7 @@ def throughput_metrics(
         "status_per_job": stats["polls"] / created if created else None,
         "fake_peak_running": stats["peak_running"],
         "fake_cpu_ms_per_job": 1000 * fake_cpu / created if created else None,
-        "fake_wakeups_per_job": (
-            fake_wakeups / created if created and fake_wakeups is not None else None
-        ),
+        "fake_wakeups_per_job": fake_wakeups / created if created else None,
     }
     if "wall_s" not in result:
         return out
