@@ -1,0 +1,391 @@
+"""The pipe's own path for bodiless GETs (``_lean``: status requests on kept-alive
+connections, without aiohttp's request objects), against real servers on 127.0.0.1 that
+answer in every framing HTTP/1.1 has, close kept connections, and misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from _wait import until
+
+from qwen_edit_async._http import HttpPipe, Lost, NotSent
+from qwen_edit_async.providers._base import HttpRequest
+
+pytestmark = pytest.mark.timeout(20)
+
+Answerer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A loopback server: each connection handled by ``answer``; it counts connections
+    and keeps every request head it read."""
+
+    def __init__(self, answer: Answerer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.answer(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def head(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        return head
+
+
+@pytest.fixture
+async def pipe() -> AsyncIterator[HttpPipe]:
+    pipe = HttpPipe(connections=8, connect_timeout=2.0)
+    await pipe.open()
+    try:
+        yield pipe
+    finally:
+        await pipe.aclose()
+
+
+def _each(server_answer: bytes, *, close: bool = False) -> Callable[[Server], Answerer]:
+    """An answerer giving ``server_answer`` to every request (closing after one if
+    ``close``)."""
+
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await server.head(reader)
+                writer.write(server_answer)
+                await writer.drain()
+                if close:
+                    return
+
+        return answer
+
+    return make
+
+
+async def _serve(make: Callable[[Server], Answerer]) -> Server:
+    server = Server(lambda r, w: asyncio.sleep(0))
+    server.answer = make(server)
+    return server
+
+
+async def _get(pipe: HttpPipe, url: str, cap: int = 1 << 20) -> tuple[int, bytes, str]:
+    answer = await pipe.send(
+        HttpRequest("GET", url, None, {"Authorization": "Bearer k-1"}),
+        read_timeout=5,
+        cap=cap,
+    )
+    return answer.status, answer.body, answer.headers.get("x-request-id", "")
+
+
+async def test_requests_share_one_kept_alive_connection_and_say_who_they_are(
+    pipe: HttpPipe,
+) -> None:
+    server = await _serve(
+        _each(b"HTTP/1.1 200 OK\r\nX-Request-Id: r-7\r\nContent-Length: 2\r\n\r\n{}")
+    )
+    async with server:
+        for _ in range(5):
+            assert await _get(pipe, server.url + "/v1/tasks/t%2F1?x=1") == (200, b"{}", "r-7")
+    assert server.connections == 1
+    assert pipe._lean is not None and pipe._lean.opened == 1
+    head = server.heads[0].decode()
+    assert head.startswith("GET /v1/tasks/t%2F1?x=1 HTTP/1.1\r\n")
+    lines = set(head.split("\r\n"))
+    host = server.url.removeprefix("http://")
+    assert {f"Host: {host}", "Authorization: Bearer k-1", "Accept-Encoding: identity"} <= lines
+    assert any(line.startswith("User-Agent: qwen-edit-async/") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [
+        # Chunked, with a chunk extension and a trailer.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'3;ext=1\r\n{"a\r\n5\r\n": 1}\r\n0\r\nX-Trailer: t\r\n\r\n',
+            b'{"a": 1}',
+        ),
+        # gzip, though the request asked for none.
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+            + str(len(gzip.compress(b'{"b": 2}'))).encode()
+            + b"\r\n\r\n"
+            + gzip.compress(b'{"b": 2}'),
+            b'{"b": 2}',
+        ),
+        # An interim answer first, then the answer.
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"ok",
+        ),
+        # No body at all.
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+    ],
+    ids=["chunked", "gzip", "interim", "no-content"],
+)
+async def test_every_framing_of_a_kept_alive_answer_is_read(
+    pipe: HttpPipe, answer: bytes, body: bytes
+) -> None:
+    server = await _serve(_each(answer))
+    async with server:
+        for _ in range(3):
+            assert (await _get(pipe, server.url + "/s"))[1] == body
+    assert server.connections == 1  # the connection was reused: the framing was exact
+
+
+async def test_an_answer_ending_with_its_connection_is_read_and_the_next_opens_another(
+    pipe: HttpPipe,
+) -> None:
+    server = await _serve(_each(b'HTTP/1.0 200 OK\r\n\r\n{"c": 3}', close=True))
+    async with server:
+        assert (await _get(pipe, server.url + "/s"))[1] == b'{"c": 3}'
+        assert (await _get(pipe, server.url + "/s"))[1] == b'{"c": 3}'
+    assert server.connections == 2
+
+
+async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
+    pipe: HttpPipe,
+) -> None:
+    """Servers close idle kept-alive connections when they like: the GET that finds its
+    connection closed is sent again on a new one (a status request changes nothing)."""
+
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.head(reader)
+            # Keep-alive promised, then closed after the answer, silently.
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+        return answer
+
+    server = await _serve(make)
+    async with server:
+        for n in range(1, 4):
+            assert (await _get(pipe, server.url + "/s"))[1] == b"{}"
+            assert pipe._lean is not None
+            # The close arrives before the next request (else that request finds it first:
+            # the same path, one step later).
+            kept = list(pipe._lean._open)
+            await until(lambda kept=kept: all(c.closed for c in kept))
+            assert server.connections == n
+        assert (await _get(pipe, server.url + "/s"))[1] == b"{}"
+    assert server.connections == 4
+
+
+async def test_a_connection_closed_without_an_answer_is_lost_on_a_new_connection(
+    pipe: HttpPipe,
+) -> None:
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.head(reader)
+
+        return answer
+
+    server = await _serve(make)
+    async with server:
+        with pytest.raises(Lost, match="closed the connection without answering"):
+            await _get(pipe, server.url + "/s")
+
+
+async def test_an_answer_cut_off_is_lost(pipe: HttpPipe) -> None:
+    server = await _serve(
+        _each(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half', close=True)
+    )
+    async with server:
+        with pytest.raises(Lost, match="cut off"):
+            await _get(pipe, server.url + "/s")
+
+
+async def test_nothing_listening_is_not_sent(pipe: HttpPipe) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(NotSent, match="could not connect"):
+        await _get(pipe, f"http://127.0.0.1:{port}/s")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SPDY/3 200 OK\r\n\r\n",
+        b"HTTP/1.1 2x0 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBroken header line\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["not-http", "status", "header", "length", "coding", "chunk-size"],
+)
+async def test_an_unreadable_answer_is_lost_and_its_connection_dropped(
+    pipe: HttpPipe, answer: bytes
+) -> None:
+    server = await _serve(_each(answer))
+    async with server:
+        with pytest.raises(Lost, match="cannot be read"):
+            await _get(pipe, server.url + "/s")
+    assert pipe._lean is not None
+    assert not any(origin and origin.idle for origin in pipe._lean._origins.values())
+
+
+async def test_a_head_without_end_is_refused_beyond_its_limit(pipe: HttpPipe) -> None:
+    server = await _serve(_each(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (70 << 10)))
+    async with server:
+        with pytest.raises(Lost, match="head is longer"):
+            await _get(pipe, server.url + "/s")
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close", "gzip"])
+async def test_the_cap_holds_in_every_framing(pipe: HttpPipe, framing: str) -> None:
+    """A success answer over the cap fails (final: asking again gives the same); an error
+    answer keeps its first ``cap`` bytes."""
+    data = b"z" * 5000
+    if framing == "length":
+        head, body = b"Content-Length: 5000\r\n", data
+    elif framing == "chunked":
+        head = b"Transfer-Encoding: chunked\r\n"
+        body = b"".join(b"3e8\r\n" + data[i : i + 1000] + b"\r\n" for i in range(0, 5000, 1000))
+        body += b"0\r\n\r\n"
+    elif framing == "close":
+        head, body = b"Connection: close\r\n", data
+    else:
+        packed = gzip.compress(data)  # small on the wire, 5000 bytes inflated
+        head, body = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(packed), packed
+    for status in (b"200 OK", b"500 Oops"):
+        server = await _serve(_each(b"HTTP/1.1 " + status + b"\r\n" + head + b"\r\n" + body))
+        async with server:
+            if status.startswith(b"200"):
+                with pytest.raises(Lost, match="larger than max_response_bytes=1000") as info:
+                    await _get(pipe, server.url + "/s", cap=1000)
+                assert info.value.final
+            else:
+                assert await _get(pipe, server.url + "/s", cap=1000) == (500, data[:1000], "")
+
+
+async def test_a_silent_server_is_lost_at_the_read_timeout(pipe: HttpPipe) -> None:
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.head(reader)
+            await asyncio.sleep(30)
+
+        return answer
+
+    server = await _serve(make)
+    async with server:
+        with pytest.raises(Lost, match=r"no answer within 0\.3 s"):
+            await pipe.send(HttpRequest("GET", server.url + "/s"), read_timeout=0.3, cap=100)
+
+
+async def test_a_cancelled_request_does_not_leave_its_connection_to_the_next(
+    pipe: HttpPipe,
+) -> None:
+    """The answer of a request given up halfway must not become the next one's: its
+    connection is dropped."""
+
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            n = 0
+            while True:
+                await server.head(reader)
+                n += 1
+                await asyncio.sleep(0.3 if n == 1 else 0)
+                body = b'{"n": %d}' % n
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                await writer.drain()
+
+        return answer
+
+    server = await _serve(make)
+    async with server:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(_get(pipe, server.url + "/s"), 0.1)
+        assert (await _get(pipe, server.url + "/s"))[1] == b'{"n": 1}'  # a new connection
+    assert server.connections == 2
+
+
+async def test_a_line_break_in_a_header_is_never_sent(pipe: HttpPipe) -> None:
+    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    async with server:
+        request = HttpRequest("GET", server.url + "/s", None, {"X-Key": "a\r\nX-Evil: 1"})
+        with pytest.raises(NotSent, match="line break") as info:
+            await pipe.send(request, read_timeout=5, cap=100)
+        assert info.value.final
+    assert server.heads == []
+
+
+async def test_a_proxied_url_goes_through_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY applies to status requests as to every other: they go to the proxy."""
+
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.head(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+        return answer
+
+    proxy = await _serve(make)
+    async with proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        pipe = HttpPipe(connections=8, connect_timeout=2.0)
+        await pipe.open()
+        try:
+            assert (await _get(pipe, "http://api.example.test/v1/tasks/t-1"))[1] == b"{}"
+        finally:
+            await pipe.aclose()
+    assert proxy.heads[0].startswith(b"GET http://api.example.test/v1/tasks/t-1 HTTP/1.1")
+
+
+async def test_a_closed_pipe_drops_its_kept_connections(pipe: HttpPipe) -> None:
+    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    async with server:
+        await _get(pipe, server.url + "/s")
+        lean = pipe._lean
+        assert lean is not None and len(lean._open) == 1
+        connection = next(iter(lean._open))
+        await pipe.aclose()
+        await until(lambda: connection.closed)
+
+
+def test_the_lean_path_runs_on_uvloop() -> None:
+    """The command line runs on uvloop when it is installed: its transports are not
+    asyncio's classes, and the lean path must work with them (it hung the CLI once)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[bytes]:
+        server = await _serve(
+            _each(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        )
+        pipe = HttpPipe(connections=8, connect_timeout=2.0)
+        await pipe.open()
+        try:
+            async with server:
+                return [
+                    (await asyncio.wait_for(_get(pipe, server.url + "/s"), 5))[1] for _ in range(3)
+                ]
+        finally:
+            await pipe.aclose()
+
+    assert uvloop.run(main()) == [b"{}"] * 3
