@@ -16,9 +16,9 @@ to decide about a retry without ever paying twice (see :mod:`._retry`):
 and reads it in chunks, with the same classifications, and refuses link-local and cloud
 metadata addresses (:class:`~._addresses.ForbiddenAddress`), literal or resolved.
 
-Bodiless GETs (status requests) on the pipe's own session, to a URL no proxy applies to, go
-on connections of the pipe's own (:mod:`._lean`): the same answers and classifications at
-less than half of aiohttp's CPU per request.
+Status requests and creates whose body is in memory, on the pipe's own session, to a URL no
+proxy applies to, go on connections of the pipe's own (:mod:`._lean`): the same answers and
+classifications at about half of aiohttp's CPU per request.
 
 The pipe knows no provider, key, retry or result: the conversation above it
 (:mod:`._calls`) adds the key, retries and reads the answers. Answers are read up to the
@@ -46,7 +46,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._addresses import ForbiddenAddress, forbidden_address
 from ._body import SourceChanged, StreamedBody
-from ._lean import LeanGets
+from ._lean import LeanHttp
 from ._outcomes import Answer, Lost, NotSent, too_large
 from ._version import __version__
 from ._watchdog import Watchdog, watching
@@ -71,6 +71,8 @@ _NO_PROXY: dict[str, Any] = {}
 _bypass: Callable[[str, Mapping[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+#: What goes on the pipe's own connections (:mod:`._lean`) when it can.
+_LEAN_METHODS = frozenset({"GET", "POST"})
 
 # Failures raised before anything was written: the request cannot have been received.
 _UNUSABLE_URL: tuple[type[BaseException], ...] = tuple(
@@ -243,7 +245,7 @@ class HttpPipe:
         # session the caller shares keeps aiohttp's sock_read, a timer per read).
         self._watchdog: Watchdog | None = None
         # Bodiless GETs (status requests) on connections of the pipe's own, not aiohttp's.
-        self._lean: LeanGets | None = None
+        self._lean: LeanHttp | None = None
         self._unread_timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=connect_timeout, sock_read=None
         )
@@ -254,7 +256,7 @@ class HttpPipe:
             self._proxied = bool(self._proxies)
             self._watchdog = Watchdog()
             resolver = GuardedResolver()
-            self._lean = LeanGets(
+            self._lean = LeanHttp(
                 resolver,
                 self._watchdog,
                 connect_timeout=self._connect_timeout,
@@ -293,7 +295,11 @@ class HttpPipe:
         if session is None or not self._owns_session:
             return None
         connector = session.connector
-        return connector.quickest if isinstance(connector, WatchedConnector) else None
+        times = [self._lean.quickest if self._lean is not None else None]
+        if isinstance(connector, WatchedConnector):
+            times.append(connector.quickest)
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -337,11 +343,14 @@ class HttpPipe:
                 # Only the deadline lands here: a read timeout inside is already classified.
                 raise Lost(f"no complete answer within {total:g} s") from exc
         lean = self._lean
-        if lean is not None and request.method == "GET" and request.body is None and stream is None:
+        if lean is not None and stream is None and request.method in _LEAN_METHODS:
             found = lean.origin(request.url)
             if found is not None and not (self._proxied and self._proxies.for_url(request.url)):
-                merged = self._headers(request.headers, headers, False)
-                answer = await lean.get(*found, merged, read_timeout=read_timeout, cap=cap)
+                body = request.body
+                merged = self._headers(request.headers, headers, body is not None)
+                answer = await lean.send(
+                    *found, request.method, merged, body, read_timeout=read_timeout, cap=cap
+                )
                 if answer is not None:
                     return Answer(*answer)
         # The exchange itself, in this frame: one coroutine per request (the hot path).

@@ -1,29 +1,38 @@
-"""Bodiless GETs (the poller's status requests) over kept-alive HTTP/1.1 connections of the
-pipe's own, without aiohttp's request machinery.
+"""Status requests and creates over kept-alive HTTP/1.1 connections of the pipe's own,
+without aiohttp's request machinery.
 
-A status request is the client's most frequent request: one to two per task, each a few
-hundred bytes each way. aiohttp spends most of its client CPU on each (a ``ClientRequest``,
-a ``ClientResponse``, their headers as multidicts, URL objects, timers, traces): on
-loopback about 230 µs of CPU per GET against about 100 µs for the same exchange written as
-an :class:`asyncio.Protocol`. With thousands of tasks in flight, that CPU is the event
-loop's time, and the answers that wait for it are the client's lag.
+Status requests and creates are the client's requests: one create and one or two status
+requests per task, each a few hundred bytes each way. aiohttp spends most of its client CPU
+on each (a ``ClientRequest``, a ``ClientResponse``, their headers as multidicts, URL objects,
+timers, traces): on loopback about 230 µs of CPU per GET against about 100 µs for the same
+exchange written as an :class:`asyncio.Protocol`. With thousands of tasks in flight, that
+CPU is the event loop's time, and the answers that wait for it are the client's lag.
 
-:class:`LeanGets` writes the request line and the header block (made once per set of
-headers) and reads the answer with a small HTTP/1.1 reader: a ``Content-Length`` body, a
-chunked one, or one that ends with the connection. It asks for no content coding; a
-``gzip`` or ``deflate`` body that comes anyway is decoded (up to the cap). Connections are
-kept per origin and reused; a request that finds its kept connection closed by the server
-before any byte of an answer is sent once more on a new one (a GET changes nothing). Read
+:class:`LeanHttp` writes the request line and the header block (made once per set of
+headers), then the body if there is one (with its ``Content-Length``), and reads the answer
+with a small HTTP/1.1 reader: a ``Content-Length`` body, a chunked one, or one that ends
+with the connection. It asks for no content coding; a ``gzip`` or ``deflate`` body that
+comes anyway is decoded (up to the cap). Connections are kept per origin and reused. Read
 timeouts are the pipe's :class:`~._watchdog.Watchdog`'s.
 
-What it does not do is left to aiohttp: :meth:`HttpPipe.send` uses it only on the pipe's own
-session, for a URL with no proxy and no user info. Failures are the pipe's
-:class:`~._http.NotSent` and :class:`~._http.Lost`, with the same meanings.
+Never paying twice holds as on aiohttp's path: a request that finds its connection closed
+before it was written goes on a new one; a GET (it changes nothing) whose kept connection
+the server had closed is sent once more; a create that was written and got no answer is
+:class:`~._outcomes.Lost` (it may exist), never sent again here; a reset is
+:class:`~._outcomes.NotSent`, as aiohttp's path classifies it.
+
+What it does not do is left to aiohttp: :meth:`~._http.HttpPipe.send` uses it only on the
+pipe's own session, for a GET or a POST whose body is in memory (a streamed body stays with
+aiohttp), to a URL with no proxy and no user info, and falls back to aiohttp when every
+connection allowed is busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -40,7 +49,7 @@ from ._urls import is_http_url
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
 
-__all__ = ["LeanGets"]
+__all__ = ["LeanHttp"]
 
 #: An answer as read: status, headers, body.
 Received = tuple[int, "CIMultiDictProxy[str]", bytes]
@@ -48,6 +57,9 @@ Received = tuple[int, "CIMultiDictProxy[str]", bytes]
 #: The longest answer head read (status line and headers); a longer one is refused.
 MAX_HEAD = 64 * 1024
 _DNS_TTL = 300.0
+#: A body up to this size goes out with its head in one write.
+_JOIN_BELOW = 64 * 1024
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class _Origin:
@@ -129,7 +141,7 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange
 
-    def send(self, request: bytes, cap: int) -> asyncio.Future[Received]:
+    def send(self, request: bytes, body: bytes | None, cap: int) -> asyncio.Future[Received]:
         waiter: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
         if self.transport is None or self.transport.is_closing():
             waiter.set_exception(_Cut(False, None, written=False))
@@ -143,6 +155,8 @@ class _Connection(asyncio.Protocol):
         self._chunked = 0
         self._keep = True
         self.transport.write(request)
+        if body:
+            self.transport.write(body)
         return waiter
 
     def abort(self) -> None:
@@ -338,11 +352,12 @@ class _Cut(Exception):
         self.written = written
 
 
-class LeanGets:
-    """Bodiless GETs over the pipe's own kept-alive connections (see the module).
+class LeanHttp:
+    """Status requests and in-memory creates over the pipe's own kept-alive connections
+    (see the module).
 
     ``resolver``: the pipe's (link-local and metadata addresses refused); ``watchdog``: the
-    pipe's read timeouts; ``limit``: connections open at once, beyond which :meth:`get`
+    pipe's read timeouts; ``limit``: connections open at once, beyond which :meth:`send`
     returns ``None`` (the caller sends the request its usual way).
     """
 
@@ -362,12 +377,15 @@ class LeanGets:
         self._user_agent = user_agent
         self._origins: dict[str, _Origin | None] = {}
         self._resolved: dict[tuple[str, int], tuple[float, list[Any]]] = {}
-        self._heads: dict[tuple[int, int], tuple[Mapping[str, str], bytes]] = {}
+        self._heads: dict[tuple[int, int], tuple[_Origin, Mapping[str, str], bytes]] = {}
         self._open: set[_Connection] = set()
+        self._connecting = 0
         self._tls: ssl.SSLContext | None = None
         self._closed = False
         #: Connections opened so far (tests count them).
         self.opened = 0
+        #: The quickest connection set-up so far, in seconds (``None`` before one).
+        self.quickest: float | None = None
 
     def origin(self, url: str) -> tuple[_Origin, str] | None:
         """The origin of ``url`` and its path (``None``: not one for this path)."""
@@ -385,42 +403,59 @@ class LeanGets:
         if origin is None:
             return None
         target = slash + path
-        if not target or any(c in target for c in " \r\n#"):
-            return None
+        if not target or not target.isascii() or any(c in target for c in " \r\n#"):
+            return None  # (aiohttp quotes what needs it)
         return origin, target
 
-    async def get(
+    async def send(
         self,
         origin: _Origin,
         target: str,
+        method: str,
         headers: Mapping[str, str],
+        body: bytes | None,
         *,
         read_timeout: float,
         cap: int,
     ) -> Received | None:
-        """GET ``target`` of ``origin`` with ``headers``: (status, headers, body), or
-        ``None`` when every connection allowed is busy (send it another way).
+        """Send ``method`` ``target`` of ``origin`` with ``headers`` and ``body``: (status,
+        headers, body), or ``None`` when every connection allowed is busy (send it another
+        way).
 
-        Raises :class:`NotSent` (no connection, or a reused one closed before it took the
-        request) or :class:`Lost` (written, no complete answer: read timeout, cut off, or
-        larger than ``cap``, ``final``). Error answers (>= 300) are truncated at ``cap``.
+        Raises :class:`NotSent` (no connection; a connection reset, or closed before the
+        request was written) or :class:`Lost` (written, no complete answer: closed, read
+        timeout, cut off, or larger than ``cap``, ``final``). Error answers (>= 300) are
+        truncated at ``cap``. A GET that finds its kept connection closed by the server is
+        sent once more on a new one; any other method is not (it may have been taken).
         """
-        request = self._request(origin, target, headers)
+        if body is None and method != "GET":
+            body = b""  # a length, so the server reads no body it cannot delimit
+        request = self._request(origin, method, target, headers, body)
+        if body is not None and len(body) <= _JOIN_BELOW:
+            request, body = request + body, None  # one write, one segment
         for attempt in range(2):
             connection = self._idle(origin) if attempt == 0 else None
             if connection is None:
-                if len(self._open) >= self._limit:
+                if len(self._open) + self._connecting >= self._limit:
                     return None
-                connection = await self._connect(origin)
+                self._connecting += 1
+                try:
+                    connection = await self._connect(origin)
+                finally:
+                    self._connecting -= 1
             try:
-                return await self._exchange(connection, origin, request, read_timeout, cap)
+                return await self._exchange(connection, origin, request, body, read_timeout, cap)
             except _Cut as cut:
                 if cut.got_any:
                     raise Lost(f"the answer was cut off: {cut}") from cut.cause
-                if cut.written and not connection.reused:
-                    raise Lost("the server closed the connection without answering") from None
-                # Closed before the request was written, or a kept-alive connection the
-                # server had closed (a GET it did not take): once more on a new one.
+                if not cut.written or (connection.reused and method == "GET"):
+                    # Never written; or a GET (it changes nothing) on a kept connection the
+                    # server had closed: once more, on a new connection.
+                    continue
+                if isinstance(cut.cause, OSError) and cut.cause.errno in _RESET_ERRNOS:
+                    # Refused with a reset: the request was not taken.
+                    raise NotSent(f"the connection was reset: {cut}") from cut.cause
+                raise Lost("the server closed the connection without answering") from None
         raise NotSent("the server closed the connection without taking the request")
 
     def close(self) -> None:
@@ -432,15 +467,28 @@ class LeanGets:
             if origin is not None:
                 origin.idle.clear()
 
-    def _request(self, origin: _Origin, target: str, headers: Mapping[str, str]) -> bytes:
+    def _request(
+        self,
+        origin: _Origin,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+    ) -> bytes:
+        """The request's head (``body`` only counted): its header lines are made once per
+        origin and set of headers (the dialects and the client pass the same read-only
+        mappings on every request)."""
         key = (id(origin), id(headers))
         known = self._heads.get(key)
-        if known is None or known[0] is not headers:
-            known = (headers, _header_block(origin, headers, self._user_agent))
+        if known is None or known[0] is not origin or known[1] is not headers:
+            known = (origin, headers, _header_block(origin, headers, self._user_agent))
             if len(self._heads) >= 64:
                 self._heads.clear()
             self._heads[key] = known
-        return b"GET " + target.encode("ascii") + known[1]
+        head = method.encode("ascii") + b" " + target.encode("ascii") + known[2]
+        if body is None:
+            return head + b"\r\n"
+        return head + b"Content-Length: %d\r\n\r\n" % len(body)
 
     def _idle(self, origin: _Origin) -> _Connection | None:
         idle = origin.idle
@@ -458,6 +506,7 @@ class LeanGets:
         connection: _Connection,
         origin: _Origin,
         request: bytes,
+        body: bytes | None,
         read_timeout: float,
         cap: int,
     ) -> Received:
@@ -466,7 +515,7 @@ class LeanGets:
         watched.connection = watched.response = connection
         watched.queued = False
         try:
-            answer = await connection.send(request, cap)
+            answer = await connection.send(request, body, cap)
         except _Cut:
             self._open.discard(connection)
             if watched.expired:
@@ -497,6 +546,7 @@ class LeanGets:
             tls = self._tls
         last: BaseException | None = None
         for entry in hosts:
+            start = time.monotonic()
             try:
                 _, connection = await asyncio.wait_for(
                     loop.create_connection(
@@ -514,6 +564,9 @@ class LeanGets:
             except (OSError, asyncio.TimeoutError) as exc:  # (SSLError is an OSError)
                 last = exc
                 continue
+            took = time.monotonic() - start  # a round trip or three, with TLS
+            if self.quickest is None or took < self.quickest:
+                self.quickest = took
             self.opened += 1
             if self._closed:
                 connection.abort()
@@ -528,6 +581,15 @@ class LeanGets:
         known = self._resolved.get(key)
         if known is not None and known[0] > now:
             return known[1]
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(origin.host).version == 6 else 0
+        except ValueError:
+            pass  # a name
+        else:
+            # An address: nothing to resolve (as aiohttp's connector does it, no thread).
+            literal = [{"host": origin.host, "port": origin.port, "family": family}]
+            self._resolved[key] = (math.inf, literal)
+            return literal
         try:
             hosts = await self._resolver.resolve(origin.host, origin.port, socket.AF_UNSPEC)
         except OSError as exc:
@@ -554,10 +616,13 @@ def _make_origin(scheme: str, netloc: str) -> _Origin | None:
 
 
 def _header_block(origin: _Origin, headers: Mapping[str, str], user_agent: str) -> bytes:
-    """`` HTTP/1.1`` and the header lines after the request target, with the blank line."""
+    """`` HTTP/1.1`` and the header lines after the request target (each ended by CRLF,
+    without the blank line that ends the head)."""
     lines = [f" HTTP/1.1\r\nHost: {origin.host_header}"]
     sent = {"host"}
     for name, value in headers.items():
+        if name.lower() == "content-length":
+            continue  # the body's own length is sent
         if any(c in name or c in value for c in "\r\n\0") or ":" in name:
             raise NotSent(f"header {name!r} cannot be sent (a line break in it)", final=True)
         lines.append(f"{name}: {value}")
@@ -569,4 +634,4 @@ def _header_block(origin: _Origin, headers: Mapping[str, str], user_agent: str) 
     ):
         if name.lower() not in sent:
             lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")

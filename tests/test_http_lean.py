@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -389,3 +391,114 @@ def test_the_lean_path_runs_on_uvloop() -> None:
             await pipe.aclose()
 
     assert uvloop.run(main()) == [b"{}"] * 3
+
+
+async def _post(pipe: HttpPipe, url: str, body: bytes) -> tuple[int, bytes]:
+    answer = await pipe.send(
+        HttpRequest("POST", url, body, {"Authorization": "Bearer k-1"}), read_timeout=5, cap=1024
+    )
+    return answer.status, answer.body
+
+
+def _reads_posts(
+    server: Server, bodies: list[bytes], then: Callable[[int], bytes | None]
+) -> Answerer:
+    """Read POSTs (head and Content-Length body); answer the n-th with ``then(n)``, or
+    close without an answer when it gives ``None``."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await server.head(reader)
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            bodies.append(await reader.readexactly(length))
+            reply = then(len(bodies))
+            if reply is None:
+                return
+            writer.write(reply)
+            await writer.drain()
+
+    return answer
+
+
+async def test_a_create_with_its_body_in_memory_goes_whole_on_a_kept_connection(
+    pipe: HttpPipe,
+) -> None:
+    bodies: list[bytes] = []
+    ok = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"id": "t"}'
+    server = await _serve(lambda s: _reads_posts(s, bodies, lambda n: ok))
+    big = b'{"p": "' + b"q" * (100 << 10) + b'"}'  # written after its head, not joined
+    async with server:
+        assert await _post(pipe, server.url + "/v1/create", b'{"a": 1}') == (200, b'{"id": "t"}')
+        assert await _post(pipe, server.url + "/v1/create", big) == (200, b'{"id": "t"}')
+    assert bodies == [b'{"a": 1}', big]
+    assert server.connections == 1
+    lines = server.heads[0].decode().split("\r\n")
+    assert lines[0] == "POST /v1/create HTTP/1.1"
+    assert {"Content-Length: 8", "Content-Type: application/json"} <= set(lines)
+
+
+async def test_a_create_whose_connection_closes_unanswered_is_lost_and_never_sent_again(
+    pipe: HttpPipe,
+) -> None:
+    """The server read the create and closed without an answer: it may exist, so it is
+    lost, and not sent again on a new connection (a GET would be: it changes nothing)."""
+    bodies: list[bytes] = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server = await _serve(lambda s: _reads_posts(s, bodies, lambda n: ok if n == 1 else None))
+    async with server:
+        assert await _post(pipe, server.url + "/c", b"{}") == (200, b"{}")
+        with pytest.raises(Lost, match="closed the connection without answering"):
+            await _post(pipe, server.url + "/c", b'{"second": 1}')
+    assert bodies == [b"{}", b'{"second": 1}']  # once each
+    assert server.connections == 1
+
+
+async def test_a_create_refused_with_a_reset_is_not_sent(pipe: HttpPipe) -> None:
+    """A reset (RST) is the same answer on this path as through aiohttp: not taken."""
+
+    def make(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await server.head(reader)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # closed with linger 0: a reset
+
+        return answer
+
+    server = await _serve(make)
+    async with server:
+        with pytest.raises(NotSent, match="reset"):
+            await _post(pipe, server.url + "/c", b"{}")
+
+
+async def test_a_kept_connection_found_closed_before_a_create_opens_another(
+    pipe: HttpPipe,
+) -> None:
+    """The server closed the idle connection and the client saw it: the create goes on a
+    new connection, once."""
+    bodies: list[bytes] = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+    def one_then_close(server: Server) -> Answerer:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await server.head(reader)
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            bodies.append(await reader.readexactly(length))
+            writer.write(ok)
+            await writer.drain()
+
+        return answer
+
+    server = await _serve(one_then_close)
+    async with server:
+        assert await _post(pipe, server.url + "/c", b"{1}") == (200, b"{}")
+        assert pipe._lean is not None
+        kept = list(pipe._lean._open)
+        await until(lambda: all(c.closed for c in kept))
+        assert await _post(pipe, server.url + "/c", b"{2}") == (200, b"{}")
+    assert bodies == [b"{1}", b"{2}"]
+    assert server.connections == 2

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from qwen_edit_async._body import StreamedBody
 from qwen_edit_async._http import Answer, HttpPipe, Lost
 from qwen_edit_async.providers._base import HttpRequest
 
@@ -162,8 +163,9 @@ async def test_a_pooled_connection_keeps_no_answer_of_the_request_that_opened_it
     """A connection opened for a request stays in the pool after it; the request's watch
     lives on in what the connection's transport captured then (its context), so the watch
     must let go of the response: it kept every pooled connection's first answer, body
-    included (a 1 MiB answer here; thousands of answers in a bulk run). A POST: aiohttp
-    carries it (bodiless GETs have the pipe's own connections, below)."""
+    included (a 1 MiB answer here; thousands of answers in a bulk run). A streamed body:
+    aiohttp carries it (requests with a body in memory, and bodiless ones, have the pipe's
+    own connections, below)."""
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -178,7 +180,12 @@ async def test_a_pooled_connection_keeps_no_answer_of_the_request_that_opened_it
 
     server, url = await _raw_server(on_client)
     try:
-        answer = await pipe.send(HttpRequest("POST", url, b"{}"), read_timeout=30, cap=2 << 20)
+        answer = await pipe.send(
+            HttpRequest("POST", url, None),
+            read_timeout=30,
+            cap=2 << 20,
+            stream=StreamedBody((b"{}",), 2),
+        )
         assert len(answer.body) == 1 << 20
         del answer
         gc.collect()
