@@ -591,7 +591,16 @@ class LeanHttp:
             self._resolved[key] = (math.inf, literal)
             return literal
         try:
-            hosts = await self._resolver.resolve(origin.host, origin.port, socket.AF_UNSPEC)
+            # Bounded like the connect (aiohttp counts the lookup in its read timeout).
+            hosts = await asyncio.wait_for(
+                self._resolver.resolve(origin.host, origin.port, socket.AF_UNSPEC),
+                self._connect_timeout,
+            )
+        except asyncio.TimeoutError as exc:
+            raise NotSent(
+                f"could not connect: no address for {origin.host} within "
+                f"{self._connect_timeout:g} s"
+            ) from exc
         except OSError as exc:
             # A refused address (ForbiddenAddress is an OSError) or a failed lookup.
             raise NotSent(f"could not connect: {exc}") from exc

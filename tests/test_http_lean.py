@@ -9,11 +9,13 @@ import gzip
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from _wait import until
+from aiohttp.abc import AbstractResolver
 
-from qwen_edit_async._http import HttpPipe, Lost, NotSent
+from qwen_edit_async._http import GuardedResolver, HttpPipe, Lost, NotSent
 from qwen_edit_async.providers._base import HttpRequest
 
 pytestmark = pytest.mark.timeout(20)
@@ -502,3 +504,48 @@ async def test_a_kept_connection_found_closed_before_a_create_opens_another(
         assert await _post(pipe, server.url + "/c", b"{2}") == (200, b"{}")
     assert bodies == [b"{1}", b"{2}"]
     assert server.connections == 2
+
+
+async def test_a_name_that_never_resolves_is_not_sent_within_the_connect_timeout() -> None:
+    """The lookup of a new connection's name is bounded like its connect: a resolver that
+    never answers ends the request as not sent, not a hang."""
+
+    class Silent(AbstractResolver):
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+            await asyncio.sleep(3600)
+            return []
+
+        async def close(self) -> None:
+            return None
+
+    pipe = HttpPipe(connections=8, connect_timeout=0.2)
+    await pipe.open()
+    try:
+        assert pipe._lean is not None
+        pipe._lean._resolver = Silent()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(NotSent, match=r"no address for api\.example\.test within 0\.2 s"):
+            await _get(pipe, "http://api.example.test/v1/tasks/t-1")
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        await pipe.aclose()
+
+
+async def test_a_name_resolving_only_to_a_metadata_address_is_refused(
+    pipe: HttpPipe,
+) -> None:
+    """The pipe's guarded resolver applies on this path too: no connection is made to a
+    link-local or cloud-metadata address a name resolves to."""
+
+    class Metadata(AbstractResolver):
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+            return [{"hostname": host, "host": "169.254.169.254", "port": port, "family": 2}]
+
+        async def close(self) -> None:
+            return None
+
+    assert pipe._lean is not None
+    pipe._lean._resolver = GuardedResolver(Metadata())
+    with pytest.raises(NotSent, match="link-local or cloud-metadata"):
+        await _get(pipe, "http://api.example.test/v1/tasks/t-1")
+    assert pipe._lean.opened == 0
