@@ -12,8 +12,9 @@ CPU is the event loop's time, and the answers that wait for it are the client's 
 headers), then the body if there is one (with its ``Content-Length``), and reads the answer
 with a small HTTP/1.1 reader: a ``Content-Length`` body, a chunked one, or one that ends
 with the connection. It asks for no content coding; a ``gzip`` or ``deflate`` body that
-comes anyway is decoded (up to the cap). Connections are kept per origin and reused. Read
-timeouts are the pipe's :class:`~._watchdog.Watchdog`'s.
+comes anyway is decoded (up to the cap). Connections are kept per origin and reused, each
+after at most :data:`KEEP_IDLE` seconds in the pool. Read timeouts are the pipe's
+:class:`~._watchdog.Watchdog`'s.
 
 Never paying twice holds as on aiohttp's path: a request that finds its connection closed
 before it was written goes on a new one; a GET (it changes nothing) whose kept connection
@@ -57,6 +58,10 @@ Received = tuple[int, "CIMultiDictProxy[str]", bytes]
 #: The longest answer head read (status line and headers); a longer one is refused.
 MAX_HEAD = 64 * 1024
 _DNS_TTL = 300.0
+#: Seconds a connection may wait in the pool and still be used (aiohttp's keep-alive
+#: default): servers and middleboxes drop idle connections, some without a word, and a
+#: create written on such a connection would be lost instead of sent on a new one.
+KEEP_IDLE = 15.0
 #: A body up to this size goes out with its head in one write.
 _JOIN_BELOW = 64 * 1024
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
@@ -87,6 +92,8 @@ class _Connection(asyncio.Protocol):
         self.total_bytes = 0
         self.closed = False
         self.reused = False
+        #: When it was last put back in the pool (the monotonic clock).
+        self.idle_since = 0.0
         self._buffer = bytearray()
         self._waiter: asyncio.Future[Received] | None = None
         self._cap = 0
@@ -492,9 +499,10 @@ class LeanHttp:
 
     def _idle(self, origin: _Origin) -> _Connection | None:
         idle = origin.idle
+        stale = time.monotonic() - KEEP_IDLE
         while idle:
             connection = idle.pop()
-            if connection.reusable:
+            if connection.reusable and connection.idle_since > stale:
                 connection.reused = True
                 return connection
             self._open.discard(connection)
@@ -530,6 +538,7 @@ class LeanHttp:
             watchdog.end(watched)
             watched.connection = watched.response = None
         if connection.reusable and not self._closed:
+            connection.idle_since = time.monotonic()
             origin.idle.append(connection)
         else:
             self._open.discard(connection)

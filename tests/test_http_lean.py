@@ -15,6 +15,7 @@ import pytest
 from _wait import until
 from aiohttp.abc import AbstractResolver
 
+from qwen_edit_async import _lean
 from qwen_edit_async._http import GuardedResolver, HttpPipe, Lost, NotSent
 from qwen_edit_async.providers._base import HttpRequest
 
@@ -549,3 +550,22 @@ async def test_a_name_resolving_only_to_a_metadata_address_is_refused(
     with pytest.raises(NotSent, match="link-local or cloud-metadata"):
         await _get(pipe, "http://api.example.test/v1/tasks/t-1")
     assert pipe._lean.opened == 0
+
+
+async def test_a_connection_idle_too_long_is_not_used_again(
+    pipe: HttpPipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A middlebox may have dropped a connection idle for long without a word: after
+    ``KEEP_IDLE`` seconds in the pool it is closed, and the request opens a new one (a create
+    written on a dead connection would be lost, not sent)."""
+    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    async with server:
+        await _get(pipe, server.url + "/s")
+        await _get(pipe, server.url + "/s")
+        assert server.connections == 1  # within the limit: kept
+        monkeypatch.setattr(_lean, "KEEP_IDLE", 0.0)  # every idle connection is too old now
+        assert pipe._lean is not None
+        kept = list(pipe._lean._open)
+        await _get(pipe, server.url + "/s")
+        assert server.connections == 2
+        assert all(c.closed or c.transport is None or c.transport.is_closing() for c in kept)
