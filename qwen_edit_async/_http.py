@@ -29,7 +29,6 @@ classifies them, their body is only context.
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import time
 import urllib.parse
@@ -47,7 +46,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ._addresses import ForbiddenAddress, forbidden_address
 from ._body import SourceChanged, StreamedBody
 from ._lean import LeanHttp
-from ._outcomes import Answer, Lost, NotSent, too_large
+from ._outcomes import RESET_ERRNOS, Answer, Lost, NotSent, too_large
 from ._version import __version__
 from ._watchdog import Watchdog, watching
 from .providers._base import HttpRequest
@@ -70,7 +69,6 @@ _NO_PROXY: dict[str, Any] = {}
 # its type stubs).
 _bypass: Callable[[str, Mapping[str, str]], bool] = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
 
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 #: What goes on the pipe's own connections (:mod:`._lean`) when it can.
 _LEAN_METHODS = frozenset({"GET", "POST"})
 
@@ -244,7 +242,7 @@ class HttpPipe:
         # The read timeouts of send() on the own session: one timer for every request (a
         # session the caller shares keeps aiohttp's sock_read, a timer per read).
         self._watchdog: Watchdog | None = None
-        # Bodiless GETs (status requests) on connections of the pipe's own, not aiohttp's.
+        # Status requests and in-memory creates on connections of the pipe's own (_lean).
         self._lean: LeanHttp | None = None
         self._unread_timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=connect_timeout, sock_read=None
@@ -352,7 +350,7 @@ class HttpPipe:
                     *found, request.method, merged, body, read_timeout=read_timeout, cap=cap
                 )
                 if answer is not None:
-                    return Answer(*answer)
+                    return answer
         # The exchange itself, in this frame: one coroutine per request (the hot path).
         merged = self._headers(request.headers, headers, request.body is not None)
         data: bytes | AsyncIterator[bytes] | None = request.body
@@ -503,7 +501,7 @@ def _classify(exc: BaseException, read_timeout: float) -> NotSent | Lost | BaseE
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return Lost("the server closed the connection without answering")
     if isinstance(exc, aiohttp.ClientOSError):
-        if exc.errno in _RESET_ERRNOS:
+        if exc.errno in RESET_ERRNOS:
             return NotSent(f"the connection was reset: {_describe(exc)}")
         return Lost(f"the connection failed: {_describe(exc)}")
     if isinstance(exc, asyncio.TimeoutError):

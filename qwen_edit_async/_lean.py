@@ -31,7 +31,6 @@ connection allowed is busy.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import math
 import socket
@@ -44,16 +43,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._outcomes import Lost, NotSent, too_large
+from ._outcomes import RESET_ERRNOS, Answer, Lost, NotSent, too_large
 from ._urls import is_http_url
+from ._watchdog import Watchdog
 
 if TYPE_CHECKING:
     from aiohttp.abc import AbstractResolver
 
 __all__ = ["LeanHttp"]
-
-#: An answer as read: status, headers, body.
-Received = tuple[int, "CIMultiDictProxy[str]", bytes]
 
 #: The longest answer head read (status line and headers); a longer one is refused.
 MAX_HEAD = 64 * 1024
@@ -62,9 +59,10 @@ _DNS_TTL = 300.0
 #: default): servers and middleboxes drop idle connections, some without a word, and a
 #: create written on such a connection would be lost instead of sent on a new one.
 KEEP_IDLE = 15.0
+#: Origins (scheme, host, port) remembered; the oldest beyond it is forgotten.
+ORIGINS_KEPT = 64
 #: A body up to this size goes out with its head in one write.
 _JOIN_BELOW = 64 * 1024
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class _Origin:
@@ -95,7 +93,7 @@ class _Connection(asyncio.Protocol):
         #: When it was last put back in the pool (the monotonic clock).
         self.idle_since = 0.0
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[Received] | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
         self._cap = 0
         self._got_any = False
         # The answer being read: its head, then how its body is framed.
@@ -148,8 +146,8 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange
 
-    def send(self, request: bytes, body: bytes | None, cap: int) -> asyncio.Future[Received]:
-        waiter: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
+    def send(self, request: bytes, body: bytes | None, cap: int) -> asyncio.Future[Answer]:
+        waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         if self.transport is None or self.transport.is_closing():
             waiter.set_exception(_Cut(False, None, written=False))
             return waiter
@@ -187,7 +185,7 @@ class _Connection(asyncio.Protocol):
         self._chunks.clear()
         if waiter is not None and not waiter.done():
             assert headers is not None
-            waiter.set_result((self._status, headers, body))
+            waiter.set_result(Answer(self._status, headers, body))
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
@@ -371,7 +369,7 @@ class LeanHttp:
     def __init__(
         self,
         resolver: AbstractResolver,
-        watchdog: Any,
+        watchdog: Watchdog,
         *,
         connect_timeout: float,
         limit: int,
@@ -405,8 +403,12 @@ class LeanHttp:
             origin = self._origins[key]
         except KeyError:
             origin = self._origins[key] = _make_origin(scheme, netloc)
-            if len(self._origins) > 64:
-                self._origins.pop(next(iter(self._origins)))
+            if len(self._origins) > ORIGINS_KEPT:
+                # The oldest origin goes, with the connections it kept.
+                evicted = self._origins.pop(next(iter(self._origins)))
+                for connection in evicted.idle if evicted is not None else ():
+                    self._open.discard(connection)
+                    connection.abort()
         if origin is None:
             return None
         target = slash + path
@@ -424,7 +426,7 @@ class LeanHttp:
         *,
         read_timeout: float,
         cap: int,
-    ) -> Received | None:
+    ) -> Answer | None:
         """Send ``method`` ``target`` of ``origin`` with ``headers`` and ``body``: (status,
         headers, body), or ``None`` when every connection allowed is busy (send it another
         way).
@@ -459,7 +461,7 @@ class LeanHttp:
                     # Never written; or a GET (it changes nothing) on a kept connection the
                     # server had closed: once more, on a new connection.
                     continue
-                if isinstance(cut.cause, OSError) and cut.cause.errno in _RESET_ERRNOS:
+                if isinstance(cut.cause, OSError) and cut.cause.errno in RESET_ERRNOS:
                     # Refused with a reset: the request was not taken.
                     raise NotSent(f"the connection was reset: {cut}") from cut.cause
                 raise Lost("the server closed the connection without answering") from None
@@ -517,7 +519,7 @@ class LeanHttp:
         body: bytes | None,
         read_timeout: float,
         cap: int,
-    ) -> Received:
+    ) -> Answer:
         watchdog = self._watchdog
         watched = watchdog.start(read_timeout)
         watched.connection = watched.response = connection
@@ -642,7 +644,11 @@ def _header_block(origin: _Origin, headers: Mapping[str, str], user_agent: str) 
         if name.lower() == "content-length":
             continue  # the body's own length is sent
         if any(c in name or c in value for c in "\r\n\0") or ":" in name:
-            raise NotSent(f"header {name!r} cannot be sent (a line break in it)", final=True)
+            raise NotSent(
+                f"header {name!r} cannot be sent: a line break or NUL in it, or a colon in "
+                "its name",
+                final=True,
+            )
         lines.append(f"{name}: {value}")
         sent.add(name.lower())
     for name, value in (

@@ -4,10 +4,14 @@ requests (:mod:`._lean`) both give these."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 from typing import NamedTuple
 
-__all__ = ["Answer", "Lost", "NotSent", "too_large"]
+__all__ = ["RESET_ERRNOS", "Answer", "Lost", "NotSent", "too_large"]
+
+#: A connection ended by these was reset by the peer (RST): the request was not taken.
+RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class NotSent(Exception):

@@ -25,11 +25,11 @@ Answerer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None
 
 
 class Server:
-    """A loopback server: each connection handled by ``answer``; it counts connections
-    and keeps every request head it read."""
+    """A loopback server: each connection handled by the answerer ``make(server)`` gives;
+    it counts connections and keeps every request head it read."""
 
-    def __init__(self, answer: Answerer) -> None:
-        self.answer = answer
+    def __init__(self, make: Callable[[Server], Answerer]) -> None:
+        self.answer = make(self)
         self.connections = 0
         self.heads: list[bytes] = []
         self._server: asyncio.Server | None = None
@@ -87,12 +87,6 @@ def _each(server_answer: bytes, *, close: bool = False) -> Callable[[Server], An
     return make
 
 
-async def _serve(make: Callable[[Server], Answerer]) -> Server:
-    server = Server(lambda r, w: asyncio.sleep(0))
-    server.answer = make(server)
-    return server
-
-
 async def _get(pipe: HttpPipe, url: str, cap: int = 1 << 20) -> tuple[int, bytes, str]:
     answer = await pipe.send(
         HttpRequest("GET", url, None, {"Authorization": "Bearer k-1"}),
@@ -105,9 +99,7 @@ async def _get(pipe: HttpPipe, url: str, cap: int = 1 << 20) -> tuple[int, bytes
 async def test_requests_share_one_kept_alive_connection_and_say_who_they_are(
     pipe: HttpPipe,
 ) -> None:
-    server = await _serve(
-        _each(b"HTTP/1.1 200 OK\r\nX-Request-Id: r-7\r\nContent-Length: 2\r\n\r\n{}")
-    )
+    server = Server(_each(b"HTTP/1.1 200 OK\r\nX-Request-Id: r-7\r\nContent-Length: 2\r\n\r\n{}"))
     async with server:
         for _ in range(5):
             assert await _get(pipe, server.url + "/v1/tasks/t%2F1?x=1") == (200, b"{}", "r-7")
@@ -151,7 +143,7 @@ async def test_requests_share_one_kept_alive_connection_and_say_who_they_are(
 async def test_every_framing_of_a_kept_alive_answer_is_read(
     pipe: HttpPipe, answer: bytes, body: bytes
 ) -> None:
-    server = await _serve(_each(answer))
+    server = Server(_each(answer))
     async with server:
         for _ in range(3):
             assert (await _get(pipe, server.url + "/s"))[1] == body
@@ -161,7 +153,7 @@ async def test_every_framing_of_a_kept_alive_answer_is_read(
 async def test_an_answer_ending_with_its_connection_is_read_and_the_next_opens_another(
     pipe: HttpPipe,
 ) -> None:
-    server = await _serve(_each(b'HTTP/1.0 200 OK\r\n\r\n{"c": 3}', close=True))
+    server = Server(_each(b'HTTP/1.0 200 OK\r\n\r\n{"c": 3}', close=True))
     async with server:
         assert (await _get(pipe, server.url + "/s"))[1] == b'{"c": 3}'
         assert (await _get(pipe, server.url + "/s"))[1] == b'{"c": 3}'
@@ -174,16 +166,8 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
     """Servers close idle kept-alive connections when they like: the GET that finds its
     connection closed is sent again on a new one (a status request changes nothing)."""
 
-    def make(server: Server) -> Answerer:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.head(reader)
-            # Keep-alive promised, then closed after the answer, silently.
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-            await writer.drain()
-
-        return answer
-
-    server = await _serve(make)
+    # Keep-alive promised, then closed after the answer, silently.
+    server = Server(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", close=True))
     async with server:
         for n in range(1, 4):
             assert (await _get(pipe, server.url + "/s"))[1] == b"{}"
@@ -206,16 +190,14 @@ async def test_a_connection_closed_without_an_answer_is_lost_on_a_new_connection
 
         return answer
 
-    server = await _serve(make)
+    server = Server(make)
     async with server:
         with pytest.raises(Lost, match="closed the connection without answering"):
             await _get(pipe, server.url + "/s")
 
 
 async def test_an_answer_cut_off_is_lost(pipe: HttpPipe) -> None:
-    server = await _serve(
-        _each(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half', close=True)
-    )
+    server = Server(_each(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half', close=True))
     async with server:
         with pytest.raises(Lost, match="cut off"):
             await _get(pipe, server.url + "/s")
@@ -245,7 +227,7 @@ async def test_nothing_listening_is_not_sent(pipe: HttpPipe) -> None:
 async def test_an_unreadable_answer_is_lost_and_its_connection_dropped(
     pipe: HttpPipe, answer: bytes
 ) -> None:
-    server = await _serve(_each(answer))
+    server = Server(_each(answer))
     async with server:
         with pytest.raises(Lost, match="cannot be read"):
             await _get(pipe, server.url + "/s")
@@ -254,7 +236,7 @@ async def test_an_unreadable_answer_is_lost_and_its_connection_dropped(
 
 
 async def test_a_head_without_end_is_refused_beyond_its_limit(pipe: HttpPipe) -> None:
-    server = await _serve(_each(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (70 << 10)))
+    server = Server(_each(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (70 << 10)))
     async with server:
         with pytest.raises(Lost, match="head is longer"):
             await _get(pipe, server.url + "/s")
@@ -277,7 +259,7 @@ async def test_the_cap_holds_in_every_framing(pipe: HttpPipe, framing: str) -> N
         packed = gzip.compress(data)  # small on the wire, 5000 bytes inflated
         head, body = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(packed), packed
     for status in (b"200 OK", b"500 Oops"):
-        server = await _serve(_each(b"HTTP/1.1 " + status + b"\r\n" + head + b"\r\n" + body))
+        server = Server(_each(b"HTTP/1.1 " + status + b"\r\n" + head + b"\r\n" + body))
         async with server:
             if status.startswith(b"200"):
                 with pytest.raises(Lost, match="larger than max_response_bytes=1000") as info:
@@ -295,7 +277,7 @@ async def test_a_silent_server_is_lost_at_the_read_timeout(pipe: HttpPipe) -> No
 
         return answer
 
-    server = await _serve(make)
+    server = Server(make)
     async with server:
         with pytest.raises(Lost, match=r"no answer within 0\.3 s"):
             await pipe.send(HttpRequest("GET", server.url + "/s"), read_timeout=0.3, cap=100)
@@ -320,7 +302,7 @@ async def test_a_cancelled_request_does_not_leave_its_connection_to_the_next(
 
         return answer
 
-    server = await _serve(make)
+    server = Server(make)
     async with server:
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(_get(pipe, server.url + "/s"), 0.1)
@@ -329,7 +311,7 @@ async def test_a_cancelled_request_does_not_leave_its_connection_to_the_next(
 
 
 async def test_a_line_break_in_a_header_is_never_sent(pipe: HttpPipe) -> None:
-    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    server = Server(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
     async with server:
         request = HttpRequest("GET", server.url + "/s", None, {"X-Key": "a\r\nX-Evil: 1"})
         with pytest.raises(NotSent, match="line break") as info:
@@ -341,15 +323,7 @@ async def test_a_line_break_in_a_header_is_never_sent(pipe: HttpPipe) -> None:
 async def test_a_proxied_url_goes_through_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """HTTP_PROXY applies to status requests as to every other: they go to the proxy."""
 
-    def make(server: Server) -> Answerer:
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.head(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-            await writer.drain()
-
-        return answer
-
-    proxy = await _serve(make)
+    proxy = Server(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", close=True))
     async with proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.delenv("NO_PROXY", raising=False)
@@ -364,7 +338,7 @@ async def test_a_proxied_url_goes_through_the_proxy(monkeypatch: pytest.MonkeyPa
 
 
 async def test_a_closed_pipe_drops_its_kept_connections(pipe: HttpPipe) -> None:
-    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    server = Server(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
     async with server:
         await _get(pipe, server.url + "/s")
         lean = pipe._lean
@@ -380,7 +354,7 @@ def test_the_lean_path_runs_on_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")
 
     async def main() -> list[bytes]:
-        server = await _serve(
+        server = Server(
             _each(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
         )
         pipe = HttpPipe(connections=8, connect_timeout=2.0)
@@ -432,7 +406,7 @@ async def test_a_create_with_its_body_in_memory_goes_whole_on_a_kept_connection(
 ) -> None:
     bodies: list[bytes] = []
     ok = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"id": "t"}'
-    server = await _serve(lambda s: _reads_posts(s, bodies, lambda n: ok))
+    server = Server(lambda s: _reads_posts(s, bodies, lambda n: ok))
     big = b'{"p": "' + b"q" * (100 << 10) + b'"}'  # written after its head, not joined
     async with server:
         assert await _post(pipe, server.url + "/v1/create", b'{"a": 1}') == (200, b'{"id": "t"}')
@@ -451,7 +425,7 @@ async def test_a_create_whose_connection_closes_unanswered_is_lost_and_never_sen
     lost, and not sent again on a new connection (a GET would be: it changes nothing)."""
     bodies: list[bytes] = []
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
-    server = await _serve(lambda s: _reads_posts(s, bodies, lambda n: ok if n == 1 else None))
+    server = Server(lambda s: _reads_posts(s, bodies, lambda n: ok if n == 1 else None))
     async with server:
         assert await _post(pipe, server.url + "/c", b"{}") == (200, b"{}")
         with pytest.raises(Lost, match="closed the connection without answering"):
@@ -472,7 +446,7 @@ async def test_a_create_refused_with_a_reset_is_not_sent(pipe: HttpPipe) -> None
 
         return answer
 
-    server = await _serve(make)
+    server = Server(make)
     async with server:
         with pytest.raises(NotSent, match="reset"):
             await _post(pipe, server.url + "/c", b"{}")
@@ -496,7 +470,7 @@ async def test_a_kept_connection_found_closed_before_a_create_opens_another(
 
         return answer
 
-    server = await _serve(one_then_close)
+    server = Server(one_then_close)
     async with server:
         assert await _post(pipe, server.url + "/c", b"{1}") == (200, b"{}")
         assert pipe._lean is not None
@@ -558,7 +532,7 @@ async def test_a_connection_idle_too_long_is_not_used_again(
     """A middlebox may have dropped a connection idle for long without a word: after
     ``KEEP_IDLE`` seconds in the pool it is closed, and the request opens a new one (a create
     written on a dead connection would be lost, not sent)."""
-    server = await _serve(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
+    server = Server(_each(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"))
     async with server:
         await _get(pipe, server.url + "/s")
         await _get(pipe, server.url + "/s")
@@ -569,3 +543,20 @@ async def test_a_connection_idle_too_long_is_not_used_again(
         await _get(pipe, server.url + "/s")
         assert server.connections == 2
         assert all(c.closed or c.transport is None or c.transport.is_closing() for c in kept)
+
+
+async def test_a_forgotten_origin_closes_the_connections_it_kept(
+    pipe: HttpPipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Origins beyond ``ORIGINS_KEPT`` are forgotten, oldest first; the connections they
+    kept are closed with them, not left open and counted until the pipe closes."""
+    monkeypatch.setattr(_lean, "ORIGINS_KEPT", 1)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    first, second = Server(_each(ok)), Server(_each(ok))
+    async with first, second:
+        await _get(pipe, first.url + "/s")
+        assert pipe._lean is not None
+        kept = list(pipe._lean._open)
+        await _get(pipe, second.url + "/s")  # the first origin is forgotten
+        assert len(pipe._lean._open) == 1
+        await until(lambda: all(c.closed for c in kept))
